@@ -1,0 +1,382 @@
+//! The normalized model of what the instance should be: pure data, no I/O.
+//!
+//! Every source (OpenNebula CD, a directory, later EC2) produces a [`Context`]; the plan and
+//! apply steps read nothing else. Secrets are wrapped in [`Secret`] so that serializing a
+//! context (`vmctx show`, logs) can never print them.
+
+use serde::{Serialize, Serializer};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Context {
+    pub instance_id: String,
+    /// Where the context was read from, e.g. `opennebula:/dev/sr0`.
+    pub source: String,
+    pub hostname: Option<Hostname>,
+    pub network: Network,
+    pub ssh_keys: Vec<String>,
+    pub user: Option<User>,
+    pub scripts: Scripts,
+    pub update: Option<UpdateSchedule>,
+    pub sync: Option<SyncSettings>,
+    pub ec2: Option<Ec2Settings>,
+    /// Tolerated oddities: skipped lines, legacy forms, NICs without a MAC, …
+    pub warnings: Vec<String>,
+    /// Values that were set but are not valid; the item they configure is left out, the rest
+    /// of the context still applies, and the command exits 1.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hostname {
+    /// The host label (what `sethostname` gets).
+    pub name: String,
+    /// The rest of an FQDN, if one was given.
+    pub domain: Option<String>,
+    /// The variable it came from.
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Network {
+    /// `NETWORK='NO'`: vmctx configures no network at all.
+    pub configure: bool,
+    /// NICs in ETHx index order (numeric: ETH2 before ETH10).
+    pub nics: Vec<Nic>,
+    /// Global resolvers: `DNS`, then every NIC's `ETHx_DNS`, de-duplicated, order kept.
+    pub dns: Vec<IpAddr>,
+    pub search: Vec<String>,
+    /// A legacy context with no `ETHx_*` variables at all: every live NIC whose MAC carries the
+    /// prefix gets its MAC-derived /24 (OpenNebula's original behaviour). Resolved against the
+    /// live links by the plan.
+    pub derive_all_prefixed: bool,
+    pub mac_prefix: [u8; 2],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Nic {
+    /// x of `ETHx_*`.
+    pub index: u32,
+    pub mac: MacAddr,
+    pub method: Method,
+    pub ip6_method: Ip6Method,
+    /// IPv4 then IPv6 addresses, the NIC's own first, then its aliases.
+    pub addresses: Vec<Cidr>,
+    /// The IPv4 address was computed from the MAC (legacy context), not given.
+    pub ipv4_from_mac: bool,
+    pub gateway: Option<Ipv4Addr>,
+    pub metric: Option<u32>,
+    pub gateway6: Option<Ipv6Addr>,
+    pub metric6: Option<u32>,
+    pub routes: Vec<Route>,
+    /// `ETHx_DNS` then the global `DNS`, de-duplicated.
+    pub dns: Vec<IpAddr>,
+    pub search: Vec<String>,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Static,
+    Dhcp,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ip6Method {
+    Static,
+    Auto,
+    Dhcp,
+    Disable,
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub to: Cidr,
+    pub via: IpAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub name: String,
+    pub sudo: bool,
+    pub shell: String,
+    pub password: Option<Password>,
+    /// `USERNAME_PASSWORD_RESET=YES` with no password: lock the password.
+    pub lock_password: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum Password {
+    Crypted(Secret),
+    Plain(Secret),
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Scripts {
+    pub start: Option<StartScript>,
+    /// `INIT_SCRIPTS`: file names on the context CD, run in order.
+    pub init: Vec<String>,
+    pub user_data: Option<UserData>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StartScript {
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub bytes: usize,
+    pub from: String,
+    pub mode: ScriptMode,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptMode {
+    Once,
+    Always,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserData {
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub bytes: usize,
+    /// The first line, as far as it tells the kind (`#!/bin/sh`, `#cloud-config`, …).
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdateSchedule {
+    pub schedule: Schedule,
+    pub command: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "spec", rename_all = "lowercase")]
+pub enum Schedule {
+    Cron(String),
+    Calendar(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncSettings {
+    pub bucket: String,
+    pub prefix: String,
+    pub dir: String,
+    pub mode: SyncMode,
+    pub interval: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub ca_file: Option<String>,
+    pub credentials: Option<AwsCredentials>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Pull,
+    Push,
+    Both,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ec2Settings {
+    /// `EC2_METADATA=YES`: serve an emulated metadata service.
+    pub metadata: bool,
+    pub instance_id: Option<String>,
+    pub ami_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub region: Option<String>,
+    pub availability_zone: Option<String>,
+    pub tokens_required: bool,
+    pub hop_limit: u8,
+    pub iam: Option<IamRole>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IamRole {
+    pub name: String,
+    pub credentials: Option<AwsCredentials>,
+}
+
+/// A value that must never be printed or logged. It serializes as `"<redacted>"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A MAC address; parsed case-insensitively (B13), shown lower-case.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bytes = parse_hex_bytes(s.trim()).ok_or_else(|| format!("{s:?} is not a MAC address"))?;
+        let arr: [u8; 6] = bytes
+            .try_into()
+            .map_err(|_| format!("{s:?} is not a MAC address (needs 6 bytes)"))?;
+        Ok(MacAddr(arr))
+    }
+}
+
+/// `aa:bb:…` (or `-` separated) into bytes; each part one or two hex digits.
+pub fn parse_hex_bytes(s: &str) -> Option<Vec<u8>> {
+    let sep = if s.contains('-') { '-' } else { ':' };
+    s.split(sep)
+        .map(|p| {
+            if p.is_empty() || p.len() > 2 {
+                None
+            } else {
+                u8::from_str_radix(p, 16).ok()
+            }
+        })
+        .collect()
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// An address with its prefix length, `10.0.3.40/24`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, String> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("prefix /{prefix} is too long for {addr}"));
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    /// `a.b.c.d/p`, or a bare address as a host route (/32, /128).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address"))?;
+        let prefix = match prefix {
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("{s:?} has a bad prefix length"))?,
+            None if addr.is_ipv4() => 32,
+            None => 128,
+        };
+        Cidr::new(addr, prefix)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl fmt::Debug for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parse_is_case_insensitive_and_strict() {
+        let m: MacAddr = "02:00:0A:00:03:28".parse().unwrap();
+        assert_eq!(m.to_string(), "02:00:0a:00:03:28");
+        assert_eq!("02-00-0a-00-03-28".parse::<MacAddr>().unwrap(), m);
+        for bad in ["", "02:00:0a:00:03", "02:00:0a:00:03:28:01", "zz:00:0a:00:03:28", "020:0:0:0:0:0"] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidr_parse() {
+        assert_eq!("10.0.0.0/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!("10.1.2.3".parse::<Cidr>().unwrap().prefix, 32);
+        assert_eq!("fd00::1".parse::<Cidr>().unwrap().prefix, 128);
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("fd00::/129".parse::<Cidr>().is_err());
+        assert!("banana/8".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn secrets_never_serialize() {
+        let p = Password::Plain(Secret::new("hunter2"));
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(!format!("{p:?}").contains("hunter2"));
+    }
+}

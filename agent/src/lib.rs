@@ -1,0 +1,13 @@
+//! vmctx: make a generic VM image fit the instance it became.
+//!
+//! One data flow: [`source`] (where the facts come from) → [`context`] (what the
+//! instance should be) → [`plan`] (what must change on this system) → apply.
+//! [`context`] and [`derive`] are pure; [`facts`] is the only place that asks the
+//! running system what it has.
+
+pub mod context;
+pub mod derive;
+pub mod facts;
+pub mod plan;
+pub mod schedule;
+pub mod source;

@@ -1,0 +1,183 @@
+//! The `vmctx` command line: parse, call the library, print, map errors to exit codes
+//! (0 done; 1 failed; 2 usage).
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use vmctx::context::MacAddr;
+use vmctx::source::iso9660::IsoImage;
+use vmctx::source::{self, Source};
+use vmctx::{derive, facts, plan};
+
+#[derive(Parser)]
+#[command(name = "vmctx", version, about = "Make a generic VM image fit the instance it became")]
+struct Cli {
+    /// Take every system path (/sys, /dev, /etc, …) under this directory.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Say which context source is present, and the evidence.
+    Detect {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The normalized context, secrets redacted.
+    Show {
+        #[arg(long, default_value = "auto")]
+        source: Source,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What apply would change, changing nothing.
+    Plan {
+        /// auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH
+        #[arg(long, default_value = "auto")]
+        source: Source,
+        /// Lines `MAC=ifname` standing in for this machine's links.
+        #[arg(long, value_name = "FILE")]
+        links_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// OpenNebula's MAC → IPv4 rule (and the EUI-64 IPv6 address in a /64).
+    Mac2ip {
+        mac: MacAddr,
+        #[arg(long, default_value = "02:00", value_parser = derive::parse_mac_prefix)]
+        mac_prefix: [u8; 2],
+        /// A /64 prefix such as 2001:db8:1:2:: to also print the SLAAC address.
+        #[arg(long, value_name = "P6")]
+        ipv6_prefix: Option<std::net::Ipv6Addr>,
+    },
+    /// Read an ISO9660 image or device without mounting it.
+    Iso {
+        #[command(subcommand)]
+        op: IsoOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum IsoOp {
+    /// List a directory (default: the root) and the volume label.
+    Ls { image: PathBuf, path: Option<String> },
+    /// Write a file's contents to standard output.
+    Cat { image: PathBuf, path: String },
+}
+
+/// Largest file `vmctx iso cat` prints.
+const MAX_CAT: u64 = 64 << 20;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("vmctx: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    let root = cli.root.as_path();
+    match cli.command {
+        Command::Detect { json } => detect(root, json),
+        Command::Show { source, json } => {
+            let ctx = source::load(&source, root).map_err(|e| e.to_string())?;
+            let out = if json {
+                serde_json::to_string(&ctx)
+            } else {
+                serde_json::to_string_pretty(&ctx)
+            };
+            println!("{}", out.map_err(|e| e.to_string())?);
+            Ok(exit_for(&ctx.errors))
+        }
+        Command::Plan { source, links_file, json } => {
+            let ctx = source::load(&source, root).map_err(|e| e.to_string())?;
+            let links = match links_file {
+                Some(f) => facts::read_links_file(&f),
+                None => facts::live_links(),
+            }
+            .map_err(|e| e.to_string())?;
+            let plan = plan::build(&ctx, &links);
+            if json {
+                println!("{}", plan.to_json());
+            } else {
+                print!("{}", plan.summary());
+            }
+            Ok(exit_for(&plan.errors))
+        }
+        Command::Mac2ip { mac, mac_prefix, ipv6_prefix } => {
+            let ip = derive::mac_to_ipv4(mac, mac_prefix)?;
+            println!("{ip}");
+            if let Some(p6) = ipv6_prefix {
+                println!("{}", derive::mac_to_ipv6(mac, p6));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Iso { op } => iso(op),
+    }
+}
+
+/// Exit 1 when some values were invalid (the rest was still planned).
+fn exit_for(errors: &[String]) -> ExitCode {
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn detect(root: &Path, json: bool) -> Result<ExitCode, String> {
+    let d = source::detect::find_context_volume(root);
+    let found = d.device.as_ref().map(|p| Source::OpenNebula(Some(p.clone())).to_string());
+    if json {
+        let v = serde_json::json!({"source": found, "probes": d.probes});
+        println!("{v}");
+    } else {
+        println!("{}", found.as_deref().unwrap_or("none"));
+        for p in &d.probes {
+            println!("  {}: {}", p.device, p.found);
+        }
+    }
+    match found {
+        Some(_) => Ok(ExitCode::SUCCESS),
+        None if json => Ok(ExitCode::from(1)),
+        None => Err(d.summary()),
+    }
+}
+
+fn iso(op: IsoOp) -> Result<ExitCode, String> {
+    let (image, path) = match &op {
+        IsoOp::Ls { image, path } => (image, path.clone().unwrap_or_else(|| "/".into())),
+        IsoOp::Cat { image, path } => (image, path.clone()),
+    };
+    let fail = |e: source::iso9660::IsoError| format!("{}: {e}", image.display());
+    let mut iso = IsoImage::open(image).map_err(fail)?;
+    match op {
+        IsoOp::Ls { .. } => {
+            let entries = iso.list(&path).map_err(fail)?;
+            println!("volume {:?}", iso.volume_id());
+            for e in entries {
+                let mode = e.mode.map(|m| format!("{:04o}", m & 0o7777)).unwrap_or_else(|| "----".into());
+                let kind = if e.is_dir { 'd' } else { '-' };
+                println!("{kind} {mode} {:>10} {}", e.size, e.name);
+            }
+        }
+        IsoOp::Cat { .. } => {
+            let bytes = iso.read_file(&path, MAX_CAT).map_err(fail)?;
+            std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

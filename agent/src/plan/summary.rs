@@ -1,0 +1,97 @@
+//! The readable form of a plan (`vmctx plan` without `--json`).
+
+use super::Plan;
+use crate::context::{Schedule, ScriptMode, SyncMode};
+use std::fmt::Write;
+
+pub(super) fn render(p: &Plan) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "instance  {}   (from {})", p.instance_id, p.source);
+    match &p.hostname {
+        Some(h) => {
+            let fqdn = h.domain.as_ref().map(|d| format!(" (fqdn {}.{d})", h.name)).unwrap_or_default();
+            let _ = writeln!(o, "hostname  {}{fqdn}   from {}", h.name, h.from);
+        }
+        None => o.push_str("hostname  unchanged\n"),
+    }
+    if p.network.ethernets.is_empty() {
+        o.push_str("network   no interface to configure\n");
+    } else {
+        o.push_str("network\n");
+        for (name, e) in &p.network.ethernets {
+            let mut line = format!("  {name:<8} {}", e.match_.macaddress);
+            for a in &e.addresses {
+                let _ = write!(line, "  {a}");
+            }
+            if e.dhcp4 {
+                line.push_str("  dhcp4");
+            }
+            if e.dhcp6 {
+                line.push_str("  dhcp6");
+            } else if e.accept_ra == Some(true) {
+                line.push_str("  slaac");
+            }
+            for r in &e.routes {
+                let _ = write!(line, "  {} via {}", r.to, r.via);
+            }
+            if let Some(m) = e.mtu {
+                let _ = write!(line, "  mtu {m}");
+            }
+            let _ = writeln!(o, "{line}");
+        }
+    }
+    if !p.dns.nameservers.is_empty() || !p.dns.search.is_empty() {
+        let ns: Vec<String> = p.dns.nameservers.iter().map(ToString::to_string).collect();
+        let _ = writeln!(o, "dns       {}{}", ns.join(" "),
+            if p.dns.search.is_empty() { String::new() } else { format!("   search {}", p.dns.search.join(" ")) });
+    }
+    for u in &p.users {
+        let _ = writeln!(
+            o,
+            "user      {} ({}{}, {}), {} ssh key{}",
+            u.name,
+            if u.sudo { "sudo, " } else { "" },
+            u.shell,
+            u.password.map_or("password unchanged".to_string(), |k| format!("password {k}")),
+            u.ssh_keys,
+            if u.ssh_keys == 1 { "" } else { "s" }
+        );
+    }
+    for s in &p.scripts {
+        let size = s.bytes.map(|b| format!(", {b} bytes")).unwrap_or_default();
+        let run = if s.run == ScriptMode::Always { "every boot" } else { "once per instance" };
+        let _ = writeln!(o, "script    {} {}{size}, {run}", s.kind, s.from);
+    }
+    if let Some(u) = &p.update {
+        let what = match &u.schedule {
+            Schedule::Cron(c) => format!("cron {c:?}"),
+            Schedule::Calendar(c) => format!("calendar {c:?}"),
+        };
+        let cmd = u.command.as_deref().unwrap_or("the package manager's upgrade");
+        let _ = writeln!(o, "updates   {what}: {cmd}");
+    }
+    if let Some(s) = &p.sync {
+        let arrow = match s.mode {
+            SyncMode::Pull => "->",
+            SyncMode::Push => "<-",
+            SyncMode::Both => "<->",
+        };
+        let _ = writeln!(o, "sync      s3://{}/{} {arrow} {} every {}", s.bucket, s.prefix, s.dir, s.interval);
+    }
+    if let Some(e) = &p.ec2 {
+        if e.metadata {
+            let _ = writeln!(
+                o,
+                "ec2       emulated metadata for {} (tokens {})",
+                e.instance_id.as_deref().unwrap_or(&p.instance_id),
+                if e.tokens_required { "required" } else { "optional" }
+            );
+        }
+    }
+    for (title, list) in [("warning", &p.warnings), ("error", &p.errors)] {
+        for w in list {
+            let _ = writeln!(o, "{title}: {w}");
+        }
+    }
+    o
+}

@@ -1,0 +1,148 @@
+//! Finding the CONTEXT volume among the block devices, by reading each one's primary volume
+//! descriptor: no mount, no blkid. Cheap: one 2 KiB read per device.
+
+use super::iso9660::read_volume_id;
+use super::opennebula::CONTEXT_LABEL;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Kernel names of the devices a context CD can be: CD-ROMs, virtio, SCSI/SATA, Xen and IDE
+/// disks. Loop, RAM, device-mapper and md devices never hold one.
+const CANDIDATES: [&str; 5] = ["sr", "vd", "sd", "xvd", "hd"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    pub device: String,
+    /// What was found: the volume label, or why the device was passed over.
+    pub found: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Detection {
+    /// The CONTEXT device, if any.
+    pub device: Option<PathBuf>,
+    /// Every device looked at, in order, with what it held: the evidence for the decision.
+    pub probes: Vec<Probe>,
+}
+
+impl Detection {
+    pub fn summary(&self) -> String {
+        if self.probes.is_empty() {
+            return "no CD-ROM or disk in /sys/class/block".into();
+        }
+        let seen: Vec<String> = self.probes.iter().map(|p| format!("{} ({})", p.device, p.found)).collect();
+        format!("no volume labelled {CONTEXT_LABEL} among {}", seen.join(", "))
+    }
+}
+
+/// Looks at `<root>/sys/class/block/*` and reads `<root>/dev/<name>`; CD-ROMs first.
+pub fn find_context_volume(root: &Path) -> Detection {
+    let mut names: Vec<String> = match std::fs::read_dir(root.join("sys/class/block")) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| CANDIDATES.iter().any(|c| n.starts_with(c)))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort_by_key(|n| (rank(n), n.len(), n.clone()));
+    let mut probes = Vec::new();
+    for name in names {
+        let dev = root.join("dev").join(&name);
+        let found = probe(root, &name, &dev);
+        let is_context = found.as_deref() == Ok(CONTEXT_LABEL);
+        probes.push(Probe {
+            device: dev.display().to_string(),
+            found: match found {
+                Ok(label) if label.is_empty() => "ISO9660, no label".into(),
+                Ok(label) => format!("ISO9660 {label:?}"),
+                Err(why) => why,
+            },
+        });
+        if is_context {
+            return Detection { device: Some(dev), probes };
+        }
+    }
+    Detection { device: None, probes }
+}
+
+fn rank(name: &str) -> usize {
+    CANDIDATES.iter().position(|c| name.starts_with(c)).unwrap_or(CANDIDATES.len())
+}
+
+fn probe(root: &Path, name: &str, dev: &Path) -> Result<String, String> {
+    // An empty CD drive reports size 0: don't wait on it.
+    let size = std::fs::read_to_string(root.join("sys/class/block").join(name).join("size"));
+    if size.is_ok_and(|s| s.trim() == "0") {
+        return Err("no medium".into());
+    }
+    let file = std::fs::File::open(dev).map_err(|e| match e.raw_os_error() {
+        Some(123) => "no medium".to_string(), // ENOMEDIUM
+        _ => format!("cannot open: {e}"),
+    })?;
+    match read_volume_id(file) {
+        Ok(Some(label)) => Ok(label),
+        Ok(None) => Err("not ISO9660".into()),
+        Err(e) => Err(format!("unreadable: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake root with `sys/class/block/<name>` entries and `dev/<name>` files.
+    fn fake_root(devs: &[(&str, Option<&str>)]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for (name, label) in devs {
+            let sys = t.path().join("sys/class/block").join(name);
+            std::fs::create_dir_all(&sys).unwrap();
+            std::fs::create_dir_all(t.path().join("dev")).unwrap();
+            let mut img = vec![0u8; 17 * 2048];
+            if let Some(label) = label {
+                let pvd = &mut img[16 * 2048..];
+                pvd[0] = 1;
+                pvd[1..6].copy_from_slice(b"CD001");
+                pvd[6] = 1;
+                pvd[40..72].fill(b' ');
+                pvd[40..40 + label.len()].copy_from_slice(label.as_bytes());
+            }
+            std::fs::write(sys.join("size"), format!("{}\n", img.len() / 512)).unwrap();
+            std::fs::write(t.path().join("dev").join(name), img).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn finds_the_context_volume_cdroms_first() {
+        let root = fake_root(&[("vda", None), ("sr1", Some("CONTEXT")), ("sr0", Some("DATA")), ("loop0", Some("CONTEXT"))]);
+        let d = find_context_volume(root.path());
+        assert_eq!(d.device, Some(root.path().join("dev/sr1")));
+        let looked: Vec<&str> = d.probes.iter().map(|p| p.device.rsplit('/').next().unwrap()).collect();
+        assert_eq!(looked, ["sr0", "sr1"], "loop devices are never read; stops at the first match");
+    }
+
+    #[test]
+    fn reports_what_it_saw() {
+        let root = fake_root(&[("vda", None), ("sr0", Some("DATA"))]);
+        let d = find_context_volume(root.path());
+        assert!(d.device.is_none());
+        let s = d.summary();
+        assert!(s.contains("sr0 (ISO9660 \"DATA\")") && s.contains("vda (not ISO9660)"), "{s}");
+    }
+
+    #[test]
+    fn empty_drive_is_skipped() {
+        let root = fake_root(&[("sr0", Some("CONTEXT"))]);
+        std::fs::write(root.path().join("sys/class/block/sr0/size"), "0\n").unwrap();
+        let d = find_context_volume(root.path());
+        assert!(d.device.is_none());
+        assert_eq!(d.probes[0].found, "no medium");
+    }
+
+    #[test]
+    fn nothing_to_look_at() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(find_context_volume(t.path()).summary(), "no CD-ROM or disk in /sys/class/block");
+    }
+}

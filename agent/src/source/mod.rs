@@ -1,0 +1,210 @@
+//! Where a context comes from. Every source yields the same [`Raw`] form (the parsed
+//! `context.sh` plus the names of the other files beside it), and [`load`] turns it into the
+//! normalized [`Context`].
+
+pub mod context_sh;
+pub mod detect;
+pub mod iso9660;
+pub mod opennebula;
+
+use crate::context::Context;
+use context_sh::Parsed;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Largest `context.sh` read (OpenNebula's are a few KiB; a start script may add some MiB).
+pub const MAX_CONTEXT_SH: u64 = 16 << 20;
+
+/// The `--source` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The first source found: the CONTEXT volume.
+    Auto,
+    /// An OpenNebula context CD: auto-detected device, or this device or image file.
+    OpenNebula(Option<PathBuf>),
+    /// A directory holding `context.sh`.
+    Dir(PathBuf),
+    /// The EC2 metadata service (a later issue).
+    Ec2(Option<String>),
+}
+
+impl FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s, None),
+        };
+        let path = |a: &str| {
+            if a.is_empty() {
+                Err(format!("{s:?}: the path after ':' is empty"))
+            } else {
+                Ok(PathBuf::from(a))
+            }
+        };
+        match (kind, arg) {
+            ("auto", None) => Ok(Source::Auto),
+            ("opennebula", None) => Ok(Source::OpenNebula(None)),
+            ("opennebula", Some(a)) => Ok(Source::OpenNebula(Some(path(a)?))),
+            ("dir", Some(a)) => Ok(Source::Dir(path(a)?)),
+            ("ec2", a) => Ok(Source::Ec2(a.map(str::to_string))),
+            _ => Err(format!(
+                "{s:?} is not a source: use auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH or ec2[:URL]"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Auto => f.write_str("auto"),
+            Source::OpenNebula(None) => f.write_str("opennebula"),
+            Source::OpenNebula(Some(p)) => write!(f, "opennebula:{}", p.display()),
+            Source::Dir(p) => write!(f, "dir:{}", p.display()),
+            Source::Ec2(None) => f.write_str("ec2"),
+            Source::Ec2(Some(u)) => write!(f, "ec2:{u}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("no context found: {0}")]
+    NotFound(String),
+    #[error("{origin}: {source}")]
+    Iso {
+        origin: String,
+        source: iso9660::IsoError,
+    },
+    #[error("{origin}: {source}")]
+    Io {
+        origin: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: no context.sh in it")]
+    NoContextSh { origin: String },
+    #[error("{0}: not supported yet (this build reads OpenNebula contexts only)")]
+    Unsupported(String),
+}
+
+/// A context as read, before normalization.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    /// e.g. `opennebula:/dev/sr0`
+    pub origin: String,
+    pub parsed: Parsed,
+    /// Names of the other files beside `context.sh` (for `INIT_SCRIPTS`).
+    pub files: Vec<String>,
+    /// Not fatal, but worth saying (e.g. an unexpected volume label).
+    pub warnings: Vec<String>,
+}
+
+/// Reads the context named by `source`. `root` prefixes the paths searched by detection
+/// (`/sys/class/block`, `/dev`); explicit paths are used as given.
+pub fn read(source: &Source, root: &Path) -> Result<Raw, SourceError> {
+    match source {
+        Source::Auto | Source::OpenNebula(None) => {
+            let found = detect::find_context_volume(root);
+            match found.device {
+                Some(dev) => opennebula::read_cd(&dev, false),
+                None => Err(SourceError::NotFound(found.summary())),
+            }
+        }
+        Source::OpenNebula(Some(path)) => opennebula::read_cd(path, true),
+        Source::Dir(path) => read_dir(path),
+        Source::Ec2(_) => Err(SourceError::Unsupported(source.to_string())),
+    }
+}
+
+/// Reads and normalizes: parse warnings are carried into the context's warnings.
+pub fn load(source: &Source, root: &Path) -> Result<Context, SourceError> {
+    let raw = read(source, root)?;
+    Ok(to_context(raw))
+}
+
+pub fn to_context(raw: Raw) -> Context {
+    let mut ctx = opennebula::to_context(&raw.parsed.vars, &raw.files, &raw.origin);
+    let mut warnings = raw.warnings;
+    warnings.extend(raw.parsed.warnings.iter().map(|w| format!("context.sh {w}")));
+    warnings.append(&mut ctx.warnings);
+    ctx.warnings = warnings;
+    ctx
+}
+
+fn read_dir(path: &Path) -> Result<Raw, SourceError> {
+    let origin = format!("dir:{}", path.display());
+    let io = |source| SourceError::Io { origin: origin.clone(), source };
+    let file = path.join("context.sh");
+    let meta = match std::fs::metadata(&file) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Say which: the folder is missing, or only context.sh is.
+            std::fs::metadata(path).map_err(io)?;
+            return Err(SourceError::NoContextSh { origin });
+        }
+        Err(e) => return Err(io(e)),
+    };
+    if meta.len() > MAX_CONTEXT_SH {
+        return Err(SourceError::Iso {
+            origin,
+            source: iso9660::IsoError::TooLarge {
+                path: "context.sh".into(),
+                size: meta.len(),
+                limit: MAX_CONTEXT_SH,
+            },
+        });
+    }
+    let bytes = std::fs::read(&file).map_err(io)?;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry.file_type().map_err(io)?.is_file() {
+            files.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    files.retain(|f| f != "context.sh");
+    files.sort();
+    Ok(Raw { origin, parsed: context_sh::parse(&bytes), files, warnings: Vec::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_syntax() {
+        assert_eq!("auto".parse::<Source>().unwrap(), Source::Auto);
+        assert_eq!("opennebula".parse::<Source>().unwrap(), Source::OpenNebula(None));
+        assert_eq!(
+            "opennebula:/dev/sr1".parse::<Source>().unwrap(),
+            Source::OpenNebula(Some("/dev/sr1".into()))
+        );
+        assert_eq!("dir:ctx".parse::<Source>().unwrap(), Source::Dir("ctx".into()));
+        for bad in ["dir", "dir:", "cdrom", "opennebula:", "auto:x"] {
+            assert!(bad.parse::<Source>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dir_errors_name_the_source() {
+        let t = tempfile::tempdir().unwrap();
+        let e = read(&Source::Dir(t.path().into()), Path::new("/")).unwrap_err();
+        assert_eq!(e.to_string(), format!("dir:{}: no context.sh in it", t.path().display()));
+        let missing = t.path().join("nope");
+        let e = read(&Source::Dir(missing.clone()), Path::new("/")).unwrap_err();
+        assert!(e.to_string().starts_with(&format!("dir:{}: ", missing.display())), "{e}");
+    }
+
+    #[test]
+    fn dir_lists_files() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("context.sh"), "INIT_SCRIPTS='b.sh'\n").unwrap();
+        std::fs::write(t.path().join("b.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::create_dir(t.path().join("sub")).unwrap();
+        let raw = read(&Source::Dir(t.path().into()), Path::new("/")).unwrap();
+        assert_eq!(raw.files, vec!["b.sh"]);
+        assert_eq!(to_context(raw).scripts.init, vec!["b.sh"]);
+    }
+}

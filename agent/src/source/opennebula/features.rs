@@ -1,0 +1,265 @@
+//! Start scripts, user-data, and vmctx's own variables (`UPDATE_*`, `S3_SYNC_*`, `AWS_*`,
+//! `EC2_*`): parsed and validated here, acted on by the apply step.
+
+use super::Reader;
+use crate::context::{
+    AwsCredentials, Ec2Settings, IamRole, ScriptMode, Scripts, Secret, StartScript, SyncMode,
+    SyncSettings, UpdateSchedule, UserData,
+};
+use crate::schedule;
+use base64::Engine;
+
+const DEFAULT_SCRIPT_TIMEOUT: u64 = 300;
+
+pub(super) fn scripts(r: &mut Reader, files: &[String]) -> Scripts {
+    let start = start_script(r);
+    let init = init_scripts(r, files);
+    let user_data = user_data(r);
+    Scripts { start, init, user_data }
+}
+
+fn start_script(r: &mut Reader) -> Option<StartScript> {
+    let (from, body) = if let Some(b64) = r.get("START_SCRIPT_BASE64") {
+        match decode_base64(b64) {
+            Some(body) => ("START_SCRIPT_BASE64", body),
+            None => {
+                r.error("START_SCRIPT_BASE64", b64, "not valid base64; no start script will run");
+                return None;
+            }
+        }
+    } else {
+        // one-context writes it with `echo`, which ends it with a newline.
+        let mut body = r.vars.get("START_SCRIPT")?.as_bytes().to_vec();
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        body.push(b'\n');
+        ("START_SCRIPT", body)
+    };
+    let mode = match r.get("START_SCRIPT_MODE").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("once") => ScriptMode::Once,
+        Some("always") => ScriptMode::Always,
+        Some(other) => {
+            r.error("START_SCRIPT_MODE", other, "expected once or always; taken as once");
+            ScriptMode::Once
+        }
+    };
+    let timeout_secs = r
+        .parse_with("START_SCRIPT_TIMEOUT", |v| match v.parse::<u64>() {
+            Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+            _ => Err("expected seconds from 1 to 86400".into()),
+        })
+        .unwrap_or(DEFAULT_SCRIPT_TIMEOUT);
+    Some(StartScript { bytes: body.len(), body, from: from.into(), mode, timeout_secs })
+}
+
+/// `INIT_SCRIPTS`: file names on the CD (no paths); default `init.sh` when the CD has one.
+fn init_scripts(r: &mut Reader, files: &[String]) -> Vec<String> {
+    let Some(list) = r.get("INIT_SCRIPTS") else {
+        return files.iter().filter(|f| *f == "init.sh").cloned().collect();
+    };
+    let mut out = Vec::new();
+    for name in list.split_whitespace() {
+        if name.contains('/') || name == "." || name == ".." {
+            r.error("INIT_SCRIPTS", name, "must be a file name on the context CD, not a path");
+        } else if !files.iter().any(|f| f == name) {
+            r.error("INIT_SCRIPTS", name, "no such file on the context CD");
+        } else if !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+fn user_data(r: &mut Reader) -> Option<UserData> {
+    let (var, raw) = r.first(&["USER_DATA", "USERDATA"])?;
+    let encoding = r.first(&["USER_DATA_ENCODING", "USERDATA_ENCODING"]);
+    let body = match encoding.map(|(n, e)| (n, e.to_ascii_lowercase())) {
+        None => raw.as_bytes().to_vec(),
+        Some((_, e)) if e == "base64" => match decode_base64(raw) {
+            Some(b) => b,
+            None => {
+                r.error(var, raw, "not valid base64 (USERDATA_ENCODING=base64)");
+                return None;
+            }
+        },
+        Some((name, e)) => {
+            r.error(name, &e, "the only encoding is base64");
+            return None;
+        }
+    };
+    let kind = if body.starts_with(&[0x1f, 0x8b]) {
+        "gzip".to_string()
+    } else {
+        let first = body.split(|b| *b == b'\n').next().unwrap_or(&[]);
+        String::from_utf8_lossy(first).trim().chars().take(40).collect()
+    };
+    Some(UserData { bytes: body.len(), body, kind })
+}
+
+/// Base64 as OpenNebula users paste it: line breaks and blanks allowed, padding optional.
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let e = &base64::engine::general_purpose::STANDARD;
+    e.decode(&compact)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(compact.trim_end_matches('=')))
+        .ok()
+}
+
+pub(super) fn update(r: &mut Reader) -> Option<UpdateSchedule> {
+    let command = r.get("UPDATE_COMMAND").map(str::to_string);
+    let Some(schedule) = r.parse_with("UPDATE_SCHEDULE", schedule::parse_schedule) else {
+        if command.is_some() && r.get("UPDATE_SCHEDULE").is_none() {
+            r.warn("UPDATE_COMMAND is set but UPDATE_SCHEDULE is not: no updates are scheduled");
+        }
+        return None;
+    };
+    Some(UpdateSchedule { schedule, command })
+}
+
+pub(super) fn sync(r: &mut Reader) -> Option<SyncSettings> {
+    let Some(bucket) = r.get("S3_SYNC_BUCKET") else {
+        if let Some(k) = r.vars.keys().find(|k| k.starts_with("S3_SYNC_") && r.get(k).is_some()) {
+            r.errors
+                .push(format!("{k} is set but S3_SYNC_BUCKET is not: no notebook sync"));
+        }
+        return None;
+    };
+    if !valid_bucket(bucket) {
+        r.error("S3_SYNC_BUCKET", bucket, "not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')");
+        return None;
+    }
+    let prefix = r.get("S3_SYNC_PREFIX").unwrap_or("").trim_start_matches('/').to_string();
+    let user = r.get("USERNAME").unwrap_or("root");
+    let home = if user == "root" { "/root".to_string() } else { format!("/home/{user}") };
+    let dir = match r.get("S3_SYNC_DIR") {
+        Some(d) if d.starts_with('/') && !d.split('/').any(|c| c == "..") => d.to_string(),
+        Some(d) => {
+            r.error("S3_SYNC_DIR", d, "must be an absolute path");
+            return None;
+        }
+        None => format!("{home}/notebooks"),
+    };
+    let mode = match r.get("S3_SYNC_MODE").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("both") => SyncMode::Both,
+        Some("pull") => SyncMode::Pull,
+        Some("push") => SyncMode::Push,
+        Some(other) => {
+            r.error("S3_SYNC_MODE", other, "expected pull, push or both");
+            return None;
+        }
+    };
+    let interval = match r.parse_with("S3_SYNC_INTERVAL", schedule::parse_timespan) {
+        Some(_) => r.get("S3_SYNC_INTERVAL").unwrap_or_default().to_string(),
+        None => "15min".to_string(),
+    };
+    let endpoint = r.parse_with("S3_SYNC_ENDPOINT", |v| {
+        if (v.starts_with("http://") || v.starts_with("https://")) && !v.contains(char::is_whitespace) {
+            Ok(v.trim_end_matches('/').to_string())
+        } else {
+            Err("expected an http:// or https:// URL".into())
+        }
+    });
+    let region = r.parse_with("S3_SYNC_REGION", region);
+    let ca_file = r.parse_with("S3_SYNC_CA_FILE", |v| {
+        if v.starts_with('/') { Ok(v.to_string()) } else { Err("must be an absolute path".into()) }
+    });
+    let credentials = credentials(r, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN");
+    Some(SyncSettings { bucket: bucket.into(), prefix, dir, mode, interval, endpoint, region, ca_file, credentials })
+}
+
+/// Access key and secret must come together; the secret is never echoed in errors.
+fn credentials(r: &mut Reader, id: &str, secret: &str, token: &str) -> Option<AwsCredentials> {
+    match (r.get(id), r.get(secret)) {
+        (Some(key), Some(sec)) => Some(AwsCredentials {
+            access_key_id: key.to_string(),
+            secret_access_key: Secret::new(sec),
+            session_token: r.get(token).map(Secret::new),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            r.errors.push(format!("{id} is set without {secret}"));
+            None
+        }
+        (None, Some(_)) => {
+            r.errors.push(format!("{secret} is set without {id}"));
+            None
+        }
+    }
+}
+
+pub(super) fn ec2(r: &mut Reader) -> Option<Ec2Settings> {
+    const OWN: [&str; 2] = ["EC2_PUBLIC_KEY", "EC2_HOSTNAME"];
+    let any = r
+        .vars
+        .iter()
+        .any(|(k, v)| k.starts_with("EC2_") && !OWN.contains(&k) && !v.trim().is_empty());
+    if !any {
+        return None;
+    }
+    let metadata = r.flag("EC2_METADATA", false);
+    let instance_id = r.parse_with("EC2_INSTANCE_ID", |v| aws_id(v, "i-"));
+    let ami_id = r.parse_with("EC2_AMI_ID", |v| aws_id(v, "ami-"));
+    let instance_type = r.parse_with("EC2_INSTANCE_TYPE", |v| {
+        if v.len() <= 32 && v.contains('.') && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+            Ok(v.to_string())
+        } else {
+            Err("not an instance type like m1.small".into())
+        }
+    });
+    let region_name = r.parse_with("EC2_REGION", region);
+    let availability_zone = r.parse_with("EC2_AVAILABILITY_ZONE", region);
+    let tokens_required = match r.get("EC2_IMDS_TOKENS").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("optional") => false,
+        Some("required") => true,
+        Some(other) => {
+            r.error("EC2_IMDS_TOKENS", other, "expected optional or required; taken as required");
+            true // the safer reading of a typo
+        }
+    };
+    let hop_limit = r
+        .parse_with("EC2_IMDS_HOP_LIMIT", |v| match v.parse::<u8>() {
+            Ok(n) if (1..=64).contains(&n) => Ok(n),
+            _ => Err("expected 1 to 64".into()),
+        })
+        .unwrap_or(1);
+    let iam = r.parse_with("EC2_IAM_ROLE", |v| {
+        if !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b)) {
+            Ok(v.to_string())
+        } else {
+            Err("not an IAM role name".into())
+        }
+    });
+    let iam = iam.map(|name| IamRole {
+        name,
+        credentials: credentials(r, "EC2_IAM_ACCESS_KEY_ID", "EC2_IAM_SECRET_ACCESS_KEY", "EC2_IAM_SESSION_TOKEN"),
+    });
+    Some(Ec2Settings { metadata, instance_id, ami_id, instance_type, region: region_name, availability_zone, tokens_required, hop_limit, iam })
+}
+
+fn aws_id(v: &str, prefix: &str) -> Result<String, String> {
+    match v.strip_prefix(prefix) {
+        Some(hex) if matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => Ok(v.to_string()),
+        _ => Err(format!("expected {prefix} and 8 or 17 lower-case hex digits")),
+    }
+}
+
+fn region(v: &str) -> Result<String, String> {
+    if !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        Ok(v.to_string())
+    } else {
+        Err("not a region or zone name like us-east-1".into())
+    }
+}
+
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
+        && !b.contains("..")
+}
+
+#[cfg(test)]
+#[path = "features_tests.rs"]
+mod tests;

@@ -1,0 +1,185 @@
+//! The spec's §3/§6 rules and bugs B5, B6, B7, B13, B14 (docs: shared/spec/opennebula-context.md).
+
+use super::super::ctx;
+use crate::context::{Ip6Method, Method, Nic};
+
+fn nics(text: &str) -> Vec<Nic> {
+    ctx(text).network.nics
+}
+
+fn addrs(n: &Nic) -> Vec<String> {
+    n.addresses.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn explicit_ip_and_mask() {
+    let n = &nics("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.99'\nETH0_MASK='255.255.0.0'\n")[0];
+    assert_eq!(addrs(n), ["10.0.3.99/16"]);
+    assert!(!n.ipv4_from_mac, "ETHx_IP wins over the MAC");
+}
+
+#[test]
+fn mac_rule_only_when_ip_key_absent() {
+    let n = &nics("ETH0_MAC='02:00:0a:00:02:0b'\nETH0_MASK='255.255.255.0'\n")[0];
+    assert_eq!(addrs(n), ["10.0.2.11/24"]);
+    assert!(n.ipv4_from_mac);
+    // Current OpenNebula writes ETH0_IP='' for Ethernet-only ranges: no IPv4 at all.
+    let n = &nics("ETH0_MAC='02:00:0a:00:02:0b'\nETH0_IP=''\n")[0];
+    assert!(n.addresses.is_empty());
+}
+
+#[test]
+fn b5_no_invented_addresses() {
+    // A libvirt MAC, a MAC without the prefix, DHCP and skip NICs, and an IPv6-only NIC.
+    for text in [
+        "ETH0_MAC='52:54:00:12:34:56'\n",
+        "ETH0_MAC='0a:00:0a:00:03:28'\n",
+        "ETH0_MAC='02:00:0a:00:03:28'\nETH0_METHOD='dhcp'\n",
+        "ETH0_MAC='02:00:0a:00:03:28'\nETH0_METHOD='skip'\n",
+        "ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP6='2001:db8::1'\n",
+    ] {
+        let n = &nics(text)[0];
+        assert!(
+            n.addresses.iter().all(|a| a.addr.is_ipv6()),
+            "{text}: {:?}",
+            n.addresses
+        );
+        assert!(!n.ipv4_from_mac, "{text}");
+    }
+}
+
+#[test]
+fn mac_prefix_variable() {
+    let n = &nics("MAC_PREFIX='02:ab'\nETH0_MAC='02:ab:0a:00:03:28'\n")[0];
+    assert_eq!(addrs(n), ["10.0.3.40/24"]);
+    let n = &nics("MAC_PREFIX='02:ab'\nETH0_MAC='02:00:0a:00:03:28'\n")[0];
+    assert!(n.addresses.is_empty());
+    let c = ctx("MAC_PREFIX='zz'\n");
+    assert!(c.errors[0].starts_with("MAC_PREFIX="));
+}
+
+#[test]
+fn b13_mac_case_insensitive_and_empty_mac_matches_nothing() {
+    let list = nics("ETH0_MAC='02:00:0A:00:03:28'\nETH0_IP='10.0.3.40'\nETH1_MAC=''\nETH1_IP='10.0.3.41'\n");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].mac.to_string(), "02:00:0a:00:03:28");
+    let c = ctx("ETH1_MAC=''\nETH1_IP='10.0.3.41'\n");
+    assert!(c.warnings.iter().any(|w| w.contains("no ETH1_MAC")), "{:?}", c.warnings);
+}
+
+#[test]
+fn b14_numeric_nic_order() {
+    let text: String = [2, 10, 1]
+        .iter()
+        .map(|i| format!("ETH{i}_MAC='02:00:0a:00:00:{i:02x}'\nETH{i}_IP='10.0.0.{i}'\nETH{i}_DNS='10.9.9.{i}'\n"))
+        .collect();
+    let c = ctx(&text);
+    let order: Vec<u32> = c.network.nics.iter().map(|n| n.index).collect();
+    assert_eq!(order, [1, 2, 10]);
+    let dns: Vec<String> = c.network.dns.iter().map(ToString::to_string).collect();
+    assert_eq!(dns, ["10.9.9.1", "10.9.9.2", "10.9.9.10"]);
+}
+
+#[test]
+fn b6_aliases_never_take_over_the_parent() {
+    // The alias carries the parent's MAC; it adds an address and never replaces ETH0's.
+    let text = "ETH0_MAC='02:00:0a:00:03:05'\nETH0_IP='10.0.3.5'\nETH0_GATEWAY='10.0.3.1'\n\
+ETH0_ALIAS0_MAC='02:00:0a:00:03:05'\nETH0_ALIAS0_IP='10.0.2.5'\nETH0_ALIAS0_MASK='255.255.255.0'\n\
+ETH0_ALIAS1_MAC='02:00:0a:00:03:05'\nETH0_ALIAS1_IP='203.0.113.9'\nETH0_ALIAS1_EXTERNAL='YES'\n\
+ETH0_ALIAS2_IP='10.0.4.5'\nETH0_ALIAS2_DETACH='YES'\n";
+    for _ in 0..3 {
+        let list = nics(text);
+        assert_eq!(list.len(), 1);
+        assert_eq!(addrs(&list[0]), ["10.0.3.5/24", "10.0.2.5/24"]);
+        assert_eq!(list[0].gateway.unwrap().to_string(), "10.0.3.1");
+    }
+}
+
+#[test]
+fn b7_methods_metrics_routes_mtu() {
+    let n = &nics(
+        "ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nETH0_GATEWAY='10.0.3.1'\nETH0_METRIC='50'\n\
+ETH0_ROUTES='10.8.0.0/16 via 10.0.3.254, 192.168.7.0/24 via 10.0.3.253'\nETH0_MTU='9000'\n\
+ETH0_IP6='2001:db8::28'\nETH0_IP6_PREFIX_LENGTH='48'\nETH0_IP6_ULA='fd00::28'\nETH0_IP6_GATEWAY='2001:db8::1'\n",
+    )[0];
+    assert_eq!(n.metric, Some(50));
+    assert_eq!(n.metric6, Some(50), "IP6_METRIC defaults to METRIC");
+    assert_eq!(n.mtu, Some(9000));
+    assert_eq!(n.routes.len(), 2);
+    assert_eq!(n.routes[1].to.to_string(), "192.168.7.0/24");
+    assert_eq!(addrs(n), ["10.0.3.40/24", "2001:db8::28/48", "fd00::28/64"]);
+    assert_eq!(n.gateway6.unwrap().to_string(), "2001:db8::1");
+}
+
+#[test]
+fn legacy_ipv6_names() {
+    let n = &nics("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP=''\nETH0_IPV6='2001:db8::5'\nETH0_GATEWAY6='2001:db8::1'\n")[0];
+    assert_eq!(addrs(n), ["2001:db8::5/64"]);
+    assert_eq!(n.gateway6.unwrap().to_string(), "2001:db8::1");
+}
+
+#[test]
+fn ip6_methods() {
+    let n = &nics("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nETH0_IP6='2001:db8::5'\nETH0_IP6_METHOD='disable'\n")[0];
+    assert_eq!(n.ip6_method, Ip6Method::Disable);
+    assert_eq!(addrs(n), ["10.0.3.40/24"]);
+    let n = &nics("ETH0_MAC='02:00:0a:00:03:28'\nETH0_METHOD='dhcp'\n")[0];
+    assert_eq!((n.method, n.ip6_method), (Method::Dhcp, Ip6Method::Dhcp));
+}
+
+#[test]
+fn server_bug_method_virtio_is_survived() {
+    // OpenNebula/one#7648: one-context skipped the NIC; we configure it and say why.
+    let c = ctx("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nETH0_METHOD='virtio'\n");
+    assert_eq!(c.network.nics[0].method, Method::Static);
+    assert!(c.warnings.iter().any(|w| w.contains("virtio")));
+}
+
+#[test]
+fn bad_values_are_errors_that_name_the_variable() {
+    let c = ctx(
+        "ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.400'\nETH0_MASK='255.0.255.0'\nETH0_MTU='1500b'\n\
+ETH0_ROUTES='10.8.0.0/16 via 10.0.3.254, nonsense'\nETH0_DNS='10.0.0.1 dns.example'\nETH1_MAC='nope'\n",
+    );
+    let names: Vec<&str> = c.errors.iter().map(|e| e.split('=').next().unwrap()).collect();
+    for want in ["ETH0_IP", "ETH0_MTU", "ETH0_ROUTES", "ETH0_DNS", "ETH1_MAC"] {
+        assert!(names.contains(&want), "{want} not in {:?}", c.errors);
+    }
+    let n = &c.network.nics[0];
+    assert!(n.addresses.is_empty(), "a bad ETH0_IP is not replaced by the MAC rule");
+    assert_eq!(n.routes.len(), 1, "the good route is kept");
+    assert_eq!(n.dns.len(), 1);
+}
+
+#[test]
+fn network_no() {
+    let c = ctx("NETWORK='NO'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n");
+    assert!(!c.network.configure && c.network.nics.is_empty());
+}
+
+#[test]
+fn legacy_context_flag() {
+    assert!(ctx("DNS='1.1.1.1'\n").network.derive_all_prefixed);
+    assert!(!ctx("ETH0_IP=''\n").network.derive_all_prefixed);
+}
+
+#[test]
+fn dns_and_search_per_nic_plus_global_deduplicated() {
+    let c = ctx(
+        "DNS='8.8.8.8 10.0.3.2'\nSEARCH_DOMAIN='example.org'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n\
+ETH0_DNS='10.0.3.2, 10.0.3.3'\nETH0_SEARCH_DOMAIN='research.example.org example.org'\n",
+    );
+    let n = &c.network.nics[0];
+    let dns: Vec<String> = n.dns.iter().map(ToString::to_string).collect();
+    assert_eq!(dns, ["10.0.3.2", "10.0.3.3", "8.8.8.8"]);
+    assert_eq!(n.search, ["research.example.org", "example.org"]);
+    let global: Vec<String> = c.network.dns.iter().map(ToString::to_string).collect();
+    assert_eq!(global, ["8.8.8.8", "10.0.3.2", "10.0.3.3"]);
+}
+
+#[test]
+fn duplicate_mac_keeps_the_first_nic() {
+    let c = ctx("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nETH1_MAC='02:00:0A:00:03:28'\nETH1_IP='10.0.3.41'\n");
+    assert_eq!(c.network.nics.len(), 1);
+    assert_eq!(c.network.nics[0].index, 0);
+}
