@@ -245,7 +245,8 @@ pub struct MacAddr(pub [u8; 6]);
 impl FromStr for MacAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bytes = parse_hex_bytes(s.trim()).ok_or_else(|| format!("{s:?} is not a MAC address"))?;
+        let bytes =
+            parse_hex_bytes(s.trim()).ok_or_else(|| format!("{s:?} is not a MAC address"))?;
         let arr: [u8; 6] = bytes
             .try_into()
             .map_err(|_| format!("{s:?} is not a MAC address (needs 6 bytes)"))?;
@@ -357,14 +358,23 @@ mod tests {
         let m: MacAddr = "02:00:0A:00:03:28".parse().unwrap();
         assert_eq!(m.to_string(), "02:00:0a:00:03:28");
         assert_eq!("02-00-0a-00-03-28".parse::<MacAddr>().unwrap(), m);
-        for bad in ["", "02:00:0a:00:03", "02:00:0a:00:03:28:01", "zz:00:0a:00:03:28", "020:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "02:00:0a:00:03",
+            "02:00:0a:00:03:28:01",
+            "zz:00:0a:00:03:28",
+            "020:0:0:0:0:0",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn cidr_parse() {
-        assert_eq!("10.0.0.0/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            "10.0.0.0/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
         assert_eq!("10.1.2.3".parse::<Cidr>().unwrap().prefix, 32);
         assert_eq!("fd00::1".parse::<Cidr>().unwrap().prefix, 128);
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());

@@ -37,7 +37,9 @@ pub fn mac_to_ipv4(mac: MacAddr, prefix: [u8; 2]) -> Result<Ipv4Addr, String> {
     }
     let ip = Ipv4Addr::new(b[2], b[3], b[4], b[5]);
     if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
-        return Err(format!("{mac} would give {ip}, which is not a host address"));
+        return Err(format!(
+            "{mac} would give {ip}, which is not a host address"
+        ));
     }
     Ok(ip)
 }
@@ -46,7 +48,11 @@ pub fn mac_to_ipv4(mac: MacAddr, prefix: [u8; 2]) -> Result<Ipv4Addr, String> {
 /// Non-canonical masks (`255.0.255.0`) are refused.
 pub fn mask_to_prefix(mask: &str) -> Result<u8, String> {
     let m = mask.trim();
-    if let Some(n) = m.strip_prefix('/').or(Some(m)).and_then(|p| p.parse::<u8>().ok()) {
+    if let Some(n) = m
+        .strip_prefix('/')
+        .or(Some(m))
+        .and_then(|p| p.parse::<u8>().ok())
+    {
         return if n <= 32 {
             Ok(n)
         } else {
@@ -130,9 +136,18 @@ mod tests {
     #[test]
     fn mac_rule() {
         let p = DEFAULT_MAC_PREFIX;
-        assert_eq!(mac_to_ipv4(mac("02:00:0a:00:03:28"), p).unwrap(), Ipv4Addr::new(10, 0, 3, 40));
-        assert_eq!(mac_to_ipv4(mac("02:00:C0:A8:7A:FE"), p).unwrap(), Ipv4Addr::new(192, 168, 122, 254));
-        assert_eq!(mac_to_ipv4(mac("02:00:0a:00:02:0b"), p).unwrap(), Ipv4Addr::new(10, 0, 2, 11));
+        assert_eq!(
+            mac_to_ipv4(mac("02:00:0a:00:03:28"), p).unwrap(),
+            Ipv4Addr::new(10, 0, 3, 40)
+        );
+        assert_eq!(
+            mac_to_ipv4(mac("02:00:C0:A8:7A:FE"), p).unwrap(),
+            Ipv4Addr::new(192, 168, 122, 254)
+        );
+        assert_eq!(
+            mac_to_ipv4(mac("02:00:0a:00:02:0b"), p).unwrap(),
+            Ipv4Addr::new(10, 0, 2, 11)
+        );
     }
 
     #[test]
@@ -144,7 +159,10 @@ mod tests {
         assert!(mac_to_ipv4(mac("02:00:00:00:00:00"), DEFAULT_MAC_PREFIX).is_err());
         assert!(mac_to_ipv4(mac("02:00:ff:ff:ff:ff"), DEFAULT_MAC_PREFIX).is_err());
         // Another prefix, when the network says so.
-        assert_eq!(mac_to_ipv4(mac("02:ab:0a:00:03:28"), [2, 0xab]).unwrap(), Ipv4Addr::new(10, 0, 3, 40));
+        assert_eq!(
+            mac_to_ipv4(mac("02:ab:0a:00:03:28"), [2, 0xab]).unwrap(),
+            Ipv4Addr::new(10, 0, 3, 40)
+        );
     }
 
     #[test]
@@ -167,7 +185,10 @@ mod tests {
         assert!(mask_to_prefix("255.0.255.0").is_err());
         assert!(mask_to_prefix("255.255.255.1").is_err());
         assert!(mask_to_prefix("33").is_err());
-        assert!(mask_to_prefix("255.255.255.0\r").is_ok(), "B9: CRLF residue is tolerated");
+        assert!(
+            mask_to_prefix("255.255.255.0\r").is_ok(),
+            "B9: CRLF residue is tolerated"
+        );
         assert!(mask_to_prefix("junk").is_err());
     }
 
@@ -184,7 +205,10 @@ mod tests {
     fn hostnames() {
         let s = |x: &str| sanitize_hostname(x);
         assert_eq!(s("hol02-jupyter"), Some(("hol02-jupyter".into(), None)));
-        assert_eq!(s("Web01.Example.ORG"), Some(("web01".into(), Some("example.org".into()))));
+        assert_eq!(
+            s("Web01.Example.ORG"),
+            Some(("web01".into(), Some("example.org".into())))
+        );
         // B15: one dash per character, never `--`, no upper case.
         assert_eq!(s("héllo"), Some(("h-llo".into(), None)));
         assert_eq!(s("a__b  c"), Some(("a-b-c".into(), None)));

@@ -29,9 +29,16 @@ impl Links {
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
     #[error("{path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} line {line}: {why}")]
-    Syntax { path: String, line: usize, why: String },
+    Syntax {
+        path: String,
+        line: usize,
+        why: String,
+    },
     #[error("listing network links over netlink: {0}")]
     Netlink(String),
 }
@@ -39,7 +46,10 @@ pub enum FactsError {
 /// `MAC=ifname` lines; `#` comments and blank lines ignored.
 pub fn read_links_file(path: &Path) -> Result<Links, FactsError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| FactsError::Read { path: p.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| FactsError::Read {
+        path: p.clone(),
+        source,
+    })?;
     parse_links(&text).map_err(|(line, why)| FactsError::Syntax { path: p, line, why })
 }
 
@@ -58,7 +68,10 @@ pub fn parse_links(text: &str) -> Result<Links, (usize, String)> {
         if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
             return Err((i + 1, format!("{name:?} is not an interface name")));
         }
-        links.push(Link { mac, name: name.to_string() });
+        links.push(Link {
+            mac,
+            name: name.to_string(),
+        });
     }
     Ok(Links(links))
 }
@@ -89,7 +102,9 @@ async fn netlink_links() -> Result<Links, String> {
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => name = Some(n),
-                LinkAttribute::Address(a) => mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(MacAddr),
+                LinkAttribute::Address(a) => {
+                    mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(MacAddr)
+                }
                 _ => {}
             }
         }
@@ -108,9 +123,13 @@ mod tests {
 
     #[test]
     fn links_file() {
-        let l = parse_links("# test\n02:00:0A:00:03:28=eth0\n\n02:00:0a:00:01:0a = ens3 # DMZ\n").unwrap();
+        let l = parse_links("# test\n02:00:0A:00:03:28=eth0\n\n02:00:0a:00:01:0a = ens3 # DMZ\n")
+            .unwrap();
         assert_eq!(l.0.len(), 2);
-        assert_eq!(l.by_mac("02:00:0a:00:03:28".parse().unwrap()).unwrap().name, "eth0");
+        assert_eq!(
+            l.by_mac("02:00:0a:00:03:28".parse().unwrap()).unwrap().name,
+            "eth0"
+        );
         assert_eq!(l.0[1].name, "ens3");
         assert_eq!(parse_links("eth0\n").unwrap_err().0, 1);
         assert_eq!(parse_links("# x\nzz=eth0\n").unwrap_err().0, 2);

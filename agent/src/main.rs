@@ -11,7 +11,11 @@ use vmctx::source::{self, Source};
 use vmctx::{derive, facts, plan};
 
 #[derive(Parser)]
-#[command(name = "vmctx", version, about = "Make a generic VM image fit the instance it became")]
+#[command(
+    name = "vmctx",
+    version,
+    about = "Make a generic VM image fit the instance it became"
+)]
 struct Cli {
     /// Take every system path (/sys, /dev, /etc, …) under this directory.
     #[arg(long, global = true, value_name = "DIR", default_value = "/")]
@@ -64,7 +68,10 @@ enum Command {
 #[derive(Subcommand)]
 enum IsoOp {
     /// List a directory (default: the root) and the volume label.
-    Ls { image: PathBuf, path: Option<String> },
+    Ls {
+        image: PathBuf,
+        path: Option<String>,
+    },
     /// Write a file's contents to standard output.
     Cat { image: PathBuf, path: String },
 }
@@ -102,7 +109,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("{}", out.map_err(|e| e.to_string())?);
             Ok(exit_for(&ctx.errors))
         }
-        Command::Plan { source, links_file, json } => {
+        Command::Plan {
+            source,
+            links_file,
+            json,
+        } => {
             let ctx = source::load(&source, root).map_err(|e| e.to_string())?;
             let links = match links_file {
                 Some(f) => facts::read_links_file(&f),
@@ -117,7 +128,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(exit_for(&plan.errors))
         }
-        Command::Mac2ip { mac, mac_prefix, ipv6_prefix } => {
+        Command::Mac2ip {
+            mac,
+            mac_prefix,
+            ipv6_prefix,
+        } => {
             let ip = derive::mac_to_ipv4(mac, mac_prefix)?;
             println!("{ip}");
             if let Some(p6) = ipv6_prefix {
@@ -140,7 +155,10 @@ fn exit_for(errors: &[String]) -> ExitCode {
 
 fn detect(root: &Path, json: bool) -> Result<ExitCode, String> {
     let d = source::detect::find_context_volume(root);
-    let found = d.device.as_ref().map(|p| Source::OpenNebula(Some(p.clone())).to_string());
+    let found = d
+        .device
+        .as_ref()
+        .map(|p| Source::OpenNebula(Some(p.clone())).to_string());
     if json {
         let v = serde_json::json!({"source": found, "probes": d.probes});
         println!("{v}");
@@ -169,14 +187,19 @@ fn iso(op: IsoOp) -> Result<ExitCode, String> {
             let entries = iso.list(&path).map_err(fail)?;
             println!("volume {:?}", iso.volume_id());
             for e in entries {
-                let mode = e.mode.map(|m| format!("{:04o}", m & 0o7777)).unwrap_or_else(|| "----".into());
+                let mode = e
+                    .mode
+                    .map(|m| format!("{:04o}", m & 0o7777))
+                    .unwrap_or_else(|| "----".into());
                 let kind = if e.is_dir { 'd' } else { '-' };
                 println!("{kind} {mode} {:>10} {}", e.size, e.name);
             }
         }
         IsoOp::Cat { .. } => {
             let bytes = iso.read_file(&path, MAX_CAT).map_err(fail)?;
-            std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())?;
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(ExitCode::SUCCESS)

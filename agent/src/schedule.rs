@@ -4,10 +4,24 @@
 use crate::context::Schedule;
 
 const CRON_SHORTHANDS: [&str; 8] = [
-    "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly", "@reboot",
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+    "@reboot",
 ];
 const CALENDAR_SHORTHANDS: [&str; 9] = [
-    "minutely", "hourly", "daily", "weekly", "monthly", "yearly", "annually", "quarterly",
+    "minutely",
+    "hourly",
+    "daily",
+    "weekly",
+    "monthly",
+    "yearly",
+    "annually",
+    "quarterly",
     "semiannually",
 ];
 const MONTHS: [&str; 12] = [
@@ -23,11 +37,16 @@ pub fn parse_schedule(s: &str) -> Result<Schedule, String> {
         return if CRON_SHORTHANDS.contains(&s) && s != "@reboot" {
             Ok(Schedule::Cron(s.to_string()))
         } else {
-            Err(format!("{s:?} is not a cron shorthand (@hourly, @daily, @weekly, @monthly, @yearly)"))
+            Err(format!(
+                "{s:?} is not a cron shorthand (@hourly, @daily, @weekly, @monthly, @yearly)"
+            ))
         };
     }
     let fields: Vec<&str> = s.split_whitespace().collect();
-    let cronish = |f: &&str| f.bytes().all(|b| b.is_ascii_digit() || b"*,-/".contains(&b));
+    let cronish = |f: &&str| {
+        f.bytes()
+            .all(|b| b.is_ascii_digit() || b"*,-/".contains(&b))
+    };
     if fields.len() == 5 && !fields[..4].iter().any(|f| f.contains(':')) {
         validate_cron(&fields)?;
         return Ok(Schedule::Cron(fields.join(" ")));
@@ -59,7 +78,10 @@ fn validate_cron(fields: &[&str]) -> Result<(), String> {
             }
             match t.parse::<u32>() {
                 Ok(v) if (lo..=hi).contains(&v) => Ok(v),
-                _ => Err(format!("{} field {field:?}: {t:?} is not in {lo}..{hi}", NAMES[i])),
+                _ => Err(format!(
+                    "{} field {field:?}: {t:?} is not in {lo}..{hi}",
+                    NAMES[i]
+                )),
             }
         };
         for item in field.split(',') {
@@ -78,7 +100,10 @@ fn validate_cron(fields: &[&str]) -> Result<(), String> {
             match range.split_once('-') {
                 Some((a, b)) => {
                     if value(a)? > value(b)? {
-                        return Err(format!("{} field {field:?}: range {range:?} runs backwards", NAMES[i]));
+                        return Err(format!(
+                            "{} field {field:?}: range {range:?} runs backwards",
+                            NAMES[i]
+                        ));
                     }
                 }
                 None => {
@@ -102,9 +127,16 @@ fn validate_calendar(fields: &[&str]) -> Result<(), String> {
     }
     let mut rest = fields;
     if let Some(first) = rest.first() {
-        if first.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()) {
+        if first
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic())
+        {
             for day in first.split(',').flat_map(|d| d.split("..")) {
-                if !DAYS.iter().any(|n| day.len() >= 3 && day.to_ascii_lowercase().starts_with(n)) {
+                if !DAYS
+                    .iter()
+                    .any(|n| day.len() >= 3 && day.to_ascii_lowercase().starts_with(n))
+                {
                     return bad(&format!("{day:?} is not a weekday"));
                 }
             }
@@ -118,17 +150,27 @@ fn validate_calendar(fields: &[&str]) -> Result<(), String> {
             seen_time = true;
         } else if part.contains('-') && !seen_time && i == 0 {
             component_list(part, '-', &[(1970, 2199), (1, 12), (1, 31)], 2).or_else(|e| bad(&e))?;
-        } else if seen_time && i == rest.len() - 1 && (part.eq_ignore_ascii_case("UTC") || part.contains('/')) {
+        } else if seen_time
+            && i == rest.len() - 1
+            && (part.eq_ignore_ascii_case("UTC") || part.contains('/'))
+        {
             // a time zone
         } else {
-            return bad(&format!("{part:?} is neither a date (Y-M-D) nor a time (H:M[:S])"));
+            return bad(&format!(
+                "{part:?} is neither a date (Y-M-D) nor a time (H:M[:S])"
+            ));
         }
     }
     Ok(())
 }
 
 /// `a-b-c` (or `a:b:c`) where each part is `*`, a number, a list, a `..` range, with `/step`.
-fn component_list(s: &str, sep: char, ranges: &[(u32, u32)], min_parts: usize) -> Result<(), String> {
+fn component_list(
+    s: &str,
+    sep: char,
+    ranges: &[(u32, u32)],
+    min_parts: usize,
+) -> Result<(), String> {
     let parts: Vec<&str> = s.split(sep).collect();
     if parts.len() < min_parts || parts.len() > ranges.len() {
         return Err(format!("{s:?} has {} parts", parts.len()));
@@ -139,7 +181,9 @@ fn component_list(s: &str, sep: char, ranges: &[(u32, u32)], min_parts: usize) -
     for (i, part) in parts.iter().enumerate() {
         let (lo, hi) = ranges[i + offset];
         for item in part.split(',') {
-            let (range, step) = item.split_once('/').map_or((item, None), |(r, s)| (r, Some(s)));
+            let (range, step) = item
+                .split_once('/')
+                .map_or((item, None), |(r, s)| (r, Some(s)));
             if let Some(step) = step {
                 if !matches!(step.parse::<u32>(), Ok(n) if n >= 1) {
                     return Err(format!("bad step {step:?} in {s:?}"));
@@ -164,11 +208,24 @@ fn component_list(s: &str, sep: char, ranges: &[(u32, u32)], min_parts: usize) -
 /// A systemd time span: `5min`, `1h 30min`, `90s`, `2d`.
 pub fn parse_timespan(s: &str) -> Result<u64, String> {
     const UNITS: [(&str, u64); 18] = [
-        ("s", 1), ("sec", 1), ("second", 1), ("seconds", 1),
-        ("m", 60), ("min", 60), ("minute", 60), ("minutes", 60),
-        ("h", 3600), ("hr", 3600), ("hour", 3600), ("hours", 3600),
-        ("d", 86400), ("day", 86400), ("days", 86400),
-        ("w", 604800), ("week", 604800), ("weeks", 604800),
+        ("s", 1),
+        ("sec", 1),
+        ("second", 1),
+        ("seconds", 1),
+        ("m", 60),
+        ("min", 60),
+        ("minute", 60),
+        ("minutes", 60),
+        ("h", 3600),
+        ("hr", 3600),
+        ("hour", 3600),
+        ("hours", 3600),
+        ("d", 86400),
+        ("day", 86400),
+        ("days", 86400),
+        ("w", 604800),
+        ("week", 604800),
+        ("weeks", 604800),
     ];
     let compact: String = s.split_whitespace().collect();
     let err = || format!("{s:?} is not a time span like 5min, 1h or 90s");
@@ -192,7 +249,9 @@ pub fn parse_timespan(s: &str) -> Result<u64, String> {
         } else {
             UNITS.iter().find(|(u, _)| *u == unit).ok_or_else(err)?.1
         };
-        total = total.checked_add(n.checked_mul(mult).ok_or_else(err)?).ok_or_else(err)?;
+        total = total
+            .checked_add(n.checked_mul(mult).ok_or_else(err)?)
+            .ok_or_else(err)?;
     }
     if total == 0 {
         return Err(format!("{s:?} is zero"));
@@ -206,10 +265,32 @@ mod tests {
 
     #[test]
     fn cron_expressions() {
-        for ok in ["0 0 * * 0", "*/15 * * * *", "0 3 1-15 jan,Jul mon-fri", "5,35 2 * * 7", "@weekly"] {
-            assert!(matches!(parse_schedule(ok), Ok(Schedule::Cron(_))), "{ok}: {:?}", parse_schedule(ok));
+        for ok in [
+            "0 0 * * 0",
+            "*/15 * * * *",
+            "0 3 1-15 jan,Jul mon-fri",
+            "5,35 2 * * 7",
+            "@weekly",
+        ] {
+            assert!(
+                matches!(parse_schedule(ok), Ok(Schedule::Cron(_))),
+                "{ok}: {:?}",
+                parse_schedule(ok)
+            );
         }
-        for bad in ["0 0 * *", "61 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "* * * * 8", "*/0 * * * *", "5-1 * * * *", "0 0 * * * *", "@reboot", "@sometimes"] {
+        for bad in [
+            "0 0 * *",
+            "61 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "* * * 13 *",
+            "* * * * 8",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "0 0 * * * *",
+            "@reboot",
+            "@sometimes",
+        ] {
             assert!(parse_schedule(bad).is_err(), "{bad} should be refused");
         }
         assert!(parse_schedule("0 0 * *").unwrap_err().contains("5 fields"));
@@ -218,10 +299,29 @@ mod tests {
 
     #[test]
     fn calendar_specs() {
-        for ok in ["weekly", "daily", "Sun *-*-* 00:00:00", "Mon..Fri 02:30", "*-*-01 04:00", "Sat,Sun 10:00 UTC", "2026-12-24 18:00:00", "*:0/15"] {
-            assert!(matches!(parse_schedule(ok), Ok(Schedule::Calendar(_))), "{ok}: {:?}", parse_schedule(ok));
+        for ok in [
+            "weekly",
+            "daily",
+            "Sun *-*-* 00:00:00",
+            "Mon..Fri 02:30",
+            "*-*-01 04:00",
+            "Sat,Sun 10:00 UTC",
+            "2026-12-24 18:00:00",
+            "*:0/15",
+        ] {
+            assert!(
+                matches!(parse_schedule(ok), Ok(Schedule::Calendar(_))),
+                "{ok}: {:?}",
+                parse_schedule(ok)
+            );
         }
-        for bad in ["sometimes", "Funday 10:00", "*-13-01 00:00", "25:00", "Mon 10:61"] {
+        for bad in [
+            "sometimes",
+            "Funday 10:00",
+            "*-13-01 00:00",
+            "25:00",
+            "Mon 10:61",
+        ] {
             assert!(parse_schedule(bad).is_err(), "{bad} should be refused");
         }
     }

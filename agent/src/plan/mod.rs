@@ -90,8 +90,16 @@ pub fn build(ctx: &Context, links: &Links) -> Plan {
         hostname: ctx.hostname.clone(),
         network,
         dns: Dns {
-            nameservers: if configure { ctx.network.dns.clone() } else { Vec::new() },
-            search: if configure { ctx.network.search.clone() } else { Vec::new() },
+            nameservers: if configure {
+                ctx.network.dns.clone()
+            } else {
+                Vec::new()
+            },
+            search: if configure {
+                ctx.network.search.clone()
+            } else {
+                Vec::new()
+            },
         },
         ssh_keys: ctx.ssh_keys.clone(),
         users,

@@ -64,7 +64,10 @@ impl Nameservers {
 pub fn netplan(net: &Network, links: &Links, warnings: &mut Vec<String>) -> Netplan {
     let mut ethernets = BTreeMap::new();
     if !net.configure {
-        return Netplan { version: 2, ethernets };
+        return Netplan {
+            version: 2,
+            ethernets,
+        };
     }
     for nic in net.nics.iter().filter(|n| n.method != Method::Skip) {
         let name = match links.by_mac(nic.mac) {
@@ -79,7 +82,10 @@ pub fn netplan(net: &Network, links: &Links, warnings: &mut Vec<String>) -> Netp
             }
         };
         if ethernets.contains_key(&name) {
-            warnings.push(format!("ETH{}: link {name} is already configured by another NIC; skipped", nic.index));
+            warnings.push(format!(
+                "ETH{}: link {name} is already configured by another NIC; skipped",
+                nic.index
+            ));
             continue;
         }
         ethernets.insert(name, ethernet(nic));
@@ -87,25 +93,51 @@ pub fn netplan(net: &Network, links: &Links, warnings: &mut Vec<String>) -> Netp
     if net.derive_all_prefixed {
         for link in links.iter() {
             if let Ok(ip) = derive::mac_to_ipv4(link.mac, net.mac_prefix) {
-                let legacy = legacy_ethernet(link.mac, Cidr { addr: ip.into(), prefix: 24 }, net);
+                let legacy = legacy_ethernet(
+                    link.mac,
+                    Cidr {
+                        addr: ip.into(),
+                        prefix: 24,
+                    },
+                    net,
+                );
                 ethernets.entry(link.name.clone()).or_insert(legacy);
             }
         }
     }
-    Netplan { version: 2, ethernets }
+    Netplan {
+        version: 2,
+        ethernets,
+    }
 }
 
 fn ethernet(nic: &Nic) -> Ethernet {
     let mut routes = Vec::new();
     if let Some(gw) = nic.gateway {
-        routes.push(RouteOut { to: "default".into(), via: gw.into(), metric: nic.metric });
+        routes.push(RouteOut {
+            to: "default".into(),
+            via: gw.into(),
+            metric: nic.metric,
+        });
     }
     if let Some(gw) = nic.gateway6 {
-        routes.push(RouteOut { to: "default".into(), via: gw.into(), metric: nic.metric6 });
+        routes.push(RouteOut {
+            to: "default".into(),
+            via: gw.into(),
+            metric: nic.metric6,
+        });
     }
     for r in &nic.routes {
-        let metric = if r.to.addr.is_ipv4() { nic.metric } else { nic.metric6 };
-        routes.push(RouteOut { to: r.to.to_string(), via: r.via, metric });
+        let metric = if r.to.addr.is_ipv4() {
+            nic.metric
+        } else {
+            nic.metric6
+        };
+        routes.push(RouteOut {
+            to: r.to.to_string(),
+            via: r.via,
+            metric,
+        });
     }
     let (dhcp6, accept_ra) = match nic.ip6_method {
         Ip6Method::Static | Ip6Method::Disable => (false, Some(false)),
@@ -114,10 +146,15 @@ fn ethernet(nic: &Nic) -> Ethernet {
         Ip6Method::Skip => (false, None),
     };
     Ethernet {
-        match_: Match { macaddress: nic.mac },
+        match_: Match {
+            macaddress: nic.mac,
+        },
         addresses: nic.addresses.clone(),
         routes,
-        nameservers: Nameservers { addresses: nic.dns.clone(), search: nic.search.clone() },
+        nameservers: Nameservers {
+            addresses: nic.dns.clone(),
+            search: nic.search.clone(),
+        },
         mtu: nic.mtu,
         dhcp4: nic.method == Method::Dhcp,
         dhcp6,
@@ -131,7 +168,10 @@ fn legacy_ethernet(mac: MacAddr, addr: Cidr, net: &Network) -> Ethernet {
         match_: Match { macaddress: mac },
         addresses: vec![addr],
         routes: Vec::new(),
-        nameservers: Nameservers { addresses: net.dns.clone(), search: net.search.clone() },
+        nameservers: Nameservers {
+            addresses: net.dns.clone(),
+            search: net.search.clone(),
+        },
         mtu: None,
         dhcp4: false,
         dhcp6: false,

@@ -9,7 +9,11 @@ pub(super) fn render(p: &Plan) -> String {
     let _ = writeln!(o, "instance  {}   (from {})", p.instance_id, p.source);
     match &p.hostname {
         Some(h) => {
-            let fqdn = h.domain.as_ref().map(|d| format!(" (fqdn {}.{d})", h.name)).unwrap_or_default();
+            let fqdn = h
+                .domain
+                .as_ref()
+                .map(|d| format!(" (fqdn {}.{d})", h.name))
+                .unwrap_or_default();
             let _ = writeln!(o, "hostname  {}{fqdn}   from {}", h.name, h.from);
         }
         None => o.push_str("hostname  unchanged\n"),
@@ -42,8 +46,16 @@ pub(super) fn render(p: &Plan) -> String {
     }
     if !p.dns.nameservers.is_empty() || !p.dns.search.is_empty() {
         let ns: Vec<String> = p.dns.nameservers.iter().map(ToString::to_string).collect();
-        let _ = writeln!(o, "dns       {}{}", ns.join(" "),
-            if p.dns.search.is_empty() { String::new() } else { format!("   search {}", p.dns.search.join(" ")) });
+        let _ = writeln!(
+            o,
+            "dns       {}{}",
+            ns.join(" "),
+            if p.dns.search.is_empty() {
+                String::new()
+            } else {
+                format!("   search {}", p.dns.search.join(" "))
+            }
+        );
     }
     for u in &p.users {
         let _ = writeln!(
@@ -52,14 +64,21 @@ pub(super) fn render(p: &Plan) -> String {
             u.name,
             if u.sudo { "sudo, " } else { "" },
             u.shell,
-            u.password.map_or("password unchanged".to_string(), |k| format!("password {k}")),
+            u.password
+                .map_or("password unchanged".to_string(), |k| format!(
+                    "password {k}"
+                )),
             u.ssh_keys,
             if u.ssh_keys == 1 { "" } else { "s" }
         );
     }
     for s in &p.scripts {
         let size = s.bytes.map(|b| format!(", {b} bytes")).unwrap_or_default();
-        let run = if s.run == ScriptMode::Always { "every boot" } else { "once per instance" };
+        let run = if s.run == ScriptMode::Always {
+            "every boot"
+        } else {
+            "once per instance"
+        };
         let _ = writeln!(o, "script    {} {}{size}, {run}", s.kind, s.from);
     }
     if let Some(u) = &p.update {
@@ -67,7 +86,10 @@ pub(super) fn render(p: &Plan) -> String {
             Schedule::Cron(c) => format!("cron {c:?}"),
             Schedule::Calendar(c) => format!("calendar {c:?}"),
         };
-        let cmd = u.command.as_deref().unwrap_or("the package manager's upgrade");
+        let cmd = u
+            .command
+            .as_deref()
+            .unwrap_or("the package manager's upgrade");
         let _ = writeln!(o, "updates   {what}: {cmd}");
     }
     if let Some(s) = &p.sync {
@@ -76,7 +98,11 @@ pub(super) fn render(p: &Plan) -> String {
             SyncMode::Push => "<-",
             SyncMode::Both => "<->",
         };
-        let _ = writeln!(o, "sync      s3://{}/{} {arrow} {} every {}", s.bucket, s.prefix, s.dir, s.interval);
+        let _ = writeln!(
+            o,
+            "sync      s3://{}/{} {arrow} {} every {}",
+            s.bucket, s.prefix, s.dir, s.interval
+        );
     }
     if let Some(e) = &p.ec2 {
         if e.metadata {
@@ -84,7 +110,11 @@ pub(super) fn render(p: &Plan) -> String {
                 o,
                 "ec2       emulated metadata for {} (tokens {})",
                 e.instance_id.as_deref().unwrap_or(&p.instance_id),
-                if e.tokens_required { "required" } else { "optional" }
+                if e.tokens_required {
+                    "required"
+                } else {
+                    "optional"
+                }
             );
         }
     }

@@ -26,14 +26,26 @@ fn netplan_shape() {
             "nameservers": {"addresses": ["10.0.3.2", "8.8.8.8"], "search": ["example.org"]},
             "mtu": 1500, "dhcp4": false, "dhcp6": false, "accept-ra": false}}})
     );
-    assert_eq!(j["dns"]["nameservers"], serde_json::json!(["8.8.8.8", "10.0.3.2"]));
+    assert_eq!(
+        j["dns"]["nameservers"],
+        serde_json::json!(["8.8.8.8", "10.0.3.2"])
+    );
 }
 
 #[test]
 fn missing_link_is_keyed_by_index_with_warning() {
-    let p = plan("ETH3_MAC='02:00:0a:00:03:28'\nETH3_IP='10.0.3.40'\nVMID='1'\n", "");
+    let p = plan(
+        "ETH3_MAC='02:00:0a:00:03:28'\nETH3_IP='10.0.3.40'\nVMID='1'\n",
+        "",
+    );
     assert!(p.network.ethernets.contains_key("eth3"));
-    assert!(p.warnings.iter().any(|w| w.contains("ETH3") && w.contains("no link")), "{:?}", p.warnings);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("ETH3") && w.contains("no link")),
+        "{:?}",
+        p.warnings
+    );
 }
 
 #[test]
@@ -47,7 +59,10 @@ fn skipped_and_absent_nics_do_not_appear() {
 
 #[test]
 fn network_no_configures_nothing() {
-    let p = plan("NETWORK='NO'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nDNS='1.1.1.1'\n", "02:00:0a:00:03:28=eth0\n");
+    let p = plan(
+        "NETWORK='NO'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nDNS='1.1.1.1'\n",
+        "02:00:0a:00:03:28=eth0\n",
+    );
     assert!(p.network.ethernets.is_empty());
     assert!(p.dns.nameservers.is_empty());
 }
@@ -55,10 +70,16 @@ fn network_no_configures_nothing() {
 #[test]
 fn legacy_context_derives_every_prefixed_link() {
     // No ETHx_* at all: the original OpenNebula behaviour, but never for foreign MACs (B5).
-    let p = plan("DNS='10.0.0.1'\nVMID='3'\n", "02:00:0a:00:03:28=eth0\n52:54:00:12:34:56=eth1\n02:00:0a:00:02:0b=eth2\n");
+    let p = plan(
+        "DNS='10.0.0.1'\nVMID='3'\n",
+        "02:00:0a:00:03:28=eth0\n52:54:00:12:34:56=eth1\n02:00:0a:00:02:0b=eth2\n",
+    );
     let names: Vec<&String> = p.network.ethernets.keys().collect();
     assert_eq!(names, ["eth0", "eth2"]);
-    assert_eq!(p.network.ethernets["eth2"].addresses[0].to_string(), "10.0.2.11/24");
+    assert_eq!(
+        p.network.ethernets["eth2"].addresses[0].to_string(),
+        "10.0.2.11/24"
+    );
 }
 
 #[test]
@@ -80,7 +101,16 @@ fn summary_mentions_the_essentials() {
         "02:00:0a:00:03:28=eth0\n",
     );
     let s = p.summary();
-    for needle in ["one-9", "hostname  web", "eth0", "10.0.3.40/24", "default via 10.0.3.1", "user      ubuntu (sudo", "start_script", "error: UPDATE_SCHEDULE="] {
+    for needle in [
+        "one-9",
+        "hostname  web",
+        "eth0",
+        "10.0.3.40/24",
+        "default via 10.0.3.1",
+        "user      ubuntu (sudo",
+        "start_script",
+        "error: UPDATE_SCHEDULE=",
+    ] {
         assert!(s.contains(needle), "{needle:?} missing in:\n{s}");
     }
 }
@@ -89,6 +119,9 @@ fn summary_mentions_the_essentials() {
 fn plan_never_contains_secrets() {
     let p = plan("PASSWORD='hunter2'\nAWS_ACCESS_KEY_ID='AKIAX'\nAWS_SECRET_ACCESS_KEY='s3cr3tkey'\nS3_SYNC_BUCKET='nb'\nVMID='1'\n", "");
     let out = p.to_json() + &p.summary();
-    assert!(!out.contains("hunter2") && !out.contains("s3cr3tkey"), "{out}");
+    assert!(
+        !out.contains("hunter2") && !out.contains("s3cr3tkey"),
+        "{out}"
+    );
     assert_eq!(p.users[0].password, Some("plain"));
 }

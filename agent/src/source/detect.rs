@@ -30,8 +30,15 @@ impl Detection {
         if self.probes.is_empty() {
             return "no CD-ROM or disk in /sys/class/block".into();
         }
-        let seen: Vec<String> = self.probes.iter().map(|p| format!("{} ({})", p.device, p.found)).collect();
-        format!("no volume labelled {CONTEXT_LABEL} among {}", seen.join(", "))
+        let seen: Vec<String> = self
+            .probes
+            .iter()
+            .map(|p| format!("{} ({})", p.device, p.found))
+            .collect();
+        format!(
+            "no volume labelled {CONTEXT_LABEL} among {}",
+            seen.join(", ")
+        )
     }
 }
 
@@ -60,14 +67,23 @@ pub fn find_context_volume(root: &Path) -> Detection {
             },
         });
         if is_context {
-            return Detection { device: Some(dev), probes };
+            return Detection {
+                device: Some(dev),
+                probes,
+            };
         }
     }
-    Detection { device: None, probes }
+    Detection {
+        device: None,
+        probes,
+    }
 }
 
 fn rank(name: &str) -> usize {
-    CANDIDATES.iter().position(|c| name.starts_with(c)).unwrap_or(CANDIDATES.len())
+    CANDIDATES
+        .iter()
+        .position(|c| name.starts_with(c))
+        .unwrap_or(CANDIDATES.len())
 }
 
 fn probe(root: &Path, name: &str, dev: &Path) -> Result<String, String> {
@@ -115,11 +131,24 @@ mod tests {
 
     #[test]
     fn finds_the_context_volume_cdroms_first() {
-        let root = fake_root(&[("vda", None), ("sr1", Some("CONTEXT")), ("sr0", Some("DATA")), ("loop0", Some("CONTEXT"))]);
+        let root = fake_root(&[
+            ("vda", None),
+            ("sr1", Some("CONTEXT")),
+            ("sr0", Some("DATA")),
+            ("loop0", Some("CONTEXT")),
+        ]);
         let d = find_context_volume(root.path());
         assert_eq!(d.device, Some(root.path().join("dev/sr1")));
-        let looked: Vec<&str> = d.probes.iter().map(|p| p.device.rsplit('/').next().unwrap()).collect();
-        assert_eq!(looked, ["sr0", "sr1"], "loop devices are never read; stops at the first match");
+        let looked: Vec<&str> = d
+            .probes
+            .iter()
+            .map(|p| p.device.rsplit('/').next().unwrap())
+            .collect();
+        assert_eq!(
+            looked,
+            ["sr0", "sr1"],
+            "loop devices are never read; stops at the first match"
+        );
     }
 
     #[test]
@@ -128,7 +157,10 @@ mod tests {
         let d = find_context_volume(root.path());
         assert!(d.device.is_none());
         let s = d.summary();
-        assert!(s.contains("sr0 (ISO9660 \"DATA\")") && s.contains("vda (not ISO9660)"), "{s}");
+        assert!(
+            s.contains("sr0 (ISO9660 \"DATA\")") && s.contains("vda (not ISO9660)"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -143,6 +175,9 @@ mod tests {
     #[test]
     fn nothing_to_look_at() {
         let t = tempfile::tempdir().unwrap();
-        assert_eq!(find_context_volume(t.path()).summary(), "no CD-ROM or disk in /sys/class/block");
+        assert_eq!(
+            find_context_volume(t.path()).summary(),
+            "no CD-ROM or disk in /sys/class/block"
+        );
     }
 }

@@ -127,7 +127,12 @@ pub fn load(source: &Source, root: &Path) -> Result<Context, SourceError> {
 pub fn to_context(raw: Raw) -> Context {
     let mut ctx = opennebula::to_context(&raw.parsed.vars, &raw.files, &raw.origin);
     let mut warnings = raw.warnings;
-    warnings.extend(raw.parsed.warnings.iter().map(|w| format!("context.sh {w}")));
+    warnings.extend(
+        raw.parsed
+            .warnings
+            .iter()
+            .map(|w| format!("context.sh {w}")),
+    );
     warnings.append(&mut ctx.warnings);
     ctx.warnings = warnings;
     ctx
@@ -135,7 +140,10 @@ pub fn to_context(raw: Raw) -> Context {
 
 fn read_dir(path: &Path) -> Result<Raw, SourceError> {
     let origin = format!("dir:{}", path.display());
-    let io = |source| SourceError::Io { origin: origin.clone(), source };
+    let io = |source| SourceError::Io {
+        origin: origin.clone(),
+        source,
+    };
     let file = path.join("context.sh");
     let meta = match std::fs::metadata(&file) {
         Ok(m) => m,
@@ -166,7 +174,12 @@ fn read_dir(path: &Path) -> Result<Raw, SourceError> {
     }
     files.retain(|f| f != "context.sh");
     files.sort();
-    Ok(Raw { origin, parsed: context_sh::parse(&bytes), files, warnings: Vec::new() })
+    Ok(Raw {
+        origin,
+        parsed: context_sh::parse(&bytes),
+        files,
+        warnings: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -176,12 +189,18 @@ mod tests {
     #[test]
     fn source_syntax() {
         assert_eq!("auto".parse::<Source>().unwrap(), Source::Auto);
-        assert_eq!("opennebula".parse::<Source>().unwrap(), Source::OpenNebula(None));
+        assert_eq!(
+            "opennebula".parse::<Source>().unwrap(),
+            Source::OpenNebula(None)
+        );
         assert_eq!(
             "opennebula:/dev/sr1".parse::<Source>().unwrap(),
             Source::OpenNebula(Some("/dev/sr1".into()))
         );
-        assert_eq!("dir:ctx".parse::<Source>().unwrap(), Source::Dir("ctx".into()));
+        assert_eq!(
+            "dir:ctx".parse::<Source>().unwrap(),
+            Source::Dir("ctx".into())
+        );
         for bad in ["dir", "dir:", "cdrom", "opennebula:", "auto:x"] {
             assert!(bad.parse::<Source>().is_err(), "{bad}");
         }
@@ -191,10 +210,17 @@ mod tests {
     fn dir_errors_name_the_source() {
         let t = tempfile::tempdir().unwrap();
         let e = read(&Source::Dir(t.path().into()), Path::new("/")).unwrap_err();
-        assert_eq!(e.to_string(), format!("dir:{}: no context.sh in it", t.path().display()));
+        assert_eq!(
+            e.to_string(),
+            format!("dir:{}: no context.sh in it", t.path().display())
+        );
         let missing = t.path().join("nope");
         let e = read(&Source::Dir(missing.clone()), Path::new("/")).unwrap_err();
-        assert!(e.to_string().starts_with(&format!("dir:{}: ", missing.display())), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("dir:{}: ", missing.display())),
+            "{e}"
+        );
     }
 
     #[test]

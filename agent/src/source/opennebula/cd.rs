@@ -11,25 +11,40 @@ pub const CONTEXT_LABEL: &str = "CONTEXT";
 /// another label is still read (with a warning); a detected one always has the label.
 pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
     let origin = format!("opennebula:{}", path.display());
-    let iso = |source: IsoError| SourceError::Iso { origin: origin.clone(), source };
+    let iso = |source: IsoError| SourceError::Iso {
+        origin: origin.clone(),
+        source,
+    };
     let mut image = IsoImage::open(path).map_err(|e| match e {
-        IsoError::Io(source) => SourceError::Io { origin: origin.clone(), source },
+        IsoError::Io(source) => SourceError::Io {
+            origin: origin.clone(),
+            source,
+        },
         other => iso(other),
     })?;
     let mut warnings = Vec::new();
     let label = image.volume_id().to_string();
     if label != CONTEXT_LABEL && explicit {
-        warnings.push(format!("{origin}: volume label is {label:?}, not {CONTEXT_LABEL:?}"));
+        warnings.push(format!(
+            "{origin}: volume label is {label:?}, not {CONTEXT_LABEL:?}"
+        ));
     }
     let entries = image.list("/").map_err(iso)?;
     if !entries.iter().any(|e| e.name == "context.sh" && !e.is_dir) {
         return Err(SourceError::NoContextSh { origin });
     }
-    let bytes = image.read_file("/context.sh", MAX_CONTEXT_SH).map_err(iso)?;
+    let bytes = image
+        .read_file("/context.sh", MAX_CONTEXT_SH)
+        .map_err(iso)?;
     let files = entries
         .into_iter()
         .filter(|e| !e.is_dir && e.name != "context.sh")
         .map(|e| e.name)
         .collect();
-    Ok(Raw { origin, parsed: context_sh::parse(&bytes), files, warnings })
+    Ok(Raw {
+        origin,
+        parsed: context_sh::parse(&bytes),
+        files,
+        warnings,
+    })
 }

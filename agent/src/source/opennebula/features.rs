@@ -15,7 +15,11 @@ pub(super) fn scripts(r: &mut Reader, files: &[String]) -> Scripts {
     let start = start_script(r);
     let init = init_scripts(r, files);
     let user_data = user_data(r);
-    Scripts { start, init, user_data }
+    Scripts {
+        start,
+        init,
+        user_data,
+    }
 }
 
 fn start_script(r: &mut Reader) -> Option<StartScript> {
@@ -23,7 +27,11 @@ fn start_script(r: &mut Reader) -> Option<StartScript> {
         match decode_base64(b64) {
             Some(body) => ("START_SCRIPT_BASE64", body),
             None => {
-                r.error("START_SCRIPT_BASE64", b64, "not valid base64; no start script will run");
+                r.error(
+                    "START_SCRIPT_BASE64",
+                    b64,
+                    "not valid base64; no start script will run",
+                );
                 return None;
             }
         }
@@ -36,11 +44,19 @@ fn start_script(r: &mut Reader) -> Option<StartScript> {
         body.push(b'\n');
         ("START_SCRIPT", body)
     };
-    let mode = match r.get("START_SCRIPT_MODE").map(str::to_ascii_lowercase).as_deref() {
+    let mode = match r
+        .get("START_SCRIPT_MODE")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("once") => ScriptMode::Once,
         Some("always") => ScriptMode::Always,
         Some(other) => {
-            r.error("START_SCRIPT_MODE", other, "expected once or always; taken as once");
+            r.error(
+                "START_SCRIPT_MODE",
+                other,
+                "expected once or always; taken as once",
+            );
             ScriptMode::Once
         }
     };
@@ -50,7 +66,13 @@ fn start_script(r: &mut Reader) -> Option<StartScript> {
             _ => Err("expected seconds from 1 to 86400".into()),
         })
         .unwrap_or(DEFAULT_SCRIPT_TIMEOUT);
-    Some(StartScript { bytes: body.len(), body, from: from.into(), mode, timeout_secs })
+    Some(StartScript {
+        bytes: body.len(),
+        body,
+        from: from.into(),
+        mode,
+        timeout_secs,
+    })
 }
 
 /// `INIT_SCRIPTS`: file names on the CD (no paths); default `init.sh` when the CD has one.
@@ -61,7 +83,11 @@ fn init_scripts(r: &mut Reader, files: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for name in list.split_whitespace() {
         if name.contains('/') || name == "." || name == ".." {
-            r.error("INIT_SCRIPTS", name, "must be a file name on the context CD, not a path");
+            r.error(
+                "INIT_SCRIPTS",
+                name,
+                "must be a file name on the context CD, not a path",
+            );
         } else if !files.iter().any(|f| f == name) {
             r.error("INIT_SCRIPTS", name, "no such file on the context CD");
         } else if !out.iter().any(|o| o == name) {
@@ -92,9 +118,17 @@ fn user_data(r: &mut Reader) -> Option<UserData> {
         "gzip".to_string()
     } else {
         let first = body.split(|b| *b == b'\n').next().unwrap_or(&[]);
-        String::from_utf8_lossy(first).trim().chars().take(40).collect()
+        String::from_utf8_lossy(first)
+            .trim()
+            .chars()
+            .take(40)
+            .collect()
     };
-    Some(UserData { bytes: body.len(), body, kind })
+    Some(UserData {
+        bytes: body.len(),
+        body,
+        kind,
+    })
 }
 
 /// Base64 as OpenNebula users paste it: line breaks and blanks allowed, padding optional.
@@ -102,7 +136,9 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
     let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     let e = &base64::engine::general_purpose::STANDARD;
     e.decode(&compact)
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(compact.trim_end_matches('=')))
+        .or_else(|_| {
+            base64::engine::general_purpose::STANDARD_NO_PAD.decode(compact.trim_end_matches('='))
+        })
         .ok()
 }
 
@@ -119,19 +155,36 @@ pub(super) fn update(r: &mut Reader) -> Option<UpdateSchedule> {
 
 pub(super) fn sync(r: &mut Reader) -> Option<SyncSettings> {
     let Some(bucket) = r.get("S3_SYNC_BUCKET") else {
-        if let Some(k) = r.vars.keys().find(|k| k.starts_with("S3_SYNC_") && r.get(k).is_some()) {
-            r.errors
-                .push(format!("{k} is set but S3_SYNC_BUCKET is not: no notebook sync"));
+        if let Some(k) = r
+            .vars
+            .keys()
+            .find(|k| k.starts_with("S3_SYNC_") && r.get(k).is_some())
+        {
+            r.errors.push(format!(
+                "{k} is set but S3_SYNC_BUCKET is not: no notebook sync"
+            ));
         }
         return None;
     };
     if !valid_bucket(bucket) {
-        r.error("S3_SYNC_BUCKET", bucket, "not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')");
+        r.error(
+            "S3_SYNC_BUCKET",
+            bucket,
+            "not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')",
+        );
         return None;
     }
-    let prefix = r.get("S3_SYNC_PREFIX").unwrap_or("").trim_start_matches('/').to_string();
+    let prefix = r
+        .get("S3_SYNC_PREFIX")
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_string();
     let user = r.get("USERNAME").unwrap_or("root");
-    let home = if user == "root" { "/root".to_string() } else { format!("/home/{user}") };
+    let home = if user == "root" {
+        "/root".to_string()
+    } else {
+        format!("/home/{user}")
+    };
     let dir = match r.get("S3_SYNC_DIR") {
         Some(d) if d.starts_with('/') && !d.split('/').any(|c| c == "..") => d.to_string(),
         Some(d) => {
@@ -140,7 +193,11 @@ pub(super) fn sync(r: &mut Reader) -> Option<SyncSettings> {
         }
         None => format!("{home}/notebooks"),
     };
-    let mode = match r.get("S3_SYNC_MODE").map(str::to_ascii_lowercase).as_deref() {
+    let mode = match r
+        .get("S3_SYNC_MODE")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("both") => SyncMode::Both,
         Some("pull") => SyncMode::Pull,
         Some("push") => SyncMode::Push,
@@ -154,7 +211,9 @@ pub(super) fn sync(r: &mut Reader) -> Option<SyncSettings> {
         None => "15min".to_string(),
     };
     let endpoint = r.parse_with("S3_SYNC_ENDPOINT", |v| {
-        if (v.starts_with("http://") || v.starts_with("https://")) && !v.contains(char::is_whitespace) {
+        if (v.starts_with("http://") || v.starts_with("https://"))
+            && !v.contains(char::is_whitespace)
+        {
             Ok(v.trim_end_matches('/').to_string())
         } else {
             Err("expected an http:// or https:// URL".into())
@@ -162,10 +221,29 @@ pub(super) fn sync(r: &mut Reader) -> Option<SyncSettings> {
     });
     let region = r.parse_with("S3_SYNC_REGION", region);
     let ca_file = r.parse_with("S3_SYNC_CA_FILE", |v| {
-        if v.starts_with('/') { Ok(v.to_string()) } else { Err("must be an absolute path".into()) }
+        if v.starts_with('/') {
+            Ok(v.to_string())
+        } else {
+            Err("must be an absolute path".into())
+        }
     });
-    let credentials = credentials(r, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN");
-    Some(SyncSettings { bucket: bucket.into(), prefix, dir, mode, interval, endpoint, region, ca_file, credentials })
+    let credentials = credentials(
+        r,
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    );
+    Some(SyncSettings {
+        bucket: bucket.into(),
+        prefix,
+        dir,
+        mode,
+        interval,
+        endpoint,
+        region,
+        ca_file,
+        credentials,
+    })
 }
 
 /// Access key and secret must come together; the secret is never echoed in errors.
@@ -201,7 +279,11 @@ pub(super) fn ec2(r: &mut Reader) -> Option<Ec2Settings> {
     let instance_id = r.parse_with("EC2_INSTANCE_ID", |v| aws_id(v, "i-"));
     let ami_id = r.parse_with("EC2_AMI_ID", |v| aws_id(v, "ami-"));
     let instance_type = r.parse_with("EC2_INSTANCE_TYPE", |v| {
-        if v.len() <= 32 && v.contains('.') && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+        if v.len() <= 32
+            && v.contains('.')
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
             Ok(v.to_string())
         } else {
             Err("not an instance type like m1.small".into())
@@ -209,11 +291,19 @@ pub(super) fn ec2(r: &mut Reader) -> Option<Ec2Settings> {
     });
     let region_name = r.parse_with("EC2_REGION", region);
     let availability_zone = r.parse_with("EC2_AVAILABILITY_ZONE", region);
-    let tokens_required = match r.get("EC2_IMDS_TOKENS").map(str::to_ascii_lowercase).as_deref() {
+    let tokens_required = match r
+        .get("EC2_IMDS_TOKENS")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("optional") => false,
         Some("required") => true,
         Some(other) => {
-            r.error("EC2_IMDS_TOKENS", other, "expected optional or required; taken as required");
+            r.error(
+                "EC2_IMDS_TOKENS",
+                other,
+                "expected optional or required; taken as required",
+            );
             true // the safer reading of a typo
         }
     };
@@ -224,7 +314,11 @@ pub(super) fn ec2(r: &mut Reader) -> Option<Ec2Settings> {
         })
         .unwrap_or(1);
     let iam = r.parse_with("EC2_IAM_ROLE", |v| {
-        if !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b)) {
+        if !v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+        {
             Ok(v.to_string())
         } else {
             Err("not an IAM role name".into())
@@ -232,20 +326,48 @@ pub(super) fn ec2(r: &mut Reader) -> Option<Ec2Settings> {
     });
     let iam = iam.map(|name| IamRole {
         name,
-        credentials: credentials(r, "EC2_IAM_ACCESS_KEY_ID", "EC2_IAM_SECRET_ACCESS_KEY", "EC2_IAM_SESSION_TOKEN"),
+        credentials: credentials(
+            r,
+            "EC2_IAM_ACCESS_KEY_ID",
+            "EC2_IAM_SECRET_ACCESS_KEY",
+            "EC2_IAM_SESSION_TOKEN",
+        ),
     });
-    Some(Ec2Settings { metadata, instance_id, ami_id, instance_type, region: region_name, availability_zone, tokens_required, hop_limit, iam })
+    Some(Ec2Settings {
+        metadata,
+        instance_id,
+        ami_id,
+        instance_type,
+        region: region_name,
+        availability_zone,
+        tokens_required,
+        hop_limit,
+        iam,
+    })
 }
 
 fn aws_id(v: &str, prefix: &str) -> Result<String, String> {
     match v.strip_prefix(prefix) {
-        Some(hex) if matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => Ok(v.to_string()),
-        _ => Err(format!("expected {prefix} and 8 or 17 lower-case hex digits")),
+        Some(hex)
+            if matches!(hex.len(), 8 | 17)
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+        {
+            Ok(v.to_string())
+        }
+        _ => Err(format!(
+            "expected {prefix} and 8 or 17 lower-case hex digits"
+        )),
     }
 }
 
 fn region(v: &str) -> Result<String, String> {
-    if !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !v.is_empty()
+        && v.len() <= 32
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         Ok(v.to_string())
     } else {
         Err("not a region or zone name like us-east-1".into())
@@ -254,7 +376,8 @@ fn region(v: &str) -> Result<String, String> {
 
 fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
         && b.as_bytes()[0].is_ascii_alphanumeric()
         && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
         && !b.contains("..")

@@ -7,8 +7,14 @@ fn start_script_base64_wins_and_modes() {
     let c = ctx("START_SCRIPT='echo plain'\nSTART_SCRIPT_BASE64='IyEvYmluL3NoCmVjaG8gYjY0Cg=='\n");
     let s = c.scripts.start.unwrap();
     assert_eq!(s.body, b"#!/bin/sh\necho b64\n");
-    assert_eq!((s.mode, s.timeout_secs, s.from.as_str()), (ScriptMode::Once, 300, "START_SCRIPT_BASE64"));
-    let s = ctx("START_SCRIPT='echo hi'\nSTART_SCRIPT_MODE='always'\nSTART_SCRIPT_TIMEOUT='30'\n").scripts.start.unwrap();
+    assert_eq!(
+        (s.mode, s.timeout_secs, s.from.as_str()),
+        (ScriptMode::Once, 300, "START_SCRIPT_BASE64")
+    );
+    let s = ctx("START_SCRIPT='echo hi'\nSTART_SCRIPT_MODE='always'\nSTART_SCRIPT_TIMEOUT='30'\n")
+        .scripts
+        .start
+        .unwrap();
     assert_eq!(s.body, b"echo hi\n");
     assert_eq!((s.mode, s.timeout_secs), (ScriptMode::Always, 30));
 }
@@ -22,10 +28,16 @@ fn bad_base64_start_script_runs_nothing() {
 
 #[test]
 fn user_data_encodings() {
-    let u = ctx("USER_DATA='#cloud-config\nruncmd: []'\n").scripts.user_data.unwrap();
+    let u = ctx("USER_DATA='#cloud-config\nruncmd: []'\n")
+        .scripts
+        .user_data
+        .unwrap();
     assert_eq!(u.kind, "#cloud-config");
     // base64("#!/bin/bash\necho x\n")
-    let u = ctx("USERDATA_ENCODING='base64'\nUSER_DATA='IyEvYmluL2Jhc2gKZWNobyB4Cg=='\n").scripts.user_data.unwrap();
+    let u = ctx("USERDATA_ENCODING='base64'\nUSER_DATA='IyEvYmluL2Jhc2gKZWNobyB4Cg=='\n")
+        .scripts
+        .user_data
+        .unwrap();
     assert_eq!(u.body, b"#!/bin/bash\necho x\n");
     assert_eq!(u.kind, "#!/bin/bash");
     let c = ctx("USER_DATA_ENCODING='rot13'\nUSER_DATA='x'\n");
@@ -44,13 +56,24 @@ fn update_schedule() {
 #[test]
 fn sync_settings() {
     let s = ctx("S3_SYNC_BUCKET='hol02-notebooks'\nS3_SYNC_MODE='pull'\nS3_SYNC_INTERVAL='5min'\nUSERNAME='ec2-user'\n").sync.unwrap();
-    assert_eq!((s.mode, s.interval.as_str(), s.dir.as_str()), (SyncMode::Pull, "5min", "/home/ec2-user/notebooks"));
-    for bad in ["S3_SYNC_BUCKET='No_Such'\n", "S3_SYNC_BUCKET='nb1'\nS3_SYNC_MODE='mirror'\n", "S3_SYNC_DIR='/x'\n", "S3_SYNC_BUCKET='nb1'\nS3_SYNC_DIR='rel/dir'\n"] {
+    assert_eq!(
+        (s.mode, s.interval.as_str(), s.dir.as_str()),
+        (SyncMode::Pull, "5min", "/home/ec2-user/notebooks")
+    );
+    for bad in [
+        "S3_SYNC_BUCKET='No_Such'\n",
+        "S3_SYNC_BUCKET='nb1'\nS3_SYNC_MODE='mirror'\n",
+        "S3_SYNC_DIR='/x'\n",
+        "S3_SYNC_BUCKET='nb1'\nS3_SYNC_DIR='rel/dir'\n",
+    ] {
         let c = ctx(bad);
         assert!(c.sync.is_none() && !c.errors.is_empty(), "{bad}");
     }
     let c = ctx("S3_SYNC_BUCKET='nb1'\nAWS_ACCESS_KEY_ID='AKIA1'\n");
-    assert!(c.errors.iter().any(|e| e.contains("without AWS_SECRET_ACCESS_KEY")));
+    assert!(c
+        .errors
+        .iter()
+        .any(|e| e.contains("without AWS_SECRET_ACCESS_KEY")));
     let c = ctx("S3_SYNC_BUCKET='nb1'\nS3_SYNC_INTERVAL='often'\n");
     assert_eq!(c.sync.unwrap().interval, "15min");
     assert_eq!(c.errors.len(), 1);
@@ -61,7 +84,10 @@ fn ec2_settings() {
     let e = ctx("EC2_METADATA='YES'\nEC2_INSTANCE_ID='i-0a1b2c3d4e5f60718'\nEC2_IMDS_TOKENS='required'\nEC2_IMDS_HOP_LIMIT='2'\n").ec2.unwrap();
     assert!(e.metadata && e.tokens_required);
     assert_eq!(e.hop_limit, 2);
-    assert!(ctx("EC2_PUBLIC_KEY='x'\n").ec2.is_none(), "EC2_PUBLIC_KEY is a key, not the emulator");
+    assert!(
+        ctx("EC2_PUBLIC_KEY='x'\n").ec2.is_none(),
+        "EC2_PUBLIC_KEY is a key, not the emulator"
+    );
     let c = ctx("EC2_METADATA='YES'\nEC2_INSTANCE_ID='vm-6'\nEC2_IMDS_HOP_LIMIT='0'\n");
     assert_eq!(c.errors.len(), 2, "{:?}", c.errors);
 }

@@ -19,7 +19,11 @@ pub(super) fn hostname(r: &mut Reader) -> Option<Hostname> {
     }
     if let Some((from, raw)) = r.first(&["SET_HOSTNAME", "HOSTNAME"]) {
         return match derive::sanitize_hostname(raw) {
-            Some((name, domain)) => Some(Hostname { name, domain, from: from.into() }),
+            Some((name, domain)) => Some(Hostname {
+                name,
+                domain,
+                from: from.into(),
+            }),
             None => {
                 r.error(from, raw, "has no character usable in a hostname");
                 None
@@ -28,7 +32,11 @@ pub(super) fn hostname(r: &mut Reader) -> Option<Hostname> {
     }
     let (from, raw) = r.first(&["PUBLIC_IP", "IP_PUBLIC", "ETH0_IP"])?;
     match raw.parse::<Ipv4Addr>() {
-        Ok(ip) => Some(Hostname { name: derive::ipv4_hostname(ip), domain: None, from: from.into() }),
+        Ok(ip) => Some(Hostname {
+            name: derive::ipv4_hostname(ip),
+            domain: None,
+            from: from.into(),
+        }),
         Err(_) => None, // reported by the network part when it matters (ETH0_IP)
     }
 }
@@ -44,7 +52,9 @@ pub(super) fn ssh_keys(r: &mut Reader) -> Vec<String> {
                 continue;
             }
             if !looks_like_key(line) {
-                r.warn(format!("{var}: a line that is not an SSH public key was left out"));
+                r.warn(format!(
+                    "{var}: a line that is not an SSH public key was left out"
+                ));
                 continue;
             }
             if !keys.iter().any(|k| k == line) {
@@ -57,12 +67,17 @@ pub(super) fn ssh_keys(r: &mut Reader) -> Vec<String> {
 
 /// An authorized_keys line: optional options, then a key type and base64 data.
 fn looks_like_key(line: &str) -> bool {
-    line.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| {
-        let t = w[0];
-        (t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-"))
-            && w[1].len() >= 16
-            && w[1].bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
-    })
+    line.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|w| {
+            let t = w[0];
+            (t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-"))
+                && w[1].len() >= 16
+                && w[1]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        })
 }
 
 /// `USERNAME` (default root) with sudo, shell and password per one-context's rules.
@@ -71,15 +86,25 @@ pub(super) fn user(r: &mut Reader) -> Option<User> {
         None => "root".to_string(),
         Some(n) if valid_username(n) => n.to_string(),
         Some(n) => {
-            r.error("USERNAME", n, "not a valid user name ([a-z_][a-z0-9_-]*, at most 32)");
+            r.error(
+                "USERNAME",
+                n,
+                "not a valid user name ([a-z_][a-z0-9_-]*, at most 32)",
+            );
             return None;
         }
     };
-    let sudo_var = if r.get("USERNAME_SUDO").is_some() { "USERNAME_SUDO" } else { "GRANT_SUDO" };
+    let sudo_var = if r.get("USERNAME_SUDO").is_some() {
+        "USERNAME_SUDO"
+    } else {
+        "GRANT_SUDO"
+    };
     let sudo = name != "root" && r.flag(sudo_var, true);
     let shell = match r.get("USERNAME_SHELL") {
         None => "/bin/bash".to_string(),
-        Some(s) if s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c == ':') => s.to_string(),
+        Some(s) if s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c == ':') => {
+            s.to_string()
+        }
         Some(s) => {
             r.error("USERNAME_SHELL", s, "not an absolute path");
             "/bin/bash".to_string()
@@ -87,7 +112,13 @@ pub(super) fn user(r: &mut Reader) -> Option<User> {
     };
     let password = password(r);
     let lock_password = password.is_none() && r.flag("USERNAME_PASSWORD_RESET", false);
-    Some(User { name, sudo, shell, password, lock_password })
+    Some(User {
+        name,
+        sudo,
+        shell,
+        password,
+        lock_password,
+    })
 }
 
 /// `CRYPTED_PASSWORD_BASE64` > `PASSWORD_BASE64` > `CRYPTED_PASSWORD` > `PASSWORD`.
@@ -100,7 +131,9 @@ fn password(r: &mut Reader) -> Option<Password> {
     ];
     for (var, crypted, b64) in ORDER {
         // Secrets: errors name the variable, never the value.
-        let Some(raw) = r.vars.get(var).filter(|v| !v.trim().is_empty()) else { continue };
+        let Some(raw) = r.vars.get(var).filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
         let value = if b64 {
             match base64::engine::general_purpose::STANDARD
                 .decode(raw.trim())
@@ -109,7 +142,8 @@ fn password(r: &mut Reader) -> Option<Password> {
             {
                 Some(v) => v,
                 None => {
-                    r.errors.push(format!("{var}: not valid base64 of UTF-8 text"));
+                    r.errors
+                        .push(format!("{var}: not valid base64 of UTF-8 text"));
                     continue;
                 }
             }
@@ -118,11 +152,18 @@ fn password(r: &mut Reader) -> Option<Password> {
         };
         let value = value.trim_end_matches(['\n', '\r']).to_string();
         if value.contains('\n') || (crypted && value.contains(':')) {
-            r.errors.push(format!("{var}: not a single-line password{}", if crypted { " hash" } else { "" }));
+            r.errors.push(format!(
+                "{var}: not a single-line password{}",
+                if crypted { " hash" } else { "" }
+            ));
             continue;
         }
         let secret = Secret::new(value);
-        return Some(if crypted { Password::Crypted(secret) } else { Password::Plain(secret) });
+        return Some(if crypted {
+            Password::Crypted(secret)
+        } else {
+            Password::Plain(secret)
+        });
     }
     None
 }
@@ -156,7 +197,9 @@ mod tests {
 
     #[test]
     fn fqdn_is_split_and_sanitised() {
-        let h = ctx("SET_HOSTNAME='Jupyter.Research.HOL02.internal'\n").hostname.unwrap();
+        let h = ctx("SET_HOSTNAME='Jupyter.Research.HOL02.internal'\n")
+            .hostname
+            .unwrap();
         assert_eq!(h.name, "jupyter");
         assert_eq!(h.domain.as_deref(), Some("research.hol02.internal"));
         let h = ctx("SET_HOSTNAME='héllo wörld'\n").hostname.unwrap();
@@ -200,10 +243,15 @@ mod tests {
     #[test]
     fn user_defaults_and_sudo() {
         let root = ctx("VMID='1'\n").user.unwrap();
-        assert_eq!((root.name.as_str(), root.sudo, root.shell.as_str()), ("root", false, "/bin/bash"));
+        assert_eq!(
+            (root.name.as_str(), root.sudo, root.shell.as_str()),
+            ("root", false, "/bin/bash")
+        );
         let u = ctx("USERNAME='ubuntu'\n").user.unwrap();
         assert!(u.sudo);
-        let u = ctx("USERNAME='ubuntu'\nUSERNAME_SUDO='NO'\nUSERNAME_SHELL='/bin/zsh'\n").user.unwrap();
+        let u = ctx("USERNAME='ubuntu'\nUSERNAME_SUDO='NO'\nUSERNAME_SHELL='/bin/zsh'\n")
+            .user
+            .unwrap();
         assert!(!u.sudo);
         assert_eq!(u.shell, "/bin/zsh");
         assert!(!ctx("USERNAME='u'\nGRANT_SUDO='no'\n").user.unwrap().sudo);
@@ -221,7 +269,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let c = ctx("PASSWORD='plain'\nCRYPTED_PASSWORD='$6$salt$hash'\n");
-        assert!(matches!(c.user.unwrap().password, Some(Password::Crypted(_))));
+        assert!(matches!(
+            c.user.unwrap().password,
+            Some(Password::Crypted(_))
+        ));
         let c = ctx("CRYPTED_PASSWORD_BASE64='JDYkc2FsdCRoYXNo'\nPASSWORD='x'\n");
         match c.user.unwrap().password.unwrap() {
             Password::Crypted(s) => assert_eq!(s.expose(), "$6$salt$hash"),
@@ -233,13 +284,27 @@ mod tests {
     fn bad_base64_password_falls_through_and_never_shows() {
         let c = ctx("PASSWORD_BASE64='%%%secret%%%'\nPASSWORD='fallback'\n");
         assert!(matches!(c.user.unwrap().password, Some(Password::Plain(_))));
-        assert!(c.errors.iter().all(|e| !e.contains("secret")), "{:?}", c.errors);
+        assert!(
+            c.errors.iter().all(|e| !e.contains("secret")),
+            "{:?}",
+            c.errors
+        );
         assert_eq!(c.errors.len(), 1);
     }
 
     #[test]
     fn password_reset_locks_only_without_password() {
-        assert!(ctx("USERNAME_PASSWORD_RESET='YES'\n").user.unwrap().lock_password);
-        assert!(!ctx("USERNAME_PASSWORD_RESET='YES'\nPASSWORD='x'\n").user.unwrap().lock_password);
+        assert!(
+            ctx("USERNAME_PASSWORD_RESET='YES'\n")
+                .user
+                .unwrap()
+                .lock_password
+        );
+        assert!(
+            !ctx("USERNAME_PASSWORD_RESET='YES'\nPASSWORD='x'\n")
+                .user
+                .unwrap()
+                .lock_password
+        );
     }
 }

@@ -124,7 +124,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Parses with a function returning `Result<T, String>`.
-    pub fn parse_with<T>(&mut self, name: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    pub fn parse_with<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         let v = self.get(name)?;
         match f(v) {
             Ok(x) => Some(x),
@@ -195,7 +199,12 @@ mod tests {
 
     #[test]
     fn flags() {
-        for (v, want) in [("YES", true), ("yes", true), ("NO", false), ("false", false)] {
+        for (v, want) in [
+            ("YES", true),
+            ("yes", true),
+            ("NO", false),
+            ("false", false),
+        ] {
             assert_eq!(parse_flag(v), Ok(want));
         }
         assert!(parse_flag("maybe").is_err());

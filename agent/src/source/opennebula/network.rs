@@ -101,10 +101,14 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>
     let Some(mac_str) = r.get(&var("MAC")) else {
         // B13: an empty MAC must never match some NIC; say so only if the NIC was meant.
         let meant = r.vars.iter().any(|(k, v)| {
-            k.starts_with(&p) && !v.trim().is_empty() && split_index(&k[p.len()..], "ALIAS").is_none()
+            k.starts_with(&p)
+                && !v.trim().is_empty()
+                && split_index(&k[p.len()..], "ALIAS").is_none()
         });
         if meant {
-            r.warn(format!("ETH{idx} has variables but no ETH{idx}_MAC; skipped"));
+            r.warn(format!(
+                "ETH{idx} has variables but no ETH{idx}_MAC; skipped"
+            ));
         }
         return None;
     };
@@ -116,17 +120,27 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>
         }
     };
 
-    let method = match r.get(&var("METHOD")).map(str::to_ascii_lowercase).as_deref() {
+    let method = match r
+        .get(&var("METHOD"))
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("static") => Method::Static,
         Some("dhcp") => Method::Dhcp,
         Some("skip") => Method::Skip,
         Some(other) => {
             // OpenNebula/one#7648: the server has leaked NIC models (`virtio`) into METHOD.
-            r.warn(format!("ETH{idx}_METHOD={other:?} is not static, dhcp or skip; taken as static"));
+            r.warn(format!(
+                "ETH{idx}_METHOD={other:?} is not static, dhcp or skip; taken as static"
+            ));
             Method::Static
         }
     };
-    let ip6_method = match r.get(&var("IP6_METHOD")).map(str::to_ascii_lowercase).as_deref() {
+    let ip6_method = match r
+        .get(&var("IP6_METHOD"))
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None => match method {
             Method::Static => Ip6Method::Static,
             Method::Dhcp => Ip6Method::Dhcp,
@@ -164,8 +178,15 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>
         return Some(nic);
     }
 
-    let v6 = matches!(ip6_method, Ip6Method::Static | Ip6Method::Auto | Ip6Method::Dhcp);
-    let own6 = if v6 { ipv6_addresses(r, &p) } else { Vec::new() };
+    let v6 = matches!(
+        ip6_method,
+        Ip6Method::Static | Ip6Method::Auto | Ip6Method::Dhcp
+    );
+    let own6 = if v6 {
+        ipv6_addresses(r, &p)
+    } else {
+        Vec::new()
+    };
     let aliases: Vec<u32> = aliases.into_iter().flatten().copied().collect();
     let mut alias4 = Vec::new();
     let mut alias6 = Vec::new();
@@ -191,8 +212,13 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>
             // of an Ethernet-only range is the prefix plus random bytes) and nothing else
             // addresses this NIC.
             if let Ok(ip) = derive::mac_to_ipv4(mac, prefix) {
-                let plen = r.parse_with(&var("MASK"), derive::mask_to_prefix).unwrap_or(24);
-                nic.addresses.push(Cidr { addr: ip.into(), prefix: plen });
+                let plen = r
+                    .parse_with(&var("MASK"), derive::mask_to_prefix)
+                    .unwrap_or(24);
+                nic.addresses.push(Cidr {
+                    addr: ip.into(),
+                    prefix: plen,
+                });
                 nic.ipv4_from_mac = true;
             }
         }
@@ -201,7 +227,9 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>
             if has_v4 {
                 nic.gateway = Some(gw);
             } else {
-                r.warn(format!("ETH{idx}_GATEWAY {gw} ignored: ETH{idx} has no IPv4 address"));
+                r.warn(format!(
+                    "ETH{idx}_GATEWAY {gw} ignored: ETH{idx} has no IPv4 address"
+                ));
             }
         }
         nic.metric = r.parse(&var("METRIC"));
@@ -229,7 +257,10 @@ fn ipv4_address(r: &mut Reader, p: &str) -> Option<Cidr> {
     let prefix = r
         .parse_with(&format!("{p}MASK"), derive::mask_to_prefix)
         .unwrap_or(24);
-    Some(Cidr { addr: ip.into(), prefix })
+    Some(Cidr {
+        addr: ip.into(),
+        prefix,
+    })
 }
 
 /// `<p>IP6` (legacy `<p>IPV6`) with `<p>IP6_PREFIX_LENGTH` (default 64), and `<p>IP6_ULA` as a
@@ -237,9 +268,11 @@ fn ipv4_address(r: &mut Reader, p: &str) -> Option<Cidr> {
 fn ipv6_addresses(r: &mut Reader, p: &str) -> Vec<Cidr> {
     let mut out = Vec::new();
     let prefix = r
-        .parse_with(&format!("{p}IP6_PREFIX_LENGTH"), |v| match v.parse::<u8>() {
-            Ok(n) if n <= 128 => Ok(n),
-            _ => Err("prefix length must be 0..128".into()),
+        .parse_with(&format!("{p}IP6_PREFIX_LENGTH"), |v| {
+            match v.parse::<u8>() {
+                Ok(n) if n <= 128 => Ok(n),
+                _ => Err("prefix length must be 0..128".into()),
+            }
         })
         .unwrap_or(64);
     let ip6_var = if r.get(&format!("{p}IP6")).is_some() {
@@ -248,10 +281,16 @@ fn ipv6_addresses(r: &mut Reader, p: &str) -> Vec<Cidr> {
         format!("{p}IPV6")
     };
     if let Some(ip) = r.parse::<Ipv6Addr>(&ip6_var) {
-        out.push(Cidr { addr: ip.into(), prefix });
+        out.push(Cidr {
+            addr: ip.into(),
+            prefix,
+        });
     }
     if let Some(ip) = r.parse::<Ipv6Addr>(&format!("{p}IP6_ULA")) {
-        out.push(Cidr { addr: ip.into(), prefix: 64 });
+        out.push(Cidr {
+            addr: ip.into(),
+            prefix: 64,
+        });
     }
     out
 }
@@ -303,7 +342,10 @@ fn ip_list(r: &mut Reader, name: &str) -> Vec<IpAddr> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for w in value.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()) {
+    for w in value
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+    {
         match w.parse() {
             Ok(ip) => push_unique(&mut out, ip),
             Err(_) => r.error(name, w, "not an IP address"),
@@ -317,11 +359,17 @@ fn domain_list(r: &mut Reader, name: &str) -> Vec<String> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for w in value.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()) {
+    for w in value
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+    {
         let ok = w.len() <= 253
-            && w.trim_end_matches('.')
-                .split('.')
-                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            && w.trim_end_matches('.').split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
         if ok {
             push_unique(&mut out, w.to_ascii_lowercase());
         } else {

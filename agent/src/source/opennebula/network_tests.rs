@@ -13,7 +13,8 @@ fn addrs(n: &Nic) -> Vec<String> {
 
 #[test]
 fn explicit_ip_and_mask() {
-    let n = &nics("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.99'\nETH0_MASK='255.255.0.0'\n")[0];
+    let n =
+        &nics("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.99'\nETH0_MASK='255.255.0.0'\n")[0];
     assert_eq!(addrs(n), ["10.0.3.99/16"]);
     assert!(!n.ipv4_from_mac, "ETHx_IP wins over the MAC");
 }
@@ -60,11 +61,17 @@ fn mac_prefix_variable() {
 
 #[test]
 fn b13_mac_case_insensitive_and_empty_mac_matches_nothing() {
-    let list = nics("ETH0_MAC='02:00:0A:00:03:28'\nETH0_IP='10.0.3.40'\nETH1_MAC=''\nETH1_IP='10.0.3.41'\n");
+    let list = nics(
+        "ETH0_MAC='02:00:0A:00:03:28'\nETH0_IP='10.0.3.40'\nETH1_MAC=''\nETH1_IP='10.0.3.41'\n",
+    );
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].mac.to_string(), "02:00:0a:00:03:28");
     let c = ctx("ETH1_MAC=''\nETH1_IP='10.0.3.41'\n");
-    assert!(c.warnings.iter().any(|w| w.contains("no ETH1_MAC")), "{:?}", c.warnings);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("no ETH1_MAC")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
@@ -141,12 +148,19 @@ fn bad_values_are_errors_that_name_the_variable() {
         "ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.400'\nETH0_MASK='255.0.255.0'\nETH0_MTU='1500b'\n\
 ETH0_ROUTES='10.8.0.0/16 via 10.0.3.254, nonsense'\nETH0_DNS='10.0.0.1 dns.example'\nETH1_MAC='nope'\n",
     );
-    let names: Vec<&str> = c.errors.iter().map(|e| e.split('=').next().unwrap()).collect();
+    let names: Vec<&str> = c
+        .errors
+        .iter()
+        .map(|e| e.split('=').next().unwrap())
+        .collect();
     for want in ["ETH0_IP", "ETH0_MTU", "ETH0_ROUTES", "ETH0_DNS", "ETH1_MAC"] {
         assert!(names.contains(&want), "{want} not in {:?}", c.errors);
     }
     let n = &c.network.nics[0];
-    assert!(n.addresses.is_empty(), "a bad ETH0_IP is not replaced by the MAC rule");
+    assert!(
+        n.addresses.is_empty(),
+        "a bad ETH0_IP is not replaced by the MAC rule"
+    );
     assert_eq!(n.routes.len(), 1, "the good route is kept");
     assert_eq!(n.dns.len(), 1);
 }

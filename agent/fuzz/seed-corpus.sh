@@ -1,0 +1,27 @@
+#!/bin/sh
+# Fills corpus/<target>/ with seeds: the committed ones under seeds/, the
+# context.sh fixtures, and (if xorriso is installed) CONTEXT images built with
+# and without Rock Ridge and Joliet. Run from agent/fuzz.
+set -eu
+cd "$(dirname "$0")"
+mkdir -p corpus/iso9660 corpus/context_sh
+install -m 644 seeds/iso9660/* corpus/iso9660/
+install -m 644 seeds/context_sh/* corpus/context_sh/
+for f in ../../vm-fixtures/contexts/*/context.sh; do
+    install -m 644 "$f" "corpus/context_sh/$(basename "$(dirname "$f")").sh"
+done
+if command -v xorriso >/dev/null; then
+    tree=$(mktemp -d)
+    trap 'rm -rf "$tree"' EXIT
+    mkdir -p "$tree/subdir"
+    install -m 644 ../../vm-fixtures/contexts/hol02-vpn/context.sh "$tree/context.sh"
+    printf '#!/bin/sh\necho init\n' > "$tree/Init-Script.With.Long_Name.sh"
+    printf 'nested\n' > "$tree/subdir/nested.txt"
+    head -c 5000 /dev/zero | tr '\0' 'x' > "$tree/big.bin"
+    for flags in "-J -R" "--norock -J" "--norock"; do
+        name=$(echo "xorriso$flags" | tr -d ' -')
+        # shellcheck disable=SC2086
+        xorriso -as mkisofs -V CONTEXT $flags -no-pad -o "corpus/iso9660/$name.iso" "$tree" 2>/dev/null
+    done
+fi
+ls -l corpus/iso9660 corpus/context_sh
