@@ -4,7 +4,7 @@
 //! apply steps read nothing else. Secrets are wrapped in [`Secret`] so that serializing a
 //! context (`vmctx show`, logs) can never print them.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -24,9 +24,12 @@ pub struct Context {
     pub ec2: Option<Ec2Settings>,
     /// Tolerated oddities: skipped lines, legacy forms, NICs without a MAC, …
     pub warnings: Vec<String>,
-    /// Values that were set but are not valid; the item they configure is left out, the rest
-    /// of the context still applies, and the command exits 1.
+    /// Values that were set but are not valid: `plan` leaves out what they configure and exits
+    /// 1; `apply` refuses the whole context and changes nothing.
     pub errors: Vec<String>,
+    /// Every variable with a value: the environment of start scripts. Never serialized.
+    #[serde(skip)]
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -291,6 +294,14 @@ impl Serialize for MacAddr {
     }
 }
 
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// An address with its prefix length, `10.0.3.40/24`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {
@@ -349,6 +360,49 @@ impl Serialize for Cidr {
     }
 }
 
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Cidr {
+    /// The network this address is in: `10.0.3.40/24` → `10.0.3.0/24`.
+    pub fn network(&self) -> Cidr {
+        let addr = match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+            }
+        };
+        Cidr {
+            addr,
+            prefix: self.prefix,
+        }
+    }
+
+    /// Whether `ip` lies in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4()
+            && Cidr {
+                addr: ip,
+                prefix: self.prefix,
+            }
+            .network()
+                == self.network()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +434,22 @@ mod tests {
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("fd00::/129".parse::<Cidr>().is_err());
         assert!("banana/8".parse::<Cidr>().is_err());
+        let c: Cidr = "10.0.3.40/24".parse().unwrap();
+        assert_eq!(c.network().to_string(), "10.0.3.0/24");
+        assert!(c.contains("10.0.3.1".parse().unwrap()));
+        assert!(!c.contains("10.0.4.1".parse().unwrap()));
+        assert_eq!(
+            "2001:db8::28/64"
+                .parse::<Cidr>()
+                .unwrap()
+                .network()
+                .to_string(),
+            "2001:db8::/64"
+        );
+        assert_eq!(
+            "10.1.2.3/0".parse::<Cidr>().unwrap().network().to_string(),
+            "0.0.0.0/0"
+        );
     }
 
     #[test]

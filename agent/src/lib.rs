@@ -5,9 +5,11 @@
 //! [`context`] and [`derive`] are pure; [`facts`] is the only place that asks the
 //! running system what it has.
 
+pub mod apply;
 pub mod context;
 pub mod derive;
 pub mod facts;
 pub mod plan;
 pub mod schedule;
 pub mod source;
+pub mod state;

@@ -49,6 +49,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Plan, validate, then change the system: network, hostname, users, keys, scripts.
+    Apply {
+        #[arg(long, default_value = "auto")]
+        source: Source,
+        #[arg(long, value_enum, default_value = "all")]
+        stage: vmctx::apply::Stage,
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// OpenNebula's MAC → IPv4 rule (and the EUI-64 IPv6 address in a /64).
     Mac2ip {
         mac: MacAddr,
@@ -127,6 +139,36 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 print!("{}", plan.summary());
             }
             Ok(exit_for(&plan.errors))
+        }
+        Command::Apply {
+            source,
+            stage,
+            dry_run,
+            json,
+        } => {
+            // Not readable: say so and leave the working configuration as it is.
+            let ctx =
+                source::load(&source, root).map_err(|e| format!("{e}; nothing was changed"))?;
+            let links = if ctx.network.derive_all_prefixed {
+                facts::live_links().map_err(|e| e.to_string())?
+            } else {
+                facts::Links::default()
+            };
+            let report = vmctx::apply::apply(&ctx, &links, root, stage, dry_run)
+                .map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", report.summary());
+            }
+            Ok(if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Mac2ip {
             mac,

@@ -138,6 +138,43 @@ pub fn to_context(raw: Raw) -> Context {
     ctx
 }
 
+/// Every file of the context (`context.sh` included), for the scripts' private copy.
+pub fn read_files(source: &Source, limit: u64) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+    match source {
+        Source::OpenNebula(Some(path)) => opennebula::read_cd_files(path, limit),
+        Source::Dir(path) => {
+            let origin = source.to_string();
+            let io = |source| SourceError::Io {
+                origin: origin.clone(),
+                source,
+            };
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(io)? {
+                let entry = entry.map_err(io)?;
+                let meta = entry.metadata().map_err(io)?;
+                if !meta.is_file() {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if meta.len() > limit {
+                    return Err(SourceError::Iso {
+                        origin,
+                        source: iso9660::IsoError::TooLarge {
+                            path: name,
+                            size: meta.len(),
+                            limit,
+                        },
+                    });
+                }
+                out.push((name, std::fs::read(entry.path()).map_err(io)?));
+            }
+            out.sort();
+            Ok(out)
+        }
+        other => Err(SourceError::Unsupported(other.to_string())),
+    }
+}
+
 fn read_dir(path: &Path) -> Result<Raw, SourceError> {
     let origin = format!("dir:{}", path.display());
     let io = |source| SourceError::Io {

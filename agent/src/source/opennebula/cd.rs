@@ -48,3 +48,23 @@ pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
         warnings,
     })
 }
+
+/// Every file in the CD's root folder, each at most `limit` bytes.
+pub fn read_cd_files(path: &Path, limit: u64) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+    let origin = format!("opennebula:{}", path.display());
+    let iso = |source: IsoError| SourceError::Iso {
+        origin: origin.clone(),
+        source,
+    };
+    let mut image = IsoImage::open(path).map_err(iso)?;
+    let mut out = Vec::new();
+    for e in image.list("/").map_err(iso)? {
+        if !e.is_dir {
+            let bytes = image
+                .read_file(&format!("/{}", e.name), limit)
+                .map_err(iso)?;
+            out.push((e.name, bytes));
+        }
+    }
+    Ok(out)
+}

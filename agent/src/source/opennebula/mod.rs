@@ -2,15 +2,15 @@
 //!
 //! `network` holds the `ETHx_*` rules, `identity` the hostname, user and keys, `features` the
 //! scripts, user-data and vmctx's own variables. Invalid values become errors naming the
-//! variable; the item they configure is left out and everything else still applies (a typo
-//! must not cost a VM its network and keys, cloud-init's B2).
+//! variable: `plan` shows them beside everything else it could read, `apply` refuses to act
+//! on a context that has any.
 
 mod cd;
 mod features;
 mod identity;
 mod network;
 
-pub use cd::{read_cd, CONTEXT_LABEL};
+pub use cd::{read_cd, read_cd_files, CONTEXT_LABEL};
 
 use super::context_sh::Vars;
 use crate::context::Context;
@@ -43,6 +43,11 @@ pub fn to_context(vars: &Vars, files: &[String], source: &str) -> Context {
         ec2,
         warnings: r.warnings,
         errors: r.errors,
+        env: vars
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 

@@ -1,0 +1,266 @@
+//! Atomic file writes and managed blocks: the only way apply changes a file.
+//!
+//! A write goes to a temp file in the same directory, is fsynced, takes the old file's mode
+//! and owner, and is renamed over the target; then the directory is fsynced. A crash leaves
+//! either the old or the new file, never half of one. Symlinks are never followed: a user's
+//! `authorized_keys -> /etc/shadow` must not make root write through it.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const BEGIN: &str = "# BEGIN vmctx managed block: changes inside are overwritten";
+pub const END: &str = "# END vmctx managed block";
+
+/// Every path apply touches, taken under `--root`.
+#[derive(Debug, Clone)]
+pub struct Root(PathBuf);
+
+impl Root {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Root(dir.into())
+    }
+
+    /// `/etc/hosts` → `<root>/etc/hosts`.
+    pub fn path(&self, abs: impl AsRef<Path>) -> PathBuf {
+        let abs = abs.as_ref();
+        self.0.join(abs.strip_prefix("/").unwrap_or(abs))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn is_real(&self) -> bool {
+        self.0 == Path::new("/")
+    }
+}
+
+/// How a new file is created (an existing file keeps its own mode and owner).
+#[derive(Debug, Clone, Copy)]
+pub struct NewFile {
+    pub mode: u32,
+    pub owner: Option<(u32, u32)>,
+}
+
+impl NewFile {
+    pub const fn mode(mode: u32) -> Self {
+        NewFile { mode, owner: None }
+    }
+}
+
+/// Reads a file that may be missing (None). A symlink is an error.
+pub fn read_optional(path: &Path) -> io::Result<Option<String>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(io::Error::other(format!(
+            "{} is a symlink; vmctx does not write through links",
+            path.display()
+        ))),
+        Ok(_) => fs::read_to_string(path).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Would writing `content` change `path`? (Content, or the mode/owner a new file would get.)
+pub fn differs(path: &Path, content: &[u8], new: NewFile) -> io::Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(io::Error::other(format!(
+            "{} is a symlink; vmctx does not write through links",
+            path.display()
+        ))),
+        Ok(m) => {
+            let owner_differs = new.owner.is_some_and(|(u, g)| (m.uid(), m.gid()) != (u, g));
+            Ok(owner_differs || fs::read(path)? != content)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `content` atomically; returns whether anything changed. Parent directories are
+/// created (0755) when missing.
+pub fn write_atomic(path: &Path, content: &[u8], new: NewFile) -> io::Result<bool> {
+    if !differs(path, content, new)? {
+        return Ok(false);
+    }
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    fs::create_dir_all(dir)?;
+    let existing = fs::symlink_metadata(path).ok();
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.vmctx-{}", std::process::id()));
+    let result = (|| {
+        let mode = existing
+            .as_ref()
+            .map_or(new.mode, |m| m.permissions().mode() & 0o7777);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600) // widened below, once the content is in place
+            .custom_flags(libc_o_nofollow())
+            .open(&tmp)?;
+        f.write_all(content)?;
+        if let Some((uid, gid)) = new.owner.or(existing.as_ref().map(|m| (m.uid(), m.gid()))) {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| true)
+}
+
+fn libc_o_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
+/// Removes a file vmctx wrote; returns whether it was there.
+pub fn remove(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `existing` with vmctx's block set to `body` (removed when `body` is empty). Lines outside
+/// the block are kept exactly; a new block goes at the end, or the top when `top`.
+pub fn with_block(existing: &str, body: &str, top: bool) -> String {
+    let mut out = String::new();
+    let mut lines = existing.split_inclusive('\n');
+    let mut placed = false;
+    let block = if body.is_empty() {
+        String::new()
+    } else {
+        let mut b = format!("{BEGIN}\n{body}");
+        if !b.ends_with('\n') {
+            b.push('\n');
+        }
+        b.push_str(END);
+        b.push('\n');
+        b
+    };
+    while let Some(line) = lines.next() {
+        if line.trim_end() == BEGIN && !placed {
+            // Skip the old block through its END line (or to the end if it was cut short).
+            for l in lines.by_ref() {
+                if l.trim_end() == END {
+                    break;
+                }
+            }
+            out.push_str(&block);
+            placed = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    if !placed && !block.is_empty() && top {
+        return block + &out;
+    }
+    if !placed && !block.is_empty() {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&block);
+    }
+    out
+}
+
+/// The body of vmctx's block in `existing`, if it has one.
+pub fn block_of(existing: &str) -> Option<String> {
+    let start = existing.lines().position(|l| l.trim_end() == BEGIN)?;
+    let body: Vec<&str> = existing
+        .lines()
+        .skip(start + 1)
+        .take_while(|l| l.trim_end() != END)
+        .collect();
+    Some(body.iter().map(|l| format!("{l}\n")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_appended_replaced_removed() {
+        let base = "127.0.0.1 localhost\n# mine\n";
+        let once = with_block(base, "10.0.0.1 web\n", false);
+        assert_eq!(once, format!("{base}{BEGIN}\n10.0.0.1 web\n{END}\n"));
+        let twice = with_block(&once, "10.0.0.2 web\n", true);
+        assert_eq!(
+            twice,
+            format!("{base}{BEGIN}\n10.0.0.2 web\n{END}\n"),
+            "an existing block stays where it is"
+        );
+        assert_eq!(with_block(&twice, "", false), base);
+        assert_eq!(
+            with_block("no newline", "x", false),
+            format!("no newline\n{BEGIN}\nx\n{END}\n")
+        );
+        assert_eq!(
+            with_block("nameserver 1.1.1.1\n", "nameserver 10.0.0.1\n", true),
+            format!("{BEGIN}\nnameserver 10.0.0.1\n{END}\nnameserver 1.1.1.1\n")
+        );
+        assert_eq!(block_of(&twice).as_deref(), Some("10.0.0.2 web\n"));
+    }
+
+    #[test]
+    fn block_in_the_middle_stays_in_place() {
+        let text = format!("a\n{BEGIN}\nold\n{END}\nb\n");
+        assert_eq!(
+            with_block(&text, "new", false),
+            format!("a\n{BEGIN}\nnew\n{END}\nb\n")
+        );
+    }
+
+    #[test]
+    fn atomic_write_keeps_mode_and_reports_change() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("sub/f");
+        assert!(write_atomic(&p, b"one", NewFile::mode(0o640)).unwrap());
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o604)).unwrap();
+        assert!(
+            !write_atomic(&p, b"one", NewFile::mode(0o600)).unwrap(),
+            "same content: unchanged"
+        );
+        assert!(write_atomic(&p, b"two", NewFile::mode(0o600)).unwrap());
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o604,
+            "mode kept"
+        );
+        let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file left");
+    }
+
+    #[test]
+    fn symlinks_are_not_written_through() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("target");
+        fs::write(&target, "secret").unwrap();
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(write_atomic(&link, b"x", NewFile::mode(0o600)).is_err());
+        assert!(read_optional(&link).is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "secret");
+    }
+
+    #[test]
+    fn root_paths() {
+        let r = Root::new("/tmp/r");
+        assert_eq!(r.path("/etc/hosts"), PathBuf::from("/tmp/r/etc/hosts"));
+        assert!(Root::new("/").is_real());
+    }
+}

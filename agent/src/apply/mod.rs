@@ -1,0 +1,257 @@
+//! Executes a context on the system: one executor per kind of action, each idempotent, each
+//! reporting `changed`, `unchanged` or `failed`. A context with invalid values is refused
+//! before anything is touched.
+
+pub mod files;
+mod identity;
+pub mod network;
+mod scripts;
+mod users;
+
+use crate::context::Context;
+use crate::facts::Links;
+use crate::state::State;
+use files::{NewFile, Root};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// Before the network: links, addresses, routes, DNS, hostname, users, keys.
+    Local,
+    /// After the network: start scripts and INIT_SCRIPTS.
+    Final,
+    /// Both, in order.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Changed,
+    Unchanged,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    pub kind: &'static str,
+    pub target: String,
+    pub result: Outcome,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub instance_id: String,
+    /// The instance id differs from the one vmctx last applied: per-instance work ran.
+    pub new_instance: bool,
+    pub changed: usize,
+    pub failed: usize,
+    pub dry_run: bool,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the context has invalid values; nothing was changed:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// The executors' shared state: where files go, whether to act, and the report so far.
+pub struct Apply {
+    pub root: Root,
+    pub dry_run: bool,
+    actions: Vec<Action>,
+}
+
+impl Apply {
+    fn push(
+        &mut self,
+        kind: &'static str,
+        target: &str,
+        result: Outcome,
+        detail: impl Into<String>,
+    ) {
+        let detail = detail.into();
+        if result == Outcome::Failed {
+            tracing::warn!("{kind} {target}: {detail}");
+        }
+        self.actions.push(Action {
+            kind,
+            target: target.to_string(),
+            result,
+            detail,
+        });
+    }
+    pub fn changed(&mut self, kind: &'static str, target: &str, detail: impl Into<String>) {
+        self.push(kind, target, Outcome::Changed, detail);
+    }
+    pub fn unchanged(&mut self, kind: &'static str, target: &str, detail: impl Into<String>) {
+        self.push(kind, target, Outcome::Unchanged, detail);
+    }
+    pub fn failed(&mut self, kind: &'static str, target: &str, detail: impl std::fmt::Display) {
+        self.push(kind, target, Outcome::Failed, detail.to_string());
+    }
+
+    /// Writes a whole file (atomically) when its content differs.
+    pub fn file(&mut self, kind: &'static str, path: &Path, content: &[u8], new: NewFile) {
+        self.file_detail(kind, path, content, new, "written");
+    }
+
+    pub fn file_detail(
+        &mut self,
+        kind: &'static str,
+        path: &Path,
+        content: &[u8],
+        new: NewFile,
+        detail: &str,
+    ) {
+        let target = path.display().to_string();
+        match files::differs(path, content, new) {
+            Ok(false) => self.unchanged(kind, &target, detail),
+            Ok(true) if self.dry_run => self.changed(kind, &target, detail),
+            Ok(true) => match files::write_atomic(path, content, new) {
+                Ok(_) => self.changed(kind, &target, detail),
+                Err(e) => self.failed(kind, &target, e),
+            },
+            Err(e) => self.failed(kind, &target, e),
+        }
+    }
+
+    /// Sets vmctx's block in the file at `abs` (under the root); an empty body removes it.
+    pub fn block(&mut self, kind: &'static str, abs: &str, body: &str, new: NewFile, top: bool) {
+        let path = self.root.path(abs);
+        let existing = match files::read_optional(&path) {
+            Ok(e) => e,
+            Err(e) => return self.failed(kind, abs, e),
+        };
+        if existing.is_none() && body.is_empty() {
+            return;
+        }
+        let text = files::with_block(existing.as_deref().unwrap_or(""), body, top);
+        self.file_detail(kind, &path, text.as_bytes(), new, "managed block");
+    }
+
+    /// Removes a file vmctx wrote, if it is there.
+    pub fn remove(&mut self, kind: &'static str, path: &Path) {
+        if !path.exists() {
+            return;
+        }
+        let target = path.display().to_string();
+        if self.dry_run {
+            return self.changed(kind, &target, "removed");
+        }
+        match files::remove(path) {
+            Ok(_) => self.changed(kind, &target, "removed"),
+            Err(e) => self.failed(kind, &target, e),
+        }
+    }
+}
+
+/// Applies `ctx` for `stage`. `links` are needed only by legacy contexts (the MAC rule over
+/// every prefixed link).
+pub fn apply(
+    ctx: &Context,
+    links: &Links,
+    root: &Path,
+    stage: Stage,
+    dry_run: bool,
+) -> Result<Report, ApplyError> {
+    if !ctx.errors.is_empty() {
+        return Err(ApplyError::Invalid(ctx.errors.clone()));
+    }
+    let mut ap = Apply {
+        root: Root::new(root),
+        dry_run,
+        actions: Vec::new(),
+    };
+    let state = State::new(&ap.root);
+    let previous = state.instance_id();
+    let new_instance = previous.as_deref() != Some(ctx.instance_id.as_str());
+
+    if matches!(stage, Stage::Local | Stage::All) {
+        let wants = network::desired::desired(&ctx.network, links);
+        let mut added = state.network();
+        network::apply(&mut ap, &wants, &mut added);
+        if !dry_run {
+            if let Err(e) = state.save_network(&added) {
+                ap.failed("state", "network", e);
+            }
+        }
+        identity::hostname(&mut ap, ctx);
+        identity::hosts(&mut ap, ctx);
+        identity::dns(&mut ap, ctx);
+        if let Some(user) = &ctx.user {
+            users::apply(&mut ap, user, &ctx.ssh_keys);
+        }
+    }
+    if new_instance {
+        let detail = format!("was {}", previous.as_deref().unwrap_or("none"));
+        if dry_run {
+            ap.changed("instance", &ctx.instance_id, detail);
+        } else {
+            match state.set_instance_id(&ctx.instance_id) {
+                Ok(_) => ap.changed("instance", &ctx.instance_id, detail),
+                Err(e) => ap.failed("instance", &ctx.instance_id, e),
+            }
+        }
+    }
+    if matches!(stage, Stage::Final | Stage::All) {
+        scripts::run(&mut ap, ctx, &state);
+    }
+    let changed = ap
+        .actions
+        .iter()
+        .filter(|a| a.result == Outcome::Changed)
+        .count();
+    let failed = ap
+        .actions
+        .iter()
+        .filter(|a| a.result == Outcome::Failed)
+        .count();
+    Ok(Report {
+        instance_id: ctx.instance_id.clone(),
+        new_instance,
+        changed,
+        failed,
+        dry_run,
+        actions: ap.actions,
+    })
+}
+
+impl Report {
+    /// The readable form: what changed and what failed (unchanged actions are counted only).
+    pub fn summary(&self) -> String {
+        let mut o = String::new();
+        for a in self
+            .actions
+            .iter()
+            .filter(|a| a.result != Outcome::Unchanged)
+        {
+            let verb = match (a.result, self.dry_run) {
+                (Outcome::Failed, _) => "FAILED",
+                (_, true) => "would change",
+                _ => "changed",
+            };
+            o.push_str(&format!(
+                "{verb:<13} {:<9} {}: {}\n",
+                a.kind, a.target, a.detail
+            ));
+        }
+        let unchanged = self.actions.len() - self.changed - self.failed;
+        o.push_str(&format!(
+            "instance {}: {} changed, {} unchanged, {} failed{}\n",
+            self.instance_id,
+            self.changed,
+            unchanged,
+            self.failed,
+            if self.dry_run {
+                " (dry run: nothing was changed)"
+            } else {
+                ""
+            }
+        ));
+        o
+    }
+}

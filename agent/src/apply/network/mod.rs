@@ -1,0 +1,269 @@
+//! Applies the network part over rtnetlink: links found by MAC, MTU and up, addresses, routes,
+//! rules. vmctx records what it added (by MAC) and, when the context changes, removes what it
+//! added and no longer wants — never an address, route or rule it did not add.
+
+pub mod desired;
+mod netlink;
+
+use super::Apply;
+use crate::context::{Cidr, MacAddr};
+use desired::{LinkWant, RouteWant, RuleWant};
+use netlink::{same_route, LiveLink, Netlink};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What vmctx added to one link, persisted in the state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Added {
+    pub addresses: Vec<Cidr>,
+    pub routes: Vec<RouteWant>,
+    pub rules: Vec<RuleWant>,
+}
+
+impl Added {
+    fn is_empty(&self) -> bool {
+        self.addresses.is_empty() && self.routes.is_empty() && self.rules.is_empty()
+    }
+}
+
+/// Brings the links to `wants`; `added` is updated to what vmctx now owns.
+pub fn apply(ap: &mut Apply, wants: &[LinkWant], added: &mut BTreeMap<MacAddr, Added>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return ap.failed("network", "netlink", format!("runtime: {e}")),
+    };
+    rt.block_on(async {
+        let nl = match Netlink::connect() {
+            Ok(nl) => nl,
+            Err(e) => return ap.failed("network", "netlink", e),
+        };
+        if let Err(e) = converge(ap, &nl, wants, added).await {
+            ap.failed("network", "netlink", e);
+        }
+    });
+}
+
+async fn converge(
+    ap: &mut Apply,
+    nl: &Netlink,
+    wants: &[LinkWant],
+    added: &mut BTreeMap<MacAddr, Added>,
+) -> netlink::Result<()> {
+    let live = nl.links().await?;
+    let mut rules = nl.rules().await?;
+    for want in wants {
+        let Some(link) = live.iter().find(|l| l.mac == want.mac) else {
+            ap.unchanged(
+                "link",
+                &want.label,
+                format!("no link with MAC {}; nothing done", want.mac),
+            );
+            continue;
+        };
+        let mine = added.entry(want.mac).or_default();
+        converge_link(ap, nl, link, want, mine, &mut rules).await?;
+    }
+    // Links vmctx configured before that the context no longer configures: take back what
+    // vmctx added (their other settings are left as they are).
+    let gone: Vec<MacAddr> = added
+        .keys()
+        .filter(|m| !wants.iter().any(|w| w.mac == **m))
+        .copied()
+        .collect();
+    for mac in gone {
+        if let Some(link) = live.iter().find(|l| l.mac == mac) {
+            let release = LinkWant {
+                mac,
+                label: link.name.clone(),
+                dhcp: false,
+                mtu: None,
+                addresses: vec![],
+                routes: vec![],
+                rules: vec![],
+            };
+            let mine = added.get_mut(&mac).expect("listed above");
+            remove_unwanted(ap, nl, link, &release, mine, &mut rules).await?;
+        }
+        added.remove(&mac);
+    }
+    added.retain(|_, a| !a.is_empty());
+    Ok(())
+}
+
+async fn converge_link(
+    ap: &mut Apply,
+    nl: &Netlink,
+    link: &LiveLink,
+    want: &LinkWant,
+    mine: &mut Added,
+    rules: &mut Vec<(RuleWant, rtnetlink::packet_route::rule::RuleMessage)>,
+) -> netlink::Result<()> {
+    let target = format!("{} ({})", link.name, want.label);
+    let mtu = want.mtu.filter(|m| *m != link.mtu);
+    if mtu.is_some() || !link.up {
+        let detail = match mtu {
+            Some(m) => format!("mtu {} → {m}, up", link.mtu),
+            None => "up".into(),
+        };
+        if !ap.dry_run {
+            if let Err(e) = nl.set_link(link.index, mtu, true).await {
+                ap.failed("link", &target, e);
+                return Ok(());
+            }
+        }
+        ap.changed("link", &target, detail);
+    } else {
+        ap.unchanged("link", &target, "up");
+    }
+
+    remove_unwanted(ap, nl, link, want, mine, rules).await?;
+
+    let live_addrs = nl.addresses(link.index).await?;
+    for a in &want.addresses {
+        let what = format!("{target} {a}");
+        if live_addrs.iter().any(|(l, _)| l == a) {
+            ap.unchanged("address", &what, "present");
+            continue;
+        }
+        match if ap.dry_run {
+            Ok(())
+        } else {
+            nl.add_address(link.index, *a).await
+        } {
+            Ok(()) => {
+                push_unique(&mut mine.addresses, *a);
+                ap.changed("address", &what, "added");
+            }
+            Err(e) => ap.failed("address", &what, e),
+        }
+    }
+
+    let live_routes = nl.routes(link.index).await?;
+    for r in &want.routes {
+        let what = format!(
+            "{target} {} via {} table {}",
+            r.to,
+            r.via.map_or("link".into(), |v| v.to_string()),
+            r.table
+        );
+        if live_routes.iter().any(|(l, _)| same_route(l, r)) {
+            ap.unchanged("route", &what, "present");
+            continue;
+        }
+        match if ap.dry_run {
+            Ok(())
+        } else {
+            nl.add_route(link.index, r).await
+        } {
+            Ok(()) => {
+                push_unique(&mut mine.routes, r.clone());
+                ap.changed("route", &what, "added");
+            }
+            Err(e) => ap.failed("route", &what, e),
+        }
+    }
+
+    for r in &want.rules {
+        let what = format!("from {} lookup {} priority {}", r.from, r.table, r.priority);
+        if rules.iter().any(|(l, _)| l == r) {
+            ap.unchanged("rule", &what, "present");
+            continue;
+        }
+        match if ap.dry_run {
+            Ok(())
+        } else {
+            nl.add_rule(r).await
+        } {
+            Ok(()) => {
+                push_unique(&mut mine.rules, r.clone());
+                ap.changed("rule", &what, "added");
+            }
+            Err(e) => ap.failed("rule", &what, e),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what vmctx added to `link` that `want` no longer has: rules, routes, then addresses.
+async fn remove_unwanted(
+    ap: &mut Apply,
+    nl: &Netlink,
+    link: &LiveLink,
+    want: &LinkWant,
+    mine: &mut Added,
+    rules: &mut Vec<(RuleWant, rtnetlink::packet_route::rule::RuleMessage)>,
+) -> netlink::Result<()> {
+    for r in mine
+        .rules
+        .clone()
+        .into_iter()
+        .filter(|r| !want.rules.contains(r))
+    {
+        let what = format!("from {} lookup {}", r.from, r.table);
+        if let Some(pos) = rules.iter().position(|(l, _)| *l == r) {
+            let (_, msg) = rules.remove(pos);
+            if let Err(e) = if ap.dry_run {
+                Ok(())
+            } else {
+                nl.del_rule(msg).await
+            } {
+                ap.failed("rule", &what, e);
+                continue;
+            }
+            ap.changed("rule", &what, "removed (no longer in the context)");
+        }
+        mine.rules.retain(|x| *x != r);
+    }
+    let live_routes = nl.routes(link.index).await?;
+    for r in mine
+        .routes
+        .clone()
+        .into_iter()
+        .filter(|r| !want.routes.contains(r))
+    {
+        let what = format!("{} {} table {}", link.name, r.to, r.table);
+        if let Some((_, msg)) = live_routes.iter().find(|(l, _)| same_route(l, &r)) {
+            if let Err(e) = if ap.dry_run {
+                Ok(())
+            } else {
+                nl.del_route(msg.clone()).await
+            } {
+                ap.failed("route", &what, e);
+                continue;
+            }
+            ap.changed("route", &what, "removed (no longer in the context)");
+        }
+        mine.routes.retain(|x| *x != r);
+    }
+    let live_addrs = nl.addresses(link.index).await?;
+    for a in mine
+        .addresses
+        .clone()
+        .into_iter()
+        .filter(|a| !want.addresses.contains(a))
+    {
+        let what = format!("{} {a}", link.name);
+        if let Some((_, msg)) = live_addrs.iter().find(|(l, _)| *l == a) {
+            if let Err(e) = if ap.dry_run {
+                Ok(())
+            } else {
+                nl.del_address(msg.clone()).await
+            } {
+                ap.failed("address", &what, e);
+                continue;
+            }
+            ap.changed("address", &what, "removed (no longer in the context)");
+        }
+        mine.addresses.retain(|x| *x != a);
+    }
+    Ok(())
+}
+
+fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
+    if !v.contains(&x) {
+        v.push(x);
+    }
+}

@@ -1,0 +1,322 @@
+//! A thin rtnetlink layer: live links, addresses, routes and rules as vmctx's own types, and
+//! the add/delete calls apply needs. One generic path for IPv4 and IPv6.
+
+use super::desired::{RouteWant, RuleWant};
+use crate::context::{Cidr, MacAddr};
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
+use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
+use std::net::{IpAddr, Ipv4Addr};
+
+pub type Result<T> = std::result::Result<T, String>;
+
+#[derive(Debug, Clone)]
+pub struct LiveLink {
+    pub index: u32,
+    pub name: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    pub up: bool,
+}
+
+pub struct Netlink {
+    handle: Handle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn bad<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+impl Netlink {
+    /// Must be called inside a tokio runtime.
+    pub fn connect() -> Result<Self> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| format!("netlink socket: {e}"))?;
+        Ok(Netlink {
+            handle,
+            task: tokio::spawn(conn),
+        })
+    }
+
+    pub async fn links(&self) -> Result<Vec<LiveLink>> {
+        let mut out = Vec::new();
+        let mut s = self.handle.link().get().execute();
+        while let Some(m) = s.try_next().await.map_err(bad("listing links"))? {
+            if m.header.link_layer_type != LinkLayerType::Ether {
+                continue;
+            }
+            let (mut name, mut mac, mut mtu) = (None, None, 0);
+            for a in m.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => name = Some(n),
+                    LinkAttribute::Address(b) => {
+                        mac = <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr)
+                    }
+                    LinkAttribute::Mtu(v) => mtu = v,
+                    _ => {}
+                }
+            }
+            if let (Some(name), Some(mac)) = (name, mac) {
+                let up = m.header.flags.contains(LinkFlags::Up);
+                out.push(LiveLink {
+                    index: m.header.index,
+                    name,
+                    mac,
+                    mtu,
+                    up,
+                });
+            }
+        }
+        out.sort_by_key(|l| l.index);
+        Ok(out)
+    }
+
+    pub async fn set_link(&self, index: u32, mtu: Option<u32>, up: bool) -> Result<()> {
+        let mut b = LinkUnspec::new_with_index(index);
+        if let Some(m) = mtu {
+            b = b.mtu(m);
+        }
+        if up {
+            b = b.up();
+        }
+        self.handle
+            .link()
+            .set(b.build())
+            .execute()
+            .await
+            .map_err(bad("setting link"))
+    }
+
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(Cidr, AddressMessage)>> {
+        let mut out = Vec::new();
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(m) = s.try_next().await.map_err(bad("listing addresses"))? {
+            // IFA_LOCAL is the address itself on point-to-point links; IFA_ADDRESS otherwise.
+            let addr = m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            });
+            let addr = addr.or_else(|| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
+            });
+            if let Some(addr) = addr {
+                out.push((
+                    Cidr {
+                        addr,
+                        prefix: m.header.prefix_len,
+                    },
+                    m,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn add_address(&self, index: u32, a: Cidr) -> Result<()> {
+        let mut req = self.handle.address().add(index, a.addr, a.prefix);
+        if a.addr.is_ipv6() {
+            // Usable at once: a boot agent must not wait out duplicate address detection
+            // before adding the routes that use it.
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        req.execute().await.map_err(bad(&format!("adding {a}")))
+    }
+
+    pub async fn del_address(&self, m: AddressMessage) -> Result<()> {
+        self.handle
+            .address()
+            .del(m)
+            .execute()
+            .await
+            .map_err(bad("deleting address"))
+    }
+
+    /// The routes leaving by link `index`, in every table, as (key, message).
+    pub async fn routes(&self, index: u32) -> Result<Vec<(RouteWant, RouteMessage)>> {
+        let mut out = Vec::new();
+        for family in [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ] {
+            let mut s = self.handle.route().get(family).execute();
+            while let Some(m) = s.try_next().await.map_err(bad("listing routes"))? {
+                if let Some((oif, key)) = route_key(&m) {
+                    if oif == index {
+                        out.push((key, m));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn add_route(&self, index: u32, r: &RouteWant) -> Result<()> {
+        let what = format!("route {} table {}", r.to, r.table);
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(r.to.addr, r.to.prefix)
+            .map_err(bad(&what))?
+            .output_interface(index)
+            .table_id(r.table);
+        if let Some(gw) = r.via {
+            b = b.gateway(gw).map_err(bad(&what))?;
+        } else {
+            b = b.scope(RouteScope::Link);
+        }
+        if let Some(src) = r.src {
+            b = b.pref_source(src).map_err(bad(&what))?;
+        }
+        if let Some(m) = r.metric {
+            b = b.priority(m);
+        }
+        self.handle
+            .route()
+            .add(b.build())
+            .replace()
+            .execute()
+            .await
+            .map_err(bad(&what))
+    }
+
+    pub async fn del_route(&self, m: RouteMessage) -> Result<()> {
+        self.handle
+            .route()
+            .del(m)
+            .execute()
+            .await
+            .map_err(bad("deleting route"))
+    }
+
+    pub async fn rules(&self) -> Result<Vec<(RuleWant, RuleMessage)>> {
+        let mut out = Vec::new();
+        for v in [IpVersion::V4, IpVersion::V6] {
+            let mut s = self.handle.rule().get(v).execute();
+            while let Some(m) = s.try_next().await.map_err(bad("listing rules"))? {
+                let mut from = None;
+                let mut table = u32::from(m.header.table);
+                let mut priority = 0;
+                for a in &m.attributes {
+                    match a {
+                        RuleAttribute::Source(ip) => from = Some(*ip),
+                        RuleAttribute::Table(t) => table = *t,
+                        RuleAttribute::Priority(p) => priority = *p,
+                        _ => {}
+                    }
+                }
+                if let Some(addr) = from {
+                    out.push((
+                        RuleWant {
+                            from: Cidr {
+                                addr,
+                                prefix: m.header.src_len,
+                            },
+                            table,
+                            priority,
+                        },
+                        m,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn add_rule(&self, r: &RuleWant) -> Result<()> {
+        let req = self
+            .handle
+            .rule()
+            .add()
+            .table_id(r.table)
+            .priority(r.priority);
+        let res = match r.from.addr {
+            IpAddr::V4(a) => req.v4().source_prefix(a, r.from.prefix).execute().await,
+            IpAddr::V6(a) => req.v6().source_prefix(a, r.from.prefix).execute().await,
+        };
+        res.map_err(|e| format!("rule from {} table {}: {e}", r.from, r.table))
+    }
+
+    pub async fn del_rule(&self, m: RuleMessage) -> Result<()> {
+        self.handle
+            .rule()
+            .del(m)
+            .execute()
+            .await
+            .map_err(bad("deleting rule"))
+    }
+}
+
+/// (output interface, key) of a route; None for routes without one (unreachable, multipath).
+fn route_key(m: &RouteMessage) -> Option<(u32, RouteWant)> {
+    let v4 = m.header.address_family == rtnetlink::packet_route::AddressFamily::Inet;
+    let any: IpAddr = if v4 {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let (mut to, mut via, mut src, mut oif) = (any, None, None, None);
+    let mut table = u32::from(m.header.table);
+    let mut metric = None;
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => to = ip_of(d)?,
+            RouteAttribute::Gateway(g) => via = ip_of(g),
+            RouteAttribute::PrefSource(s) => src = ip_of(s),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Priority(p) => metric = Some(*p),
+            _ => {}
+        }
+    }
+    let to = Cidr {
+        addr: to,
+        prefix: m.header.destination_prefix_length,
+    };
+    Some((
+        oif?,
+        RouteWant {
+            to,
+            via,
+            src,
+            table,
+            metric,
+        },
+    ))
+}
+
+fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v) => Some((*v).into()),
+        RouteAddress::Inet6(v) => Some((*v).into()),
+        _ => None,
+    }
+}
+
+/// Whether a live route is the one wanted. An unset metric is the kernel's default (0 for
+/// IPv4, 1024 for IPv6); a wanted route without a source accepts any.
+pub fn same_route(live: &RouteWant, want: &RouteWant) -> bool {
+    let default = if want.to.addr.is_ipv4() { 0 } else { 1024 };
+    live.to == want.to
+        && live.via == want.via
+        && live.table == want.table
+        && live.metric.unwrap_or(default) == want.metric.unwrap_or(default)
+        && (want.src.is_none() || live.src == want.src)
+}

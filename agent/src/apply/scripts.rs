@@ -1,0 +1,193 @@
+//! Start script and `INIT_SCRIPTS`: run by their shebang (default `/bin/sh`), in a private copy of
+//! the context files, with the context variables on top of a clean minimal environment, under a
+//! timeout, output to a log file. Once per instance unless `START_SCRIPT_MODE=always`.
+
+use super::Apply;
+use crate::context::{Context, ScriptMode};
+use crate::source::{self, Source};
+use crate::state::State;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The environment scripts start from; the context's variables go on top of it.
+const BASE_ENV: [(&str, &str); 4] = [
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/root"),
+    ("LANG", "C.UTF-8"),
+    ("SHELL", "/bin/sh"),
+];
+
+/// Largest file copied from the context CD for the scripts.
+const MAX_CONTEXT_FILE: u64 = 64 << 20;
+
+struct Job {
+    /// `start_script` or the file name on the CD.
+    name: String,
+    body: Vec<u8>,
+}
+
+pub fn run(ap: &mut Apply, ctx: &Context, state: &State) {
+    let s = &ctx.scripts;
+    let (mode, timeout) = s
+        .start
+        .as_ref()
+        .map_or((ScriptMode::Once, 300), |st| (st.mode, st.timeout_secs));
+    let mut names: Vec<String> = s.start.iter().map(|_| "start_script".to_string()).collect();
+    names.extend(s.init.iter().cloned());
+    let due: Vec<String> = names
+        .into_iter()
+        .filter(|n| {
+            let done = mode == ScriptMode::Once && state.done(&ctx.instance_id, &marker(n));
+            if done {
+                ap.unchanged("script", n, "already ran for this instance");
+            }
+            !done
+        })
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    if ap.dry_run {
+        for n in due {
+            ap.changed("script", &n, format!("would run (timeout {timeout} s)"));
+        }
+        return;
+    }
+    let workdir = ap.root.path("/run/vmctx/context");
+    let files = match private_copy(ctx, &workdir) {
+        Ok(f) => f,
+        Err(e) => return ap.failed("script", "context files", e),
+    };
+    let logdir = state.instance_dir(&ctx.instance_id);
+    for name in due {
+        let body = if name == "start_script" {
+            s.start.as_ref().map(|st| st.body.clone())
+        } else {
+            files
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, b)| b.clone())
+        };
+        let Some(body) = body else {
+            ap.failed("script", &name, "not on the context CD");
+            continue;
+        };
+        let job = Job { name, body };
+        let outcome = execute(&job, ctx, &workdir, &logdir, Duration::from_secs(timeout));
+        let mark = match &outcome {
+            Ok(detail) => {
+                ap.changed("script", &job.name, detail.clone());
+                detail.clone()
+            }
+            Err(e) => {
+                ap.failed("script", &job.name, e.clone());
+                e.clone()
+            }
+        };
+        tracing::info!("script {}: {mark}", job.name);
+        // Once per instance means once: a failed script is reported, not retried each boot.
+        if mode == ScriptMode::Once {
+            if let Err(e) = state.mark_done(&ctx.instance_id, &marker(&job.name), &mark) {
+                ap.failed("state", &job.name, format!("done marker: {e}"));
+            }
+        }
+    }
+}
+
+fn marker(name: &str) -> String {
+    format!("script-{name}")
+}
+
+/// Copies the context's files into a fresh private folder (0700); returns them by name.
+fn private_copy(ctx: &Context, dir: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let src: Source = ctx.source.parse().map_err(|e: String| e)?;
+    let files = source::read_files(&src, MAX_CONTEXT_FILE).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, PermissionsExt::from_mode(0o700)).map_err(|e| e.to_string())?;
+    for (name, bytes) in &files {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(files)
+}
+
+fn execute(
+    job: &Job,
+    ctx: &Context,
+    workdir: &Path,
+    logdir: &Path,
+    timeout: Duration,
+) -> Result<String, String> {
+    let script = workdir.join(format!(".vmctx-{}", job.name));
+    std::fs::write(&script, &job.body).map_err(|e| format!("{}: {e}", script.display()))?;
+    std::fs::set_permissions(&script, PermissionsExt::from_mode(0o700))
+        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(logdir).map_err(|e| e.to_string())?;
+    let log_path: PathBuf = logdir.join(format!("{}.log", job.name));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut cmd = if job.body.starts_with(b"#!") {
+        Command::new(&script)
+    } else {
+        let mut c = Command::new("/bin/sh");
+        c.arg(&script);
+        c
+    };
+    cmd.env_clear()
+        .envs(BASE_ENV)
+        .envs(ctx.env.iter().map(|(k, v)| (k, v)));
+    cmd.env("MOUNT_DIR", workdir)
+        .env("VMCTX_CONTEXT_DIR", workdir)
+        .env("VMCTX_INSTANCE_ID", &ctx.instance_id);
+    cmd.current_dir(workdir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .process_group(0); // its own group, so a timeout kills its children too
+
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let secs = started.elapsed().as_secs_f64();
+                return match status.code() {
+                    Some(0) => Ok(format!(
+                        "ran: exit 0 in {secs:.1} s, log {}",
+                        log_path.display()
+                    )),
+                    Some(c) => Err(format!(
+                        "exit {c} after {secs:.1} s, log {}",
+                        log_path.display()
+                    )),
+                    None => Err(format!(
+                        "killed by a signal after {secs:.1} s, log {}",
+                        log_path.display()
+                    )),
+                };
+            }
+            Ok(None) if started.elapsed() >= timeout => {
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                return Err(format!(
+                    "killed after the {} s timeout, log {}",
+                    timeout.as_secs(),
+                    log_path.display()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("waiting: {e}")),
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The managed user: created with the distro's `useradd` when missing, sudo through a validated
+//! `/etc/sudoers.d` file, the password in `/etc/shadow`, and SSH keys in a managed block of
+//! `authorized_keys`. passwd and shadow are read here, never through libc's NSS (the release
+//! binary is static glibc). No password or key material is logged.
+
+use super::files::{self, NewFile};
+use super::Apply;
+use crate::context::{Password, User};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SUDOERS: &str = "/etc/sudoers.d/90-vmctx";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// Looks `name` up in a passwd file.
+pub fn lookup(passwd: &str, name: &str) -> Option<Account> {
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 7 && f[0] == name).then(|| Account {
+                uid: f[2].parse().unwrap_or(u32::MAX),
+                gid: f[3].parse().unwrap_or(u32::MAX),
+                home: PathBuf::from(f[5]),
+            })
+        })
+        .filter(|a| a.uid != u32::MAX && a.gid != u32::MAX)
+}
+
+pub fn apply(ap: &mut Apply, user: &User, keys: &[String]) {
+    let account = ensure_account(ap, user);
+    sudo(ap, user);
+    if let Some(acct) = &account {
+        password(ap, user);
+        authorized_keys(ap, &user.name, acct, keys);
+    }
+}
+
+fn read_account(ap: &Apply, name: &str) -> Option<Account> {
+    let passwd = std::fs::read_to_string(ap.root.path("/etc/passwd")).unwrap_or_default();
+    lookup(&passwd, name)
+}
+
+fn ensure_account(ap: &mut Apply, user: &User) -> Option<Account> {
+    if let Some(a) = read_account(ap, &user.name) {
+        ap.unchanged("user", &user.name, "exists");
+        return Some(a);
+    }
+    if ap.dry_run {
+        ap.changed(
+            "user",
+            &user.name,
+            format!("create (useradd, shell {})", user.shell),
+        );
+        return None;
+    }
+    let mut cmd = Command::new("useradd");
+    if !ap.root.is_real() {
+        cmd.arg("--prefix").arg(ap.root.dir());
+    }
+    // No password until one is set below: '*' matches nothing, as one-context does.
+    cmd.args([
+        "--create-home",
+        "--password",
+        "*",
+        "--shell",
+        &user.shell,
+        &user.name,
+    ]);
+    match cmd.output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            ap.failed("user", &user.name, format!("useradd: {}", err.trim()));
+            return None;
+        }
+        Err(e) => {
+            ap.failed("user", &user.name, format!("useradd: {e}"));
+            return None;
+        }
+    }
+    match read_account(ap, &user.name) {
+        Some(a) => {
+            ap.changed(
+                "user",
+                &user.name,
+                format!("created (shell {})", user.shell),
+            );
+            Some(a)
+        }
+        None => {
+            ap.failed(
+                "user",
+                &user.name,
+                "useradd succeeded but the user is not in passwd",
+            );
+            None
+        }
+    }
+}
+
+fn sudo(ap: &mut Apply, user: &User) {
+    let path = ap.root.path(SUDOERS);
+    if !user.sudo {
+        ap.remove("sudo", &path);
+        return;
+    }
+    let text = format!(
+        "# Written by vmctx: USERNAME_SUDO for the context's user.\n{} ALL=(ALL) NOPASSWD:ALL\n",
+        user.name
+    );
+    if let Err(e) = validate_sudoers(&path, &text) {
+        ap.failed("sudo", &path.display().to_string(), e);
+        return;
+    }
+    ap.file("sudo", &path, text.as_bytes(), NewFile::mode(0o440));
+}
+
+/// `visudo -cf` on a copy, when visudo is installed (a broken sudoers.d file locks out sudo).
+fn validate_sudoers(path: &Path, text: &str) -> Result<(), String> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let check = std::env::temp_dir().join(format!("vmctx-sudoers-{}", std::process::id()));
+    if std::fs::write(&check, text).is_err()
+        || !dir.exists() && std::fs::create_dir_all(dir).is_err()
+    {
+        return Ok(());
+    }
+    let out = Command::new("visudo").arg("-cqf").arg(&check).output();
+    let _ = std::fs::remove_file(&check);
+    match out {
+        Ok(o) if !o.status.success() => Err(format!(
+            "visudo refused the file: {}",
+            String::from_utf8_lossy(&o.stdout).trim()
+        )),
+        _ => Ok(()), // valid, or no visudo to ask
+    }
+}
+
+fn password(ap: &mut Apply, user: &User) {
+    let path = ap.root.path("/etc/shadow");
+    let Some(shadow) = std::fs::read_to_string(&path).ok() else {
+        if user.password.is_some() || user.lock_password {
+            ap.failed("password", &user.name, "no /etc/shadow");
+        }
+        return;
+    };
+    let Some(line) = shadow
+        .lines()
+        .find(|l| l.split(':').next() == Some(user.name.as_str()))
+    else {
+        if user.password.is_some() || user.lock_password {
+            ap.failed("password", &user.name, "no line in /etc/shadow");
+        }
+        return;
+    };
+    let current = line.split(':').nth(1).unwrap_or("");
+    let (new_hash, how) = match (&user.password, user.lock_password) {
+        (Some(Password::Crypted(h)), _) => (h.expose().to_string(), "crypted, as given"),
+        (Some(Password::Plain(p)), _) => {
+            if sha_crypt::sha512_check(p.expose(), current).is_ok() {
+                return ap.unchanged("password", &user.name, "set");
+            }
+            match sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
+                .map_err(|e| format!("{e:?}"))
+                .and_then(|params| {
+                    sha_crypt::sha512_simple(p.expose(), &params).map_err(|e| format!("{e:?}"))
+                }) {
+                Ok(h) => (h, "hashed with SHA-512 crypt"),
+                Err(e) => return ap.failed("password", &user.name, format!("hashing: {e}")),
+            }
+        }
+        (None, true) => {
+            if current.starts_with(['*', '!']) {
+                return ap.unchanged("password", &user.name, "locked");
+            }
+            ("*".to_string(), "locked")
+        }
+        (None, false) => return,
+    };
+    if new_hash == current {
+        return ap.unchanged("password", &user.name, "set");
+    }
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    let text: String = shadow
+        .split_inclusive('\n')
+        .map(|l| {
+            let mut f: Vec<String> = l
+                .trim_end_matches('\n')
+                .split(':')
+                .map(str::to_string)
+                .collect();
+            if f.first().map(String::as_str) == Some(user.name.as_str()) && f.len() >= 3 {
+                f[1] = new_hash.clone();
+                f[2] = days.to_string();
+                let nl = if l.ends_with('\n') { "\n" } else { "" };
+                return f.join(":") + nl;
+            }
+            l.to_string()
+        })
+        .collect();
+    if ap.dry_run {
+        return ap.changed("password", &user.name, how);
+    }
+    match files::write_atomic(&path, text.as_bytes(), NewFile::mode(0o640)) {
+        Ok(_) => ap.changed("password", &user.name, how),
+        Err(e) => ap.failed("password", &user.name, format!("/etc/shadow: {e}")),
+    }
+}
+
+/// vmctx's block in `~/.ssh/authorized_keys`; lines others wrote stay.
+fn authorized_keys(ap: &mut Apply, name: &str, acct: &Account, keys: &[String]) {
+    let ssh = ap.root.path(&acct.home).join(".ssh");
+    let path = ssh.join("authorized_keys");
+    let target = path.display().to_string();
+    if keys.is_empty() && !path.exists() {
+        return;
+    }
+    match std::fs::symlink_metadata(&ssh) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return ap.failed("ssh_keys", &target, "~/.ssh is a symlink; not followed");
+        }
+        Ok(m) => {
+            if m.permissions().mode() & 0o077 != 0 || (m.uid(), m.gid()) != (acct.uid, acct.gid) {
+                if !ap.dry_run {
+                    let fixed = std::fs::set_permissions(&ssh, PermissionsExt::from_mode(0o700))
+                        .and_then(|()| {
+                            std::os::unix::fs::chown(&ssh, Some(acct.uid), Some(acct.gid))
+                        });
+                    if let Err(e) = fixed {
+                        return ap.failed("ssh_keys", &target, format!("~/.ssh: {e}"));
+                    }
+                }
+                ap.changed(
+                    "ssh_dir",
+                    &ssh.display().to_string(),
+                    "0700, owned by the user",
+                );
+            }
+        }
+        Err(_) => {
+            if !ap.dry_run {
+                let made = std::fs::create_dir_all(&ssh)
+                    .and_then(|()| std::fs::set_permissions(&ssh, PermissionsExt::from_mode(0o700)))
+                    .and_then(|()| std::os::unix::fs::chown(&ssh, Some(acct.uid), Some(acct.gid)));
+                if let Err(e) = made {
+                    return ap.failed("ssh_keys", &target, format!("creating ~/.ssh: {e}"));
+                }
+            }
+            ap.changed("ssh_dir", &ssh.display().to_string(), "created 0700");
+        }
+    }
+    let existing = match files::read_optional(&path) {
+        Ok(t) => t.unwrap_or_default(),
+        Err(e) => return ap.failed("ssh_keys", &target, e),
+    };
+    let body: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    let text = files::with_block(&existing, &body, false);
+    let new = NewFile {
+        mode: 0o600,
+        owner: Some((acct.uid, acct.gid)),
+    };
+    let detail = format!(
+        "{} key{} for {name}",
+        keys.len(),
+        if keys.len() == 1 { "" } else { "s" }
+    );
+    ap.file_detail("ssh_keys", &path, text.as_bytes(), new, &detail);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_lookup() {
+        let p = "root:x:0:0:root:/root:/bin/bash\nubuntu:x:1000:1000:Ubuntu:/home/ubuntu:/bin/bash\nbad:x:zz:1::/:/bin/sh\n";
+        assert_eq!(
+            lookup(p, "ubuntu"),
+            Some(Account {
+                uid: 1000,
+                gid: 1000,
+                home: "/home/ubuntu".into()
+            })
+        );
+        assert_eq!(lookup(p, "root").unwrap().home, PathBuf::from("/root"));
+        assert_eq!(lookup(p, "ubunt"), None);
+        assert_eq!(lookup(p, "bad"), None);
+    }
+}
