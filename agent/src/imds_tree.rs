@@ -71,7 +71,10 @@ pub fn build(ctx: &Context, now: SystemTime) -> Result<Tree, TreeError> {
     }
     leaf("placement/availability-zone", &az)?;
     leaf("placement/region", &region)?;
-    leaf("reservation-id", &format!("r-{}", hex17("reservation", &instance_id)))?;
+    leaf(
+        "reservation-id",
+        &format!("r-{}", hex17("reservation", &instance_id)),
+    )?;
     leaf("security-groups", "default")?;
     leaf("services/domain", "amazonaws.com")?;
     leaf("services/partition", "aws")?;
@@ -147,14 +150,20 @@ fn hex17(kind: &str, value: &str) -> String {
 fn key_name(key: &str, i: usize) -> String {
     let fields: Vec<&str> = key.split_whitespace().collect();
     // Options may come first: the key type is the field before the base64 blob.
-    let kind = fields.iter().position(|f| {
-        f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("sk-")
-    });
+    let kind = fields
+        .iter()
+        .position(|f| f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("sk-"));
     let comment = kind.and_then(|k| fields.get(k + 2..)).map(|c| c.join(" "));
     match comment.filter(|c| !c.is_empty()) {
         Some(c) => c
             .chars()
-            .map(|ch| if ch == '=' || ch == '/' || ch.is_control() { '-' } else { ch })
+            .map(|ch| {
+                if ch == '=' || ch == '/' || ch.is_control() {
+                    '-'
+                } else {
+                    ch
+                }
+            })
             .collect(),
         None => format!("key-{i}"),
     }
@@ -183,7 +192,10 @@ fn network_of(addr: IpAddr, prefix: u8) -> String {
         }
         IpAddr::V6(a) => {
             let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            format!("{}/{prefix}", std::net::Ipv6Addr::from(u128::from(a) & mask))
+            format!(
+                "{}/{prefix}",
+                std::net::Ipv6Addr::from(u128::from(a) & mask)
+            )
         }
     }
 }
@@ -197,7 +209,10 @@ fn nic_entries(b: &mut Builder, n: &Nic, hostname: Option<&str>) -> Result<(), T
     leaf("mac", mac.clone())?;
     leaf("owner-id", ACCOUNT_ID.to_string())?;
     leaf("security-groups", "default".to_string())?;
-    leaf("security-group-ids", format!("sg-{}", hex17("sg", "default")))?;
+    leaf(
+        "security-group-ids",
+        format!("sg-{}", hex17("sg", "default")),
+    )?;
     let v4: Vec<String> = ipv4s(n).map(|a| a.to_string()).collect();
     if !v4.is_empty() {
         leaf("local-ipv4s", v4.join("\n"))?;

@@ -9,6 +9,8 @@ pub mod apply;
 pub mod context;
 pub mod derive;
 pub mod facts;
+pub mod imds_serve;
+pub mod imds_tree;
 pub mod plan;
 pub mod schedule;
 pub mod source;

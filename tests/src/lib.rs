@@ -124,7 +124,9 @@ pub struct Guest {
 impl Guest {
     /// `None` (skipped) without root, outside CI.
     pub fn new(tag: &str) -> Option<Guest> {
-        if !need("root (network and UTS namespaces)", is_root()) || !need("iproute2", have_tool("ip")) {
+        if !need("root (network and UTS namespaces)", is_root())
+            || !need("iproute2", have_tool("ip"))
+        {
             return None;
         }
         let netns = format!("vmctx-{tag}-{}", std::process::id());
@@ -148,7 +150,9 @@ impl Guest {
 
     /// A veth pair inside the namespace, both ends with the given MACs.
     pub fn veth(&self, a: (&str, &str), b: (&str, &str)) {
-        self.ip(&["link", "add", a.0, "address", a.1, "type", "veth", "peer", "name", b.0, "address", b.1]);
+        self.ip(&[
+            "link", "add", a.0, "address", a.1, "type", "veth", "peer", "name", b.0, "address", b.1,
+        ]);
     }
 
     pub fn ip(&self, args: &[&str]) -> String {
@@ -174,18 +178,25 @@ impl Guest {
     }
 
     pub fn hostname(&self) -> String {
-        let o = Command::new("nsenter").arg(format!("--uts={}", self.uts.display())).arg("hostname").output().unwrap();
+        let o = Command::new("nsenter")
+            .arg(format!("--uts={}", self.uts.display()))
+            .arg("hostname")
+            .output()
+            .unwrap();
         stdout(&o).trim().to_string()
     }
 
     pub fn file(&self, abs: &str) -> String {
-        std::fs::read_to_string(self.root.path().join(abs.trim_start_matches('/'))).unwrap_or_else(|e| panic!("{abs}: {e}"))
+        std::fs::read_to_string(self.root.path().join(abs.trim_start_matches('/')))
+            .unwrap_or_else(|e| panic!("{abs}: {e}"))
     }
 }
 
 impl Drop for Guest {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
         let _ = Command::new("umount").arg(&self.uts).status();
     }
 }
