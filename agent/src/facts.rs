@@ -26,6 +26,32 @@ impl Links {
     }
 }
 
+/// The network managers an image has (under `--root`): vmctx keeps each from fighting it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Managers {
+    pub network_manager: bool,
+    pub networkd: bool,
+    pub ifupdown: bool,
+}
+
+impl Managers {
+    pub fn detect(root: &Path) -> Managers {
+        let has = |p: &str| root.join(p).exists();
+        Managers {
+            network_manager: has("usr/sbin/NetworkManager") || has("usr/bin/NetworkManager"),
+            networkd: has("lib/systemd/systemd-networkd") || has("usr/lib/systemd/systemd-networkd"),
+            ifupdown: has("etc/network/interfaces") && (has("sbin/ifup") || has("usr/sbin/ifup")),
+        }
+    }
+}
+
+/// What the plan needs to know of the system.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub links: Links,
+    pub managers: Managers,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
     #[error("{path}: {source}")]

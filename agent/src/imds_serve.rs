@@ -200,6 +200,11 @@ fn initial_trees(opts: &ServeOptions) -> Result<(Trees, Option<Policy>, Reload),
     }
 }
 
+/// The single tree `--source`/`--tree` name (`vmctx imds tree`).
+pub fn load_tree(from: &TreeFrom, root: &Path) -> Result<Tree, ServeError> {
+    load_single(from, root).map(|(t, _)| t)
+}
+
 fn load_single(from: &TreeFrom, root: &Path) -> Result<(Tree, Option<Policy>), ServeError> {
     match from {
         TreeFrom::File(p) => Ok((tree_file(p)?, None)),

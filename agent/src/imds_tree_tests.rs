@@ -120,7 +120,7 @@ ETH0_ALIAS0_MAC='02:00:0a:00:03:29'\nETH0_ALIAS0_IP='10.0.3.41'\n\
 ETH1_MAC='02:00:0a:00:01:05'\nETH1_IP='10.0.1.5'\nETH1_MASK='255.255.0.0'\n\
 EC2_METADATA='YES'\nEC2_REGION='eu-west-1'\nEC2_IAM_ROLE='notebooks'\n\
 EC2_IAM_ACCESS_KEY_ID='AKIAEXAMPLE'\nEC2_IAM_SECRET_ACCESS_KEY='c2VjcmV0'\n\
-SSH_PUBLIC_KEY='ssh-ed25519 AAAAC3Nza a@b\nfrom=\"10.0.0.0/8\" ssh-ed25519 AAAAC3Nzb\nssh-rsa AAAAB3 x=y/z'\n";
+SSH_PUBLIC_KEY='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA a@b\nfrom=\"10.0.0.0/8\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5BBBB\nssh-rsa AAAAB3NzaC1yc2EAAAAD x=y/z'\n";
 
 #[test]
 fn derived_values_for_a_context_without_ec2_ids() {
@@ -176,7 +176,7 @@ fn derived_values_for_a_context_without_ec2_ids() {
         "arn:aws:iam::000000000000:instance-profile/notebooks"
     );
     assert_eq!(get(&t, "user-data"), None);
-    assert_eq!(get(&t, "").as_deref(), Some("dynamic\nmeta-data"));
+    assert_eq!(&t.root().listing()[..], b"dynamic\nmeta-data");
 }
 
 #[test]

@@ -75,6 +75,60 @@ enum Command {
         #[command(subcommand)]
         op: IsoOp,
     },
+    /// The emulated EC2 instance metadata service.
+    Imds {
+        #[command(subcommand)]
+        op: ImdsOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImdsOp {
+    /// Serve the metadata tree built from the context (or a tree file) until SIGTERM.
+    Serve {
+        #[command(flatten)]
+        tree: ImdsTreeArgs,
+        /// Address to serve on (default with --guest: 169.254.169.254:80; port 0 picks one).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Inside the guest: add 169.254.169.254/32 to lo (removed on exit) and serve there.
+        #[arg(long, conflicts_with = "host_map")]
+        guest: bool,
+        /// On a host: one tree per VM address, from DIR/<addr>/context.sh or DIR/<addr>.json.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["source", "tree"])]
+        host_map: Option<PathBuf>,
+        /// Answer 401 to GETs without a valid IMDSv2 token (default: the context's EC2_IMDS_TOKENS).
+        #[arg(long)]
+        require_token: bool,
+        /// IP TTL of token responses, 1..=64 (default: the context's EC2_IMDS_HOP_LIMIT, else 1).
+        #[arg(long, value_name = "N", value_parser = vmctx_imds::policy::parse_hop_limit)]
+        hop_limit: Option<u8>,
+    },
+    /// Print the metadata tree as JSON (the form --tree reads).
+    Tree {
+        #[command(flatten)]
+        tree: ImdsTreeArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ImdsTreeArgs {
+    /// auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH
+    #[arg(long, conflicts_with = "tree")]
+    source: Option<Source>,
+    /// A JSON tree: objects are directories, strings are leaves.
+    #[arg(long, value_name = "FILE")]
+    tree: Option<PathBuf>,
+}
+
+impl ImdsTreeArgs {
+    fn from(self) -> vmctx::imds_serve::TreeFrom {
+        use vmctx::imds_serve::TreeFrom;
+        match (self.tree, self.source) {
+            (Some(f), _) => TreeFrom::File(f),
+            (None, s) => TreeFrom::Source(s.unwrap_or(Source::Auto)),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -132,7 +186,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 None => facts::live_links(),
             }
             .map_err(|e| e.to_string())?;
-            let plan = plan::build(&ctx, &links);
+            let facts = facts::Facts { links, managers: facts::Managers::detect(root) };
+            let plan = plan::build(&ctx, &facts);
             if json {
                 println!("{}", plan.to_json());
             } else {
@@ -149,12 +204,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             // Not readable: say so and leave the working configuration as it is.
             let ctx =
                 source::load(&source, root).map_err(|e| format!("{e}; nothing was changed"))?;
-            let links = if ctx.network.derive_all_prefixed {
-                facts::live_links().map_err(|e| e.to_string())?
-            } else {
-                facts::Links::default()
+            let links = facts::live_links().map_err(|e| format!("{e}; nothing was changed"))?;
+            let facts = facts::Facts {
+                links,
+                managers: facts::Managers::detect(root),
             };
-            let report = vmctx::apply::apply(&ctx, &links, root, stage, dry_run)
+            let report = vmctx::apply::apply(&ctx, &facts, root, stage, dry_run)
                 .map_err(|e| e.to_string())?;
             if json {
                 println!(
@@ -183,7 +238,42 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Iso { op } => iso(op),
+        Command::Imds { op } => imds(op, root),
     }
+}
+
+fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
+    use vmctx::imds_serve::{self, Mode, ServeOptions};
+    match op {
+        ImdsOp::Serve {
+            tree,
+            listen,
+            guest,
+            host_map,
+            require_token,
+            hop_limit,
+        } => {
+            let mode = match (guest, host_map) {
+                (true, _) => Mode::Guest,
+                (false, Some(dir)) => Mode::HostMap(dir),
+                (false, None) => Mode::Plain,
+            };
+            imds_serve::serve(ServeOptions {
+                tree: tree.from(),
+                root: root.to_path_buf(),
+                mode,
+                listen,
+                require_token,
+                hop_limit,
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        ImdsOp::Tree { tree } => {
+            let t = imds_serve::load_tree(&tree.from(), root).map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string_pretty(&t.to_json()).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Exit 1 when some values were invalid (the rest was still planned).

@@ -9,7 +9,8 @@ mod scripts;
 mod users;
 
 use crate::context::Context;
-use crate::facts::Links;
+use crate::facts::Facts;
+use crate::plan::{self, ManagerFile, MANAGED_DIRS};
 use crate::state::State;
 use files::{NewFile, Root};
 use serde::Serialize;
@@ -149,11 +150,10 @@ impl Apply {
     }
 }
 
-/// Applies `ctx` for `stage`. `links` are needed only by legacy contexts (the MAC rule over
-/// every prefixed link).
+/// Applies `ctx` for `stage`, given what the system has (`facts`).
 pub fn apply(
     ctx: &Context,
-    links: &Links,
+    facts: &Facts,
     root: &Path,
     stage: Stage,
     dry_run: bool,
@@ -161,6 +161,7 @@ pub fn apply(
     if !ctx.errors.is_empty() {
         return Err(ApplyError::Invalid(ctx.errors.clone()));
     }
+    let plan = plan::build(ctx, facts);
     let mut ap = Apply {
         root: Root::new(root),
         dry_run,
@@ -171,7 +172,7 @@ pub fn apply(
     let new_instance = previous.as_deref() != Some(ctx.instance_id.as_str());
 
     if matches!(stage, Stage::Local | Stage::All) {
-        let wants = network::desired::desired(&ctx.network, links);
+        let wants = network::desired::desired(&ctx.network, &facts.links);
         let mut added = state.network();
         network::apply(&mut ap, &wants, &mut added);
         if !dry_run {
@@ -179,6 +180,7 @@ pub fn apply(
                 ap.failed("state", "network", e);
             }
         }
+        manager_files(&mut ap, &plan.network_files);
         identity::hostname(&mut ap, ctx);
         identity::hosts(&mut ap, ctx);
         identity::dns(&mut ap, ctx);
@@ -200,6 +202,11 @@ pub fn apply(
     if matches!(stage, Stage::Final | Stage::All) {
         scripts::run(&mut ap, ctx, &state);
     }
+    if !dry_run {
+        if let Err(e) = state.save_plan(&ctx.instance_id, &plan.to_json()) {
+            ap.failed("state", "plan", e);
+        }
+    }
     let changed = ap
         .actions
         .iter()
@@ -218,6 +225,24 @@ pub fn apply(
         dry_run,
         actions: ap.actions,
     })
+}
+
+/// Writes the manager files of the plan and removes vmctx's files that it no longer lists.
+fn manager_files(ap: &mut Apply, wanted: &[ManagerFile]) {
+    for f in wanted {
+        let path = ap.root.path(&f.path);
+        ap.file_detail("network_file", &path, f.content.as_bytes(), NewFile::mode(f.mode), &f.purpose);
+    }
+    for (dir, prefix) in MANAGED_DIRS {
+        let Ok(entries) = std::fs::read_dir(ap.root.path(dir)) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let abs = format!("{dir}/{name}");
+            if name.starts_with(prefix) && !wanted.iter().any(|f| f.path == abs) {
+                ap.remove("network_file", &e.path());
+            }
+        }
+    }
 }
 
 impl Report {

@@ -1,15 +1,17 @@
 //! Context + system facts → the plan: what apply would change, printable as JSON. No I/O:
 //! the facts (the machine's links) are passed in.
 
+mod managers;
 mod network;
 mod summary;
 
+pub use managers::{ManagerFile, MANAGED_DIRS};
 pub use network::{Ethernet, Netplan};
 
 use crate::context::{
     Context, Ec2Settings, Hostname, Password, ScriptMode, SyncSettings, UpdateSchedule,
 };
-use crate::facts::Links;
+use crate::facts::Facts;
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -19,6 +21,8 @@ pub struct Plan {
     pub source: String,
     pub hostname: Option<Hostname>,
     pub network: Netplan,
+    /// Files that keep the image's network manager off vmctx's NICs (or give it their DHCP).
+    pub network_files: Vec<ManagerFile>,
     /// resolv.conf: the global resolvers and search list.
     pub dns: Dns,
     pub ssh_keys: Vec<String>,
@@ -64,9 +68,10 @@ pub struct ScriptPlan {
     pub type_: Option<String>,
 }
 
-pub fn build(ctx: &Context, links: &Links) -> Plan {
+pub fn build(ctx: &Context, facts: &Facts) -> Plan {
     let mut warnings = ctx.warnings.clone();
-    let network = network::netplan(&ctx.network, links, &mut warnings);
+    let network = network::netplan(&ctx.network, &facts.links, &mut warnings);
+    let network_files = managers::files(&ctx.network, &facts.links, &facts.managers, &mut warnings);
     let configure = ctx.network.configure;
     let users = ctx
         .user
@@ -89,6 +94,7 @@ pub fn build(ctx: &Context, links: &Links) -> Plan {
         source: ctx.source.clone(),
         hostname: ctx.hostname.clone(),
         network,
+        network_files,
         dns: Dns {
             nameservers: if configure {
                 ctx.network.dns.clone()

@@ -44,6 +44,9 @@ pub(super) fn render(p: &Plan) -> String {
             let _ = writeln!(o, "{line}");
         }
     }
+    for f in &p.network_files {
+        let _ = writeln!(o, "  file     {}   ({})", f.path, f.purpose);
+    }
     if !p.dns.nameservers.is_empty() || !p.dns.search.is_empty() {
         let ns: Vec<String> = p.dns.nameservers.iter().map(ToString::to_string).collect();
         let _ = writeln!(

@@ -1,9 +1,9 @@
 use super::*;
-use crate::facts::parse_links;
+use crate::facts::{parse_links, Facts};
 use crate::source::opennebula::ctx;
 
 fn plan(text: &str, links: &str) -> Plan {
-    build(&ctx(text), &parse_links(links).unwrap())
+    build(&ctx(text), &Facts { links: parse_links(links).unwrap(), managers: Default::default() })
 }
 
 fn json(p: &Plan) -> serde_json::Value {
