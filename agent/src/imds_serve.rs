@@ -80,7 +80,10 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve_async(opts))
+    let result = rt.block_on(serve_async(opts));
+    // Connections were drained already; don't wait on idle runtime threads.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
 }
 
 async fn serve_async(opts: ServeOptions) -> Result<(), ServeError> {
@@ -115,12 +118,10 @@ async fn serve_on(
     reload: Reload,
     mode: &Mode,
 ) -> Result<(), ServeError> {
-    let listener = std::net::TcpListener::bind(listen)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
+    let listener = server::bind(listen).map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
     let local = listener.local_addr()?;
     let imds = Arc::new(Imds::new(trees, policy).map_err(|e| ServeError::Tree(e.to_string()))?);
     let every = match mode {
@@ -146,7 +147,6 @@ async fn serve_on(
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on {local}");
     let _ = out.flush();
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     server::run(listener, imds, Limits::default(), Some(reload)).await?;
     watcher.abort();
     Ok(())

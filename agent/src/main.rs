@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 use vmctx::context::MacAddr;
 use vmctx::source::iso9660::IsoImage;
 use vmctx::source::{self, Source};
@@ -58,6 +59,9 @@ enum Command {
         /// Say what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Seconds to wait for the CONTEXT device to appear (udev may be slower than vmctx).
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        wait: u64,
         #[arg(long)]
         json: bool,
     },
@@ -80,6 +84,52 @@ enum Command {
         #[command(subcommand)]
         op: ImdsOp,
     },
+    /// Keep a folder and an S3 prefix in step (settings: flags, else /etc/vmctx/sync.toml).
+    Sync(SyncArgs),
+}
+
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// One cycle, then exit (0 in step, 1 on any failure); without it, a cycle every interval.
+    #[arg(long)]
+    once: bool,
+    /// Settings file (default /etc/vmctx/sync.toml, read only when --dir or --bucket is missing).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(long, value_name = "D")]
+    dir: Option<PathBuf>,
+    #[arg(long, value_name = "B")]
+    bucket: Option<String>,
+    #[arg(long, value_name = "P")]
+    prefix: Option<String>,
+    /// S3-compatible endpoint URL (path-style addressing), e.g. http://10.0.0.5:9000.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    #[arg(long, value_name = "R")]
+    region: Option<String>,
+    /// Extra CA certificates (PEM) to trust, besides the system's.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// pull, push or both (default both).
+    #[arg(long, value_name = "MODE")]
+    mode: Option<String>,
+    /// Time between cycles without --once (systemd time span, default 5min).
+    #[arg(long, value_name = "SPAN")]
+    interval: Option<String>,
+    /// Where the per-file state lives (default /var/lib/vmctx/sync).
+    #[arg(long, value_name = "S")]
+    state_dir: Option<PathBuf>,
+    /// Largest share of known files (percent) one cycle may delete (default 50).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    max_delete: Option<u8>,
+    /// Skip matching files (`*.tmp`), folders (`build/`) or paths (`a/*.log`); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Parallel transfers (default 8).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -200,10 +250,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             stage,
             dry_run,
             json,
+            wait,
         } => {
-            // Not readable: say so and leave the working configuration as it is.
-            let ctx =
-                source::load(&source, root).map_err(|e| format!("{e}; nothing was changed"))?;
+            let raw = match source::read_waiting(&source, root, Duration::from_secs(wait)) {
+                Ok(raw) => raw,
+                // A VM without any context: nothing to do, and not a failure.
+                Err(source::SourceError::NotFound(why)) if source == Source::Auto => {
+                    eprintln!("vmctx: no context found ({why}); nothing to do");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                // Not readable: say so and leave the working configuration as it is.
+                Err(e) => return Err(format!("{e}; nothing was changed")),
+            };
+            let ctx = source::to_context(raw);
             let links = facts::live_links().map_err(|e| format!("{e}; nothing was changed"))?;
             let facts = facts::Facts {
                 links,
@@ -239,6 +298,25 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Iso { op } => iso(op),
         Command::Imds { op } => imds(op, root),
+        Command::Sync(a) => {
+            let flags = vmctx::sync::config::Flags {
+                config: a.config,
+                dir: a.dir,
+                bucket: a.bucket,
+                prefix: a.prefix,
+                endpoint: a.endpoint,
+                region: a.region,
+                ca_file: a.ca_file,
+                mode: a.mode,
+                interval: a.interval,
+                state_dir: a.state_dir,
+                max_delete: a.max_delete,
+                excludes: a.exclude,
+                jobs: a.jobs,
+            };
+            let in_step = vmctx::sync::command::run(flags, root, a.once, a.json)?;
+            Ok(if in_step { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
     }
 }
 
@@ -270,7 +348,8 @@ fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
         }
         ImdsOp::Tree { tree } => {
             let t = imds_serve::load_tree(&tree.from(), root).map_err(|e| e.to_string())?;
-            println!("{}", serde_json::to_string_pretty(&t.to_json()).map_err(|e| e.to_string())?);
+            let json = serde_json::to_string_pretty(&t.to_json()).map_err(|e| e.to_string())?;
+            println!("{json}");
         }
     }
     Ok(ExitCode::SUCCESS)

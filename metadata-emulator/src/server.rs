@@ -45,6 +45,21 @@ impl Default for Limits {
     }
 }
 
+/// Pending connections the kernel queues before accept (std's default of 128 overflows under a
+/// connection burst, and clients then wait a second for SYN retransmission).
+pub const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a deep accept queue. Must be called inside the runtime.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(BACKLOG)
+}
+
 /// Builds new trees on SIGHUP (and wherever else the caller wants).
 pub type Reload = Arc<dyn Fn() -> Result<Trees, String> + Send + Sync>;
 

@@ -207,3 +207,103 @@ pub fn sh(args: &[&str]) -> String {
     assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     stdout(&o)
 }
+
+/// The cache folder `.ci/install-imds-clients` fills (see that script).
+pub fn imds_clients_cache() -> PathBuf {
+    if let Some(c) = std::env::var_os("VMCTX_CI_CACHE") {
+        return c.into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
+    base.join("vmctx-ci")
+}
+
+/// A python with botocore and cloud-init's EC2 helper importable (`VMCTX_IMDS_PYTHON`, else
+/// the installer's venv).
+pub fn imds_python() -> Option<PathBuf> {
+    std::env::var_os("VMCTX_IMDS_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| Some(imds_clients_cache().join("venv/bin/python")))
+        .filter(|p| p.exists())
+}
+
+/// amazon-ec2-utils' `ec2-metadata` (`VMCTX_EC2_METADATA`, else the installer's copy).
+pub fn ec2_metadata_script() -> Option<PathBuf> {
+    std::env::var_os("VMCTX_EC2_METADATA")
+        .map(PathBuf::from)
+        .or_else(|| Some(imds_clients_cache().join("amazon-ec2-utils/usr/bin/ec2-metadata")))
+        .filter(|p| p.exists())
+}
+
+/// A running `vmctx imds serve … --listen 127.0.0.1:0`; stopped with SIGTERM when dropped.
+pub struct ImdsServer {
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+}
+
+impl ImdsServer {
+    pub fn start(args: &[&str]) -> ImdsServer {
+        use std::io::BufRead;
+        let mut child = Command::new(vmctx_bin())
+            .args(["imds", "serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(addr) = line
+            .trim()
+            .strip_prefix("listening on ")
+            .map(str::to_string)
+        else {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("imds serve did not start: {line:?} {}", stderr(&o));
+        };
+        ImdsServer { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// SIGTERM, then the exit status and what it logged.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.signal("TERM");
+        let mut err = String::new();
+        use std::io::Read;
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let st = self.child.wait().unwrap();
+        (st, err)
+    }
+}
+
+impl Drop for ImdsServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

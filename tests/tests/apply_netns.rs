@@ -236,7 +236,7 @@ fn dry_run_changes_nothing() {
     };
     g.veth(("dmz0", "02:00:0a:00:01:0a"), ("res0", "02:00:0a:00:03:05"));
     let before = tree(g.root.path());
-    let (code, v) = apply(&g, &src, &["--dry-run"]);
+    let (code, v) = apply(&g, &src, &["--dry-run", "--stage", "local"]);
     assert_eq!(code, Some(0), "{v}");
     assert!(changed(&v) > 5, "{v}");
     assert_eq!(tree(g.root.path()), before);

@@ -5,6 +5,7 @@
 pub mod files;
 mod identity;
 pub mod network;
+pub mod schedule;
 mod scripts;
 mod users;
 
@@ -181,6 +182,7 @@ pub fn apply(
             }
         }
         manager_files(&mut ap, &plan.network_files);
+        run_flags(&mut ap, ctx);
         identity::hostname(&mut ap, ctx);
         identity::hosts(&mut ap, ctx);
         identity::dns(&mut ap, ctx);
@@ -200,6 +202,8 @@ pub fn apply(
         }
     }
     if matches!(stage, Stage::Final | Stage::All) {
+        schedule::update(&mut ap, ctx);
+        schedule::sync(&mut ap, ctx);
         scripts::run(&mut ap, ctx, &state);
     }
     if !dry_run {
@@ -225,6 +229,18 @@ pub fn apply(
         dry_run,
         actions: ap.actions,
     })
+}
+
+/// Flags in `/run/vmctx` that gate the other units: `context` (a context was applied: the
+/// final stage has work) and `imds` (serve emulated EC2 metadata).
+fn run_flags(ap: &mut Apply, ctx: &Context) {
+    let flag = ap.root.path("/run/vmctx/context");
+    ap.file("flag", &flag, format!("{}\n", ctx.source).as_bytes(), NewFile::mode(0o644));
+    let imds = ap.root.path("/run/vmctx/imds");
+    match &ctx.ec2 {
+        Some(e) if e.metadata => ap.file("flag", &imds, b"EC2_METADATA=YES\n", NewFile::mode(0o644)),
+        _ => ap.remove("flag", &imds),
+    }
 }
 
 /// Writes the manager files of the plan and removes vmctx's files that it no longer lists.

@@ -144,7 +144,8 @@ impl<R: Read + Seek> IsoImage<R> {
                 break;
             }
             if vd[0] == 2 && joliet_root.is_none() && joliet::is_joliet(&vd) {
-                joliet_root = Some(root_node(&vd, "Joliet")?);
+                // Only an error if the Joliet hierarchy is the one used.
+                joliet_root = Some(root_node(&vd, "Joliet"));
             }
         }
 
@@ -154,7 +155,7 @@ impl<R: Read + Seek> IsoImage<R> {
             None => Names::Iso9660,
         };
         let root = match (names, joliet_root) {
-            (Names::Joliet, Some(root)) => root,
+            (Names::Joliet, Some(root)) => root?,
             _ => primary_root,
         };
         Ok(Self {

@@ -1,0 +1,26 @@
+//! `vmctx sync`: settings, then one cycle (`--once`) or a cycle every interval. The environment
+//! is read once here; the rest of the engine takes it as a value.
+
+use super::config::{self, Flags};
+use super::{Report, SyncError};
+use crate::apply::files::Root;
+use std::path::Path;
+
+/// Runs the command; `Ok(true)` = in step (exit 0), `Ok(false)` = some files failed (exit 1).
+pub fn run(flags: Flags, root: &Path, once: bool, json: bool) -> Result<bool, String> {
+    let env: super::creds::Env = std::env::vars().collect();
+    let opts = config::resolve(flags, &Root::new(root), &env)?;
+    let show = |r: &Result<Report, SyncError>| match r {
+        Ok(rep) if json => println!("{}", serde_json::to_string(rep).unwrap_or_default()),
+        Ok(rep) => print!("{}", rep.summary()),
+        Err(e) => eprintln!("vmctx: sync: {e}"),
+    };
+    if once {
+        let rep = super::once(&opts, &env).map_err(|e| format!("sync: {e}"))?;
+        let in_step = rep.failed.is_empty();
+        show(&Ok(rep));
+        return Ok(in_step);
+    }
+    super::forever(&opts, &env, |r| show(&r));
+    Ok(true)
+}

@@ -1,0 +1,157 @@
+//! End to end: the release binary in a busybox initramfs, booted under qemu (TCG) with a real
+//! context CD and NICs carrying the context's MACs. The serial log is the oracle.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use vmctx_tests::*;
+
+/// The static release binary the packages also use (CI builds it once, before the tests).
+fn release_bin() -> Option<PathBuf> {
+    let p = workspace().join("target/x86_64-unknown-linux-gnu/release/vmctx");
+    need("the release binary (cargo build --release -p vmctx)", p.exists()).then_some(p)
+}
+
+fn have_vm_tools() -> bool {
+    let kernel = std::fs::read_dir("/boot").map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with("-cloud-amd64") && e.file_name().to_string_lossy().starts_with("vmlinuz"))).unwrap_or(false);
+    need("qemu-system-x86_64", have_tool("qemu-system-x86_64"))
+        && need("busybox-static", Path::new("/bin/busybox").exists())
+        && need("the cloud kernel (linux-image-cloud-amd64)", kernel)
+}
+
+/// One initramfs per test process, around the release binary.
+fn initramfs() -> Option<&'static Path> {
+    static INITRD: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
+    INITRD
+        .get_or_init(|| {
+            if !have_vm_tools() {
+                return None;
+            }
+            let bin = release_bin()?;
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("initrd.cpio.gz");
+            sh(&[workspace().join("vm-fixtures/build-initramfs").to_str().unwrap(), bin.to_str().unwrap(), out.to_str().unwrap()]);
+            Some((dir, out))
+        })
+        .as_ref()
+        .map(|(_, p)| p.as_path())
+}
+
+/// Boots and returns the serial log (CR stripped).
+fn boot(cdrom: Option<&Path>, nics: &[&str], append: &str) -> String {
+    let initrd = initramfs().expect("checked by the caller");
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("serial.log");
+    let mut cmd = Command::new(workspace().join("vm-fixtures/boot"));
+    cmd.args(["--initrd", initrd.to_str().unwrap(), "--log", log.to_str().unwrap(), "--append", append, "--timeout", "240"]);
+    if let Some(c) = cdrom {
+        cmd.args(["--cdrom", c.to_str().unwrap()]);
+    }
+    for n in nics {
+        cmd.args(["--nic", n]);
+    }
+    let o = cmd.output().unwrap();
+    let serial = std::fs::read_to_string(&log).unwrap_or_default().replace('\r', "");
+    assert!(o.status.success(), "qemu: {}\n{serial}", stderr(&o));
+    assert!(serial.contains("T_DONE"), "the guest did not finish:\n{serial}");
+    serial
+}
+
+/// The lines of one `=== NAME` section of the serial log.
+fn section<'a>(serial: &'a str, name: &str) -> Vec<&'a str> {
+    serial
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("=== {name}")))
+        .skip(1)
+        .take_while(|l| !l.starts_with("===") && !l.starts_with("T_DONE"))
+        .collect()
+}
+
+fn vmctx_rc(serial: &str) -> i32 {
+    let line = serial.lines().find(|l| l.starts_with("VMCTX_END")).expect("VMCTX_END");
+    line.split_whitespace().find_map(|w| w.strip_prefix("rc=")).unwrap().parse().unwrap()
+}
+
+fn uptime(serial: &str, marker: &str) -> f64 {
+    let line = serial.lines().find(|l| l.starts_with(marker)).unwrap();
+    line.rsplit("uptime=").next().unwrap().parse().unwrap()
+}
+
+fn context_iso(name: &str, dir: &Path) -> Option<PathBuf> {
+    build_iso(&fixture(name), &dir.join(format!("{name}.iso")))
+}
+
+#[test]
+fn hol02_vpn_guest_is_configured_as_planned() {
+    if initramfs().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(iso) = context_iso("hol02-vpn", t.path()) else { return };
+    let serial = boot(Some(&iso), &["02:00:0a:00:01:0a", "02:00:0a:00:03:05"], "");
+    // What the plan says, for the guest's links (virtio first: eth0, then eth1).
+    let links = t.path().join("links");
+    std::fs::write(&links, "02:00:0a:00:01:0a=eth0\n02:00:0a:00:03:05=eth1\n").unwrap();
+    let plan: Value = json(&vmctx(&["plan", "--json", "--source", &format!("opennebula:{}", iso.display()), "--links-file", links.to_str().unwrap()]));
+    let addrs = section(&serial, "ADDR");
+    for (ifname, eth) in plan["network"]["ethernets"].as_object().unwrap() {
+        for a in eth["addresses"].as_array().unwrap() {
+            let want = format!("{ifname}    inet {}", a.as_str().unwrap());
+            assert!(addrs.iter().any(|l| l.contains(ifname) && l.contains(&format!("inet {} ", a.as_str().unwrap()))), "{want} missing:\n{serial}");
+        }
+    }
+    let routes = section(&serial, "ROUTE");
+    assert!(routes.iter().any(|l| l.starts_with("default via 10.0.1.1 dev eth0")), "{serial}");
+    assert!(serial.contains("=== HOSTNAME hol02-vpn"), "{serial}");
+    // The initramfs has no useradd: the user is the only thing that may fail here (users and
+    // keys are checked in the packaged guest).
+    let failed: Vec<&str> = serial.lines().filter(|l| l.starts_with("APPLY FAILED")).collect();
+    assert!(failed.iter().all(|l| l.contains(" user ")), "{failed:?}");
+    eprintln!(
+        "boot figure: vmctx apply --stage local took {:.2} s of guest uptime (TCG)",
+        uptime(&serial, "VMCTX_END") - uptime(&serial, "VMCTX_START")
+    );
+}
+
+#[test]
+fn hol02_voila_guest_gets_its_address_from_its_mac() {
+    if initramfs().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(iso) = context_iso("hol02-voila", t.path()) else { return };
+    let serial = boot(Some(&iso), &["02:00:0a:00:02:0b"], "");
+    assert!(section(&serial, "ADDR").iter().any(|l| l.contains("eth0") && l.contains("inet 10.0.2.11/24 ")), "{serial}");
+    assert!(section(&serial, "ROUTE").iter().any(|l| l.starts_with("default via 10.0.2.1 dev eth0")), "{serial}");
+}
+
+#[test]
+fn broken_context_cds_leave_the_guest_alone() {
+    if initramfs().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // A CD that is not ISO9660, named explicitly: one clear error, exit 1.
+    let junk = t.path().join("junk.iso");
+    std::fs::write(&junk, vec![0x42u8; 1 << 20]).unwrap();
+    let serial = boot(Some(&junk), &["02:00:0a:00:03:28"], "vmctx.source=opennebula:/dev/sr0");
+    assert_eq!(vmctx_rc(&serial), 1, "{serial}");
+    assert!(serial.contains("APPLY vmctx: opennebula:/dev/sr0: not an ISO9660 image"), "{serial}");
+    assert!(section(&serial, "ADDR").is_empty(), "{serial}");
+
+    // A CONTEXT CD without context.sh, found by detection.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("init.sh"), "true\n").unwrap();
+    let iso = t.path().join("nocontext.iso");
+    sh(&["xorriso", "-as", "mkisofs", "-quiet", "-V", "CONTEXT", "-J", "-R", "-o", iso.to_str().unwrap(), empty.path().to_str().unwrap()]);
+    let serial = boot(Some(&iso), &["02:00:0a:00:03:28"], "");
+    assert_eq!(vmctx_rc(&serial), 1, "{serial}");
+    assert!(serial.contains("no context.sh in it; nothing was changed"), "{serial}");
+    assert!(section(&serial, "ADDR").is_empty(), "{serial}");
+
+    // No CD at all: nothing to do, and it says so.
+    let serial = boot(None, &["02:00:0a:00:03:28"], "");
+    assert_eq!(vmctx_rc(&serial), 0, "{serial}");
+    assert!(serial.contains("no context found"), "{serial}");
+}
