@@ -89,6 +89,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+#[command(args_override_self = true)]
 struct SyncArgs {
     /// One cycle, then exit (0 in step, 1 on any failure); without it, a cycle every interval.
     #[arg(long)]
@@ -315,7 +316,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 jobs: a.jobs,
             };
             let in_step = vmctx::sync::command::run(flags, root, a.once, a.json)?;
-            Ok(if in_step { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if in_step {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

@@ -24,7 +24,9 @@ impl OsRelease {
     pub fn parse(text: &str) -> OsRelease {
         let mut os = OsRelease::default();
         for line in text.lines() {
-            let Some((k, v)) = line.trim().split_once('=') else { continue };
+            let Some((k, v)) = line.trim().split_once('=') else {
+                continue;
+            };
             let v = v.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
             match k {
                 "ID" => os.id = v.to_ascii_lowercase(),
@@ -122,9 +124,13 @@ pub fn has_binary(root: &Path, name: &str) -> bool {
 /// Whether the system under `root` runs systemd: booted with it (`/run/systemd/system`, as
 /// sd_booted(3) checks) or, for an image not booted yet, ships it as its init.
 pub fn has_systemd(root: &Path) -> bool {
-    ["run/systemd/system", "usr/lib/systemd/systemd", "lib/systemd/systemd"]
-        .iter()
-        .any(|p| root.join(p).exists())
+    [
+        "run/systemd/system",
+        "usr/lib/systemd/systemd",
+        "lib/systemd/systemd",
+    ]
+    .iter()
+    .any(|p| root.join(p).exists())
 }
 
 /// Booted with systemd right now (so units can be started, not only enabled).
@@ -160,12 +166,21 @@ mod tests {
     fn package_manager_from_os_release_and_binaries() {
         let rocky = OsRelease::parse("ID=rocky\nID_LIKE=\"rhel centos fedora\"\n");
         let t = tree(&["usr/bin/dnf", "usr/bin/yum"]);
-        assert_eq!(PackageManager::detect(t.path(), &rocky), Some(PackageManager::Dnf));
+        assert_eq!(
+            PackageManager::detect(t.path(), &rocky),
+            Some(PackageManager::Dnf)
+        );
         let t = tree(&["usr/bin/yum"]);
-        assert_eq!(PackageManager::detect(t.path(), &rocky), Some(PackageManager::Yum));
+        assert_eq!(
+            PackageManager::detect(t.path(), &rocky),
+            Some(PackageManager::Yum)
+        );
         let ubuntu = OsRelease::parse("ID=ubuntu\nID_LIKE=debian\n");
         let t = tree(&["usr/bin/apt-get", "usr/bin/dnf"]);
-        assert_eq!(PackageManager::detect(t.path(), &ubuntu), Some(PackageManager::Apt));
+        assert_eq!(
+            PackageManager::detect(t.path(), &ubuntu),
+            Some(PackageManager::Apt)
+        );
         let t = tree(&["sbin/apk"]);
         assert_eq!(
             PackageManager::detect(t.path(), &OsRelease::default()),

@@ -335,3 +335,21 @@ fn network_manager_files_follow_the_context() {
     assert!(!r.join("etc/systemd/network/10-vmctx-02000a000329.network").exists());
     assert!(r.join("etc/systemd/network/10-vmctx-02000a000328.network").exists());
 }
+
+#[test]
+fn imported_ami_flags_and_cloud_init_drop_in() {
+    let Some(g) = Guest::new("ami") else { return };
+    let r = g.root.path();
+    std::fs::create_dir_all(r.join("etc/cloud/cloud.cfg.d")).unwrap();
+    let src = format!("dir:{}", fixture("imported-ami").display());
+    let o = g.vmctx(&["apply", "--stage", "local", "--source", &src]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(g.file("/run/vmctx/imds"), "EC2_METADATA=YES\n");
+    assert_eq!(g.file("/run/vmctx/context"), format!("{src}\n"));
+    let drop_in = g.file("/etc/cloud/cloud.cfg.d/90-vmctx-imds.cfg");
+    assert!(drop_in.contains("datasource_list: [Ec2, None]") && drop_in.contains("strict_id: false") && drop_in.contains("config: disabled"), "{drop_in}");
+    // Without EC2_METADATA the flag and the drop-in go.
+    let plain = context_dir("VMID='6'\n", &[]);
+    g.vmctx(&["apply", "--stage", "local", "--source", &format!("dir:{}", plain.path().display())]);
+    assert!(!r.join("run/vmctx/imds").exists() && !r.join("etc/cloud/cloud.cfg.d/90-vmctx-imds.cfg").exists());
+}

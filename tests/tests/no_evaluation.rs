@@ -121,3 +121,18 @@ fn reading_needs_no_other_program() {
     );
     assert_no_canary(&canary);
 }
+
+#[test]
+fn b4_a_variable_equal_to_the_environment_is_still_read() {
+    // cloud-init dropped context variables whose value equalled a shell variable of the same
+    // name (HOSTNAME = the current hostname): vmctx's environment plays no part.
+    let ctx = context_dir("VMID='8'\nHOSTNAME='web'\nHOME='/root'\n", &[]);
+    let o = Command::new(vmctx_bin())
+        .env("HOSTNAME", "web")
+        .env("HOME", "/root")
+        .args(["plan", "--json", "--links-file", "/dev/null", "--source"])
+        .arg(format!("dir:{}", ctx.path().display()))
+        .output()
+        .unwrap();
+    assert_eq!(json(&o)["hostname"]["name"], "web");
+}

@@ -237,11 +237,33 @@ fn run_flags(ap: &mut Apply, ctx: &Context) {
     let flag = ap.root.path("/run/vmctx/context");
     ap.file("flag", &flag, format!("{}\n", ctx.source).as_bytes(), NewFile::mode(0o644));
     let imds = ap.root.path("/run/vmctx/imds");
+    // With cloud-init in the image, point its Ec2 datasource at the emulator (on a non-AWS DMI)
+    // and leave the network to vmctx.
+    let cloud_cfg = ap.root.path("/etc/cloud/cloud.cfg.d/90-vmctx-imds.cfg");
     match &ctx.ec2 {
-        Some(e) if e.metadata => ap.file("flag", &imds, b"EC2_METADATA=YES\n", NewFile::mode(0o644)),
-        _ => ap.remove("flag", &imds),
+        Some(e) if e.metadata => {
+            ap.file("flag", &imds, b"EC2_METADATA=YES\n", NewFile::mode(0o644));
+            if ap.root.path("/etc/cloud").is_dir() {
+                ap.file("cloud-init", &cloud_cfg, CLOUD_INIT_DROP_IN.as_bytes(), NewFile::mode(0o644));
+            }
+        }
+        _ => {
+            ap.remove("flag", &imds);
+            ap.remove("cloud-init", &cloud_cfg);
+        }
     }
 }
+
+const CLOUD_INIT_DROP_IN: &str = "\
+# Written by vmctx: this imported AMI's EC2 metadata is vmctx's emulator (EC2_METADATA=YES).
+datasource_list: [Ec2, None]
+datasource:
+  Ec2:
+    strict_id: false
+    metadata_urls: ['http://169.254.169.254']
+network:
+  config: disabled
+";
 
 /// Writes the manager files of the plan and removes vmctx's files that it no longer lists.
 fn manager_files(ap: &mut Apply, wanted: &[ManagerFile]) {

@@ -28,13 +28,11 @@ pub fn update(ap: &mut Apply, ctx: &Context) {
             let os = OsRelease::read(ap.root.dir());
             match PackageManager::detect(ap.root.dir(), &os) {
                 Some(pm) => pm.upgrade_command().to_string(),
-                None => {
-                    return ap.failed(
-                        "update",
-                        "vmctx-update",
-                        "no package manager found (apt-get, dnf, yum, zypper, apk); set UPDATE_COMMAND",
-                    )
-                }
+                None => return ap.failed(
+                    "update",
+                    "vmctx-update",
+                    "no package manager found (apt-get, dnf, yum, zypper, apk); set UPDATE_COMMAND",
+                ),
             }
         }
     };
@@ -96,8 +94,18 @@ pub fn sync(ap: &mut Apply, ctx: &Context) {
         owner: Some((0, 0)),
     };
     // The owner only when we are root: a test run under --root as a user still writes 0600.
-    let new = if nix::unistd::geteuid().is_root() { new } else { NewFile::mode(0o600) };
-    ap.file_detail("sync", &config, toml.as_bytes(), new, "settings for vmctx sync (0600)");
+    let new = if nix::unistd::geteuid().is_root() {
+        new
+    } else {
+        NewFile::mode(0o600)
+    };
+    ap.file_detail(
+        "sync",
+        &config,
+        toml.as_bytes(),
+        new,
+        "settings for vmctx sync (0600)",
+    );
     let every = crate::schedule::parse_timespan(&s.interval).unwrap_or(300);
     if os::has_systemd(ap.root.dir()) {
         let timer = format!(
@@ -149,7 +157,11 @@ pub fn render_sync_toml(s: &SyncSettings) -> String {
         },
     );
     kv("interval", &s.interval);
-    for (k, v) in [("endpoint", &s.endpoint), ("region", &s.region), ("ca_file", &s.ca_file)] {
+    for (k, v) in [
+        ("endpoint", &s.endpoint),
+        ("region", &s.region),
+        ("ca_file", &s.ca_file),
+    ] {
         if let Some(v) = v {
             kv(k, v);
         }
@@ -300,12 +312,13 @@ pub fn to_calendar(s: &Schedule) -> Result<String, String> {
     if f.len() != 5 {
         return Err(format!("{cron:?} is not a 5-field cron expression"));
     }
-    let list = |field: &str, lo: u32, hi: u32, names: &[&str]| -> Result<Option<Vec<u32>>, String> {
-        if field == "*" {
-            return Ok(None);
-        }
-        expand(field, lo, hi, names).map(Some)
-    };
+    let list =
+        |field: &str, lo: u32, hi: u32, names: &[&str]| -> Result<Option<Vec<u32>>, String> {
+            if field == "*" {
+                return Ok(None);
+            }
+            expand(field, lo, hi, names).map(Some)
+        };
     let join = |v: Option<Vec<u32>>, width: usize| match v {
         None => "*".to_string(),
         Some(v) => v
@@ -346,7 +359,11 @@ fn expand(field: &str, lo: u32, hi: u32, names: &[&str]) -> Result<Vec<u32>, Str
     let mut out = Vec::new();
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (r, s.parse::<u32>().map_err(|_| format!("bad step in {item:?}"))?),
+            Some((r, s)) => (
+                r,
+                s.parse::<u32>()
+                    .map_err(|_| format!("bad step in {item:?}"))?,
+            ),
             None => (item, 1),
         };
         let (a, b) = match range {
@@ -385,16 +402,21 @@ pub fn to_cron(s: &Schedule) -> Result<String, String> {
     if let Some(c) = short {
         return Ok(c.to_string());
     }
-    let no = |why: &str| format!("calendar spec {cal:?} has no cron equivalent ({why}); use a cron expression");
+    let no = |why: &str| {
+        format!("calendar spec {cal:?} has no cron equivalent ({why}); use a cron expression")
+    };
     let mut parts: Vec<&str> = cal.split_whitespace().collect();
     let mut dow = "*".to_string();
-    if parts.first().is_some_and(|p| p.starts_with(|c: char| c.is_ascii_alphabetic())) {
+    if parts
+        .first()
+        .is_some_and(|p| p.starts_with(|c: char| c.is_ascii_alphabetic()))
+    {
         let mut days = Vec::new();
         for item in parts.remove(0).split(',') {
             let idx = |d: &str| {
-                WEEKDAYS
-                    .iter()
-                    .position(|w| d.len() >= 3 && d.to_ascii_lowercase().starts_with(&w.to_ascii_lowercase()))
+                WEEKDAYS.iter().position(|w| {
+                    d.len() >= 3 && d.to_ascii_lowercase().starts_with(&w.to_ascii_lowercase())
+                })
             };
             match item.split_once("..") {
                 Some((a, b)) => days.push(format!(
@@ -433,7 +455,10 @@ pub fn to_cron(s: &Schedule) -> Result<String, String> {
         [h, m, s] if s.trim_start_matches('0').is_empty() => (*h, *m),
         _ => return Err(no("seconds")),
     };
-    if [h, m, &dom, &month].iter().any(|v| v.contains('/') || v.contains('~')) {
+    if [h, m, &dom, &month]
+        .iter()
+        .any(|v| v.contains('/') || v.contains('~'))
+    {
         return Err(no("a step"));
     }
     let num = |v: &str| v.trim_start_matches('0').to_string();
@@ -442,12 +467,24 @@ pub fn to_cron(s: &Schedule) -> Result<String, String> {
             v.to_string()
         } else {
             v.split(',')
-                .map(|x| x.split('-').map(|n| if n.is_empty() { "0".into() } else { num(n) }).map(|n| if n.is_empty() { "0".into() } else { n }).collect::<Vec<_>>().join("-"))
+                .map(|x| {
+                    x.split('-')
+                        .map(|n| if n.is_empty() { "0".into() } else { num(n) })
+                        .map(|n| if n.is_empty() { "0".into() } else { n })
+                        .collect::<Vec<_>>()
+                        .join("-")
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         }
     };
-    Ok(format!("{} {} {} {} {dow}", field(m), field(h), field(&dom), field(&month)))
+    Ok(format!(
+        "{} {} {} {} {dow}",
+        field(m),
+        field(h),
+        field(&dom),
+        field(&month)
+    ))
 }
 
 #[cfg(test)]
@@ -459,7 +496,10 @@ mod tests {
         let c = |s: &str| to_calendar(&Schedule::Cron(s.into())).unwrap();
         assert_eq!(c("0 0 * * 0"), "Sun *-*-* 00:00:00");
         assert_eq!(c("*/15 3 * * *"), "*-*-* 03:00,15,30,45:00");
-        assert_eq!(c("30 2 1-3 jan,jul mon-fri"), "Mon,Tue,Wed,Thu,Fri *-01,07-01,02,03 02:30:00");
+        assert_eq!(
+            c("30 2 1-3 jan,jul mon-fri"),
+            "Mon,Tue,Wed,Thu,Fri *-01,07-01,02,03 02:30:00"
+        );
         assert_eq!(c("0 0 * * 7"), "Sun *-*-* 00:00:00");
         assert_eq!(c("@weekly"), "weekly");
         assert_eq!(
@@ -477,12 +517,18 @@ mod tests {
         assert_eq!(c("*-*-01 04:05:00").unwrap(), "5 4 1 * *");
         assert!(c("2026-12-24 18:00").is_err());
         assert!(c("*:0/15").is_err());
-        assert_eq!(to_cron(&Schedule::Cron("0 0 * * 0".into())).unwrap(), "0 0 * * 0");
+        assert_eq!(
+            to_cron(&Schedule::Cron("0 0 * * 0".into())).unwrap(),
+            "0 0 * * 0"
+        );
     }
 
     #[test]
     fn quoting() {
-        assert_eq!(systemd_quote("echo \"$HOME\" 50%"), "\"echo \\\"$$HOME\\\" 50%%\"");
+        assert_eq!(
+            systemd_quote("echo \"$HOME\" 50%"),
+            "\"echo \\\"$$HOME\\\" 50%%\""
+        );
         assert_eq!(toml_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
         assert_eq!(cron_every(300), "*/5 * * * *");
         assert_eq!(cron_every(7200), "0 */2 * * *");

@@ -120,7 +120,10 @@ pub fn resolve(f: Flags, root: &Root, env: &Env) -> Result<Options, String> {
         .or_else(|| get("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|| "us-east-1".into());
     let mode = parse_mode(f.mode.or(file.mode).as_deref().unwrap_or("both"))?;
-    let interval = f.interval.or(file.interval).unwrap_or_else(|| "5min".into());
+    let interval = f
+        .interval
+        .or(file.interval)
+        .unwrap_or_else(|| "5min".into());
     let interval_secs = crate::schedule::parse_timespan(&interval)?;
     let mut excludes: Vec<String> = DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect();
     excludes.extend(file.exclude.unwrap_or_default());
@@ -151,7 +154,10 @@ fn read(p: &std::path::Path) -> Result<File, String> {
     let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
     // toml's messages quote the offending line: never echo it, it may hold the secret key.
     toml::from_str(&text).map_err(|e| {
-        let at = e.span().map(|s| text[..s.start].lines().count()).unwrap_or(0);
+        let at = e
+            .span()
+            .map(|s| text[..s.start].lines().count())
+            .unwrap_or(0);
         format!("{}: not valid sync settings (near line {at})", p.display())
     })
 }
@@ -191,7 +197,10 @@ mod tests {
         assert_eq!(o.mode, SyncMode::Pull);
         assert_eq!(o.interval_secs, 900);
         assert_eq!(o.region, "us-east-1");
-        assert_eq!(o.credentials.unwrap().secret_access_key.expose(), "se\"cr\\et");
+        assert_eq!(
+            o.credentials.unwrap().secret_access_key.expose(),
+            "se\"cr\\et"
+        );
         let flags = Flags {
             bucket: Some("other".into()),
             mode: Some("push".into()),

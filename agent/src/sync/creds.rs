@@ -72,8 +72,8 @@ pub async fn resolve(
         let imds = "disabled by AWS_EC2_METADATA_DISABLED".into();
         return Err(CredsError::None { profile_file, imds });
     }
-    let endpoint = get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-        .unwrap_or_else(|| "http://169.254.169.254".into());
+    let endpoint =
+        get("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| "http://169.254.169.254".into());
     imds(http, endpoint.trim_end_matches('/'))
         .await
         .map_err(|imds| CredsError::None { profile_file, imds })
@@ -141,7 +141,12 @@ async fn imds(http: &HttpClient, base: &str) -> Result<Credentials, String> {
     )
     .await?;
     let auth = ("x-aws-ec2-metadata-token", token.trim().to_string());
-    let roles = call("GET", "/latest/meta-data/iam/security-credentials/", auth.clone()).await?;
+    let roles = call(
+        "GET",
+        "/latest/meta-data/iam/security-credentials/",
+        auth.clone(),
+    )
+    .await?;
     let role = roles
         .lines()
         .map(str::trim)
@@ -198,7 +203,10 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let c = rt.block_on(resolve(&env, None, &http)).unwrap();
-        assert_eq!((c.access_key_id.as_str(), c.from.as_str()), ("AKENV", "environment"));
+        assert_eq!(
+            (c.access_key_id.as_str(), c.from.as_str()),
+            ("AKENV", "environment")
+        );
         let mut none = env.clone();
         none.remove("AWS_ACCESS_KEY_ID");
         none.insert("HOME".into(), "/nonexistent".into());

@@ -34,7 +34,9 @@ pub enum Step {
     /// Remote → local (new remotely, or changed only there).
     Download,
     /// Local → remote: over the base version (`If-Match`) or as a new key (`If-None-Match: *`).
-    Upload { if_match: Option<String> },
+    Upload {
+        if_match: Option<String>,
+    },
     DeleteLocal,
     DeleteRemote,
     /// Both sides differ from the base (or there is no base): keep both, unless they turn out
@@ -92,10 +94,14 @@ pub fn decide(
     })
 }
 
-/// `dir/name.ext` → `dir/name.conflict-<host>-<UTC time>.ext` (no extension: appended).
-pub fn conflict_name(rel: &str, host: &str, secs: u64) -> String {
+/// `dir/name.ext` → `dir/name.conflict-<host>-<UTC time>.ext` (no extension: appended);
+/// `n` > 1 tells apart two conflicts of one file in the same second (`…Z-2.ext`).
+pub fn conflict_name(rel: &str, host: &str, secs: u64, n: u32) -> String {
     let (y, mo, d, h, mi, s) = super::sigv4::utc(secs);
-    let tag = format!("conflict-{host}-{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z");
+    let mut tag = format!("conflict-{host}-{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z");
+    if n > 1 {
+        tag.push_str(&format!("-{n}"));
+    }
     let (dir, name) = match rel.rsplit_once('/') {
         Some((d, n)) => (format!("{d}/"), n),
         None => (String::new(), rel),
@@ -111,7 +117,10 @@ mod tests {
     use super::*;
     use SyncMode::*;
 
-    const L: Local = Local { size: 10, mtime: 100 };
+    const L: Local = Local {
+        size: 10,
+        mtime: 100,
+    };
 
     fn base() -> Base {
         Base {
@@ -131,7 +140,10 @@ mod tests {
     #[test]
     fn three_way_rules() {
         let b = base();
-        let edited = Local { size: 10, mtime: 200 }; // same size, new mtime
+        let edited = Local {
+            size: 10,
+            mtime: 200,
+        }; // same size, new mtime
         let up_over = Some(Step::Upload {
             if_match: Some("e1".into()),
         });
@@ -140,42 +152,75 @@ mod tests {
         let r2 = remote("e2");
         assert_eq!(decide(Some(&L), Some(&r1), Some(&b), Both), None);
         assert_eq!(decide(Some(&edited), Some(&r1), Some(&b), Both), up_over);
-        assert_eq!(decide(Some(&L), Some(&r2), Some(&b), Both), Some(Step::Download));
-        assert_eq!(decide(Some(&edited), Some(&r2), Some(&b), Both), Some(Step::Conflict));
-        assert_eq!(decide(Some(&L), None, Some(&b), Both), Some(Step::DeleteLocal));
+        assert_eq!(
+            decide(Some(&L), Some(&r2), Some(&b), Both),
+            Some(Step::Download)
+        );
+        assert_eq!(
+            decide(Some(&edited), Some(&r2), Some(&b), Both),
+            Some(Step::Conflict)
+        );
+        assert_eq!(
+            decide(Some(&L), None, Some(&b), Both),
+            Some(Step::DeleteLocal)
+        );
         assert_eq!(decide(Some(&edited), None, Some(&b), Both), up_new);
-        assert_eq!(decide(None, Some(&r1), Some(&b), Both), Some(Step::DeleteRemote));
-        assert_eq!(decide(None, Some(&r2), Some(&b), Both), Some(Step::Download));
+        assert_eq!(
+            decide(None, Some(&r1), Some(&b), Both),
+            Some(Step::DeleteRemote)
+        );
+        assert_eq!(
+            decide(None, Some(&r2), Some(&b), Both),
+            Some(Step::Download)
+        );
         assert_eq!(decide(None, None, Some(&b), Both), Some(Step::Forget));
         // first run: union, never a deletion
         assert_eq!(decide(Some(&L), None, None, Both), up_new);
         assert_eq!(decide(None, Some(&r1), None, Both), Some(Step::Download));
-        assert_eq!(decide(Some(&L), Some(&r1), None, Both), Some(Step::Conflict));
+        assert_eq!(
+            decide(Some(&L), Some(&r1), None, Both),
+            Some(Step::Conflict)
+        );
     }
 
     #[test]
     fn one_way_modes() {
         let b = base();
-        let edited = Local { size: 11, mtime: 100 };
+        let edited = Local {
+            size: 11,
+            mtime: 100,
+        };
         let r1 = remote("e1");
         assert_eq!(decide(Some(&edited), Some(&r1), Some(&b), Pull), None);
-        assert_eq!(decide(None, Some(&r1), Some(&b), Pull), Some(Step::Download));
+        assert_eq!(
+            decide(None, Some(&r1), Some(&b), Pull),
+            Some(Step::Download)
+        );
         assert_eq!(decide(Some(&L), Some(&remote("e2")), Some(&b), Push), None);
         assert_eq!(
             decide(Some(&L), None, Some(&b), Push),
             Some(Step::Upload { if_match: None })
         );
-        assert_eq!(decide(None, Some(&r1), Some(&b), Push), Some(Step::DeleteRemote));
+        assert_eq!(
+            decide(None, Some(&r1), Some(&b), Push),
+            Some(Step::DeleteRemote)
+        );
     }
 
     #[test]
     fn conflict_names() {
         let t = 1_700_000_000; // 2023-11-14T22:13:20Z
         assert_eq!(
-            conflict_name("a/b c.ipynb", "jup", t),
+            conflict_name("a/b c.ipynb", "jup", t, 1),
             "a/b c.conflict-jup-20231114T221320Z.ipynb"
         );
-        assert_eq!(conflict_name("README", "h", t), "README.conflict-h-20231114T221320Z");
-        assert_eq!(conflict_name(".env", "h", t), ".env.conflict-h-20231114T221320Z");
+        assert_eq!(
+            conflict_name("README", "h", t, 2),
+            "README.conflict-h-20231114T221320Z-2"
+        );
+        assert_eq!(
+            conflict_name(".env", "h", t, 1),
+            ".env.conflict-h-20231114T221320Z"
+        );
     }
 }

@@ -78,7 +78,9 @@ pub fn client(ca_file: Option<&Path>) -> Result<HttpClient, TlsError> {
             why,
         };
         let mut n = 0;
-        for cert in rustls_pki_types::CertificateDer::pem_file_iter(p).map_err(|e| bad(e.to_string()))? {
+        for cert in
+            rustls_pki_types::CertificateDer::pem_file_iter(p).map_err(|e| bad(e.to_string()))?
+        {
             roots
                 .add(cert.map_err(|e| bad(e.to_string()))?)
                 .map_err(|e| bad(e.to_string()))?;
@@ -143,7 +145,9 @@ impl Body for UploadBody {
                 let mut buf = vec![0; (*left).min(256 << 10) as usize];
                 // A local disk read: short enough to do in place.
                 match file.read(&mut buf) {
-                    Ok(0) => Poll::Ready(Some(Err(io::Error::other("the file shrank while uploading")))),
+                    Ok(0) => Poll::Ready(Some(Err(io::Error::other(
+                        "the file shrank while uploading",
+                    )))),
                     Ok(n) => {
                         buf.truncate(n);
                         *left -= n as u64;

@@ -65,7 +65,11 @@ pub fn stat(m: &fs::Metadata) -> Local {
 
 /// Every regular file under `dir` by relative path (`/`-separated). Symlinks are not
 /// followed; names that are not UTF-8 are skipped with a warning.
-pub fn scan(dir: &Path, ex: &Excludes, warn: &mut Vec<String>) -> io::Result<BTreeMap<String, Local>> {
+pub fn scan(
+    dir: &Path,
+    ex: &Excludes,
+    warn: &mut Vec<String>,
+) -> io::Result<BTreeMap<String, Local>> {
     let mut out = BTreeMap::new();
     let mut todo = vec![(dir.to_path_buf(), String::new())];
     while let Some((path, rel)) = todo.pop() {
@@ -75,7 +79,11 @@ pub fn scan(dir: &Path, ex: &Excludes, warn: &mut Vec<String>) -> io::Result<BTr
                 warn.push(format!("{}: not UTF-8, skipped", e.path().display()));
                 continue;
             };
-            let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             let ft = e.file_type()?;
             if ft.is_dir() {
                 if !ex.excluded(&format!("{r}/x")) {
@@ -165,7 +173,8 @@ impl Part {
                 .map_or(0o644, |m| m.permissions().mode() & 0o7777);
             // As root, hand the file to the folder's owner; as that owner this is a no-op.
             let _ = std::os::unix::fs::fchown(&self.file, Some(owner.0), Some(owner.1));
-            self.file.set_permissions(fs::Permissions::from_mode(mode))?;
+            self.file
+                .set_permissions(fs::Permissions::from_mode(mode))?;
             self.file.sync_all()?;
             let now = fs::symlink_metadata(&self.dest).ok();
             if now.as_ref().map(stat) != expect || now.is_some_and(|m| !m.is_file()) {
@@ -253,7 +262,13 @@ mod tests {
 
     #[test]
     fn excludes() {
-        let ex = Excludes(DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).chain(["*.tmp".to_string(), "build/*.o".to_string()]).collect());
+        let ex = Excludes(
+            DEFAULT_EXCLUDES
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["*.tmp".to_string(), "build/*.o".to_string()])
+                .collect(),
+        );
         assert!(ex.excluded(".ipynb_checkpoints/a-checkpoint.ipynb"));
         assert!(ex.excluded("x/.ipynb_checkpoints/a.ipynb"));
         assert!(ex.excluded("x/.a.ipynb.vmctx-part"));
@@ -275,7 +290,10 @@ mod tests {
     #[test]
     fn part_never_replaces_a_changed_file() {
         let t = tempfile::tempdir().unwrap();
-        let me = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         let mut p = Part::create(t.path(), "d/n.ipynb", me).unwrap();
         p.write(b"remote").unwrap();
         let st = p.finish(None, me).unwrap();
@@ -283,8 +301,14 @@ mod tests {
         let mut p = Part::create(t.path(), "d/n.ipynb", me).unwrap();
         p.write(b"newer").unwrap();
         fs::write(t.path().join("d/n.ipynb"), b"local edit").unwrap();
-        let old = Local { size: st.size, mtime: st.mtime - 1 };
-        assert!(matches!(p.finish(Some(old), me), Err(PartError::ChangedMeanwhile)));
+        let old = Local {
+            size: st.size,
+            mtime: st.mtime - 1,
+        };
+        assert!(matches!(
+            p.finish(Some(old), me),
+            Err(PartError::ChangedMeanwhile)
+        ));
         assert_eq!(fs::read(t.path().join("d/n.ipynb")).unwrap(), b"local edit");
         assert_eq!(sweep(t.path()), 0, "no temp file left");
     }

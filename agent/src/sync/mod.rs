@@ -146,20 +146,22 @@ async fn cycle(o: &Options, env: &Env) -> Result<Report, SyncError> {
     let mut report = Report::default();
 
     // An unmounted or wiped folder must not read as "the user deleted everything".
-    if !o.dir.is_dir() {
-        if !st.files.is_empty() {
-            return Err(SyncError::Refused(format!(
-                "the folder {} is missing, but the last sync left {} files in it",
-                o.dir.display(),
-                st.files.len()
-            )));
-        }
-        std::fs::create_dir_all(&o.dir)
-            .map_err(|e| SyncError::Config(format!("{}: {e}", o.dir.display())))?;
+    // A first run may create the folder, but only once the bucket answered.
+    let create = !o.dir.is_dir();
+    if create && !st.files.is_empty() {
+        return Err(SyncError::Refused(format!(
+            "the folder {} is missing, but the last sync left {} files in it",
+            o.dir.display(),
+            st.files.len()
+        )));
     }
     report.swept = local::sweep(&o.dir);
-    let scanned = local::scan(&o.dir, &o.excludes, &mut report.warnings)
-        .map_err(|e| SyncError::Config(format!("reading {}: {e}", o.dir.display())))?;
+    let scanned = if create {
+        BTreeMap::new()
+    } else {
+        local::scan(&o.dir, &o.excludes, &mut report.warnings)
+            .map_err(|e| SyncError::Config(format!("reading {}: {e}", o.dir.display())))?
+    };
     if scanned.is_empty() && !st.files.is_empty() {
         return Err(SyncError::Refused(format!(
             "the folder {} is empty, but the last sync left {} files in it (remove {} to start over)",
@@ -189,20 +191,39 @@ async fn cycle(o: &Options, env: &Env) -> Result<Report, SyncError> {
             return Err(e.into());
         }
     };
+    if create {
+        std::fs::create_dir_all(&o.dir)
+            .map_err(|e| SyncError::Config(format!("{}: {e}", o.dir.display())))?;
+    }
     let mut remote = BTreeMap::new();
     for obj in listing {
-        let Some(rel) = obj.key.strip_prefix(&o.prefix) else { continue };
+        let Some(rel) = obj.key.strip_prefix(&o.prefix) else {
+            continue;
+        };
         if rel.ends_with('/') || o.excludes.excluded(rel) {
             continue;
         }
         if !local::safe_rel(rel) {
-            report.warnings.push(format!("key {:?}: not a safe file name here, skipped", obj.key));
+            report.warnings.push(format!(
+                "key {:?}: not a safe file name here, skipped",
+                obj.key
+            ));
             continue;
         }
-        remote.insert(rel.to_string(), Remote { etag: obj.etag, size: obj.size });
+        remote.insert(
+            rel.to_string(),
+            Remote {
+                etag: obj.etag,
+                size: obj.size,
+            },
+        );
     }
 
-    let all: BTreeSet<&String> = scanned.keys().chain(remote.keys()).chain(st.files.keys()).collect();
+    let all: BTreeSet<&String> = scanned
+        .keys()
+        .chain(remote.keys())
+        .chain(st.files.keys())
+        .collect();
     let mut steps = Vec::new();
     for rel in all {
         match decide::decide(scanned.get(rel), remote.get(rel), st.files.get(rel), o.mode) {
@@ -293,9 +314,19 @@ fn host_name() -> String {
         .next()
         .unwrap_or("")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    if h.is_empty() { "host".into() } else { h }
+    if h.is_empty() {
+        "host".into()
+    } else {
+        h
+    }
 }
 
 async fn run_step(cx: &Cx<'_>, rel: String, step: Step) -> Done {
@@ -351,7 +382,11 @@ async fn fetch(
     expect: Option<Local>,
 ) -> Result<(String, u64, Local), String> {
     use http_body_util::BodyExt;
-    let resp = cx.s3.get(&format!("{}{rel}", cx.prefix)).await.map_err(|e| e.to_string())?;
+    let resp = cx
+        .s3
+        .get(&format!("{}{rel}", cx.prefix))
+        .await
+        .map_err(|e| e.to_string())?;
     // The ETag of what was actually fetched: it may be newer than the listing's.
     let etag = s3::etag_of(&resp).unwrap_or_default();
     let len: Option<u64> = resp
@@ -384,17 +419,32 @@ async fn fetch(
     let size = part.written;
     if len.is_some_and(|l| l != size) {
         part.abandon();
-        return Err(format!("download cut short ({size} of {} bytes)", len.unwrap_or(0)));
+        return Err(format!(
+            "download cut short ({size} of {} bytes)",
+            len.unwrap_or(0)
+        ));
     }
     let l = part.finish(expect, cx.owner).map_err(|e| e.to_string())?;
     Ok((etag, size, l))
 }
 
-async fn upload_step(cx: &Cx<'_>, rel: &str, if_match: Option<&str>, d: &mut Done) -> Result<(), String> {
+async fn upload_step(
+    cx: &Cx<'_>,
+    rel: &str,
+    if_match: Option<&str>,
+    d: &mut Done,
+) -> Result<(), String> {
     let Some(l) = cx.local.get(rel).copied() else {
         return Err("no longer here".into());
     };
-    let (etag, size) = put(cx, rel, rel, l, if_match.map_or(Condition::Create, Condition::Match)).await?;
+    let (etag, size) = put(
+        cx,
+        rel,
+        rel,
+        l,
+        if_match.map_or(Condition::Create, Condition::Match),
+    )
+    .await?;
     if size.is_some() {
         d.uploaded = 1;
         d.log = Some(format!("uploaded: {rel}"));
@@ -422,7 +472,9 @@ async fn put(
         return Ok((md5_hex, None));
     }
     if l.size > 5 << 30 {
-        return Err("larger than 5 GiB: needs a multipart upload, which this version does not make".into());
+        return Err(
+            "larger than 5 GiB: needs a multipart upload, which this version does not make".into(),
+        );
     }
     let key = format!("{}{key_rel}", cx.prefix);
     let open = || {
@@ -431,15 +483,18 @@ async fn put(
     };
     match cx.s3.put(&key, cond, &md5_b64, l.size, open).await {
         Ok(etag) => Ok((if etag.is_empty() { md5_hex } else { etag }, Some(l.size))),
-        Err(S3Error::Precondition) => {
-            Err("changed in the bucket during the sync (conditional PUT refused); resolved next run".into())
-        }
+        Err(S3Error::Precondition) => Err(
+            "changed in the bucket during the sync (conditional PUT refused); resolved next run"
+                .into(),
+        ),
         Err(e) => Err(e.to_string()),
     }
 }
 
 fn delete_local(cx: &Cx<'_>, rel: &str, d: &mut Done) -> Result<(), String> {
-    let now = std::fs::symlink_metadata(cx.dir.join(rel)).ok().map(|m| local::stat(&m));
+    let now = std::fs::symlink_metadata(cx.dir.join(rel))
+        .ok()
+        .map(|m| local::stat(&m));
     if now != cx.local.get(rel).copied() {
         return Err("changed here during the sync; left for the next run".into());
     }
@@ -458,18 +513,27 @@ async fn conflict(cx: &Cx<'_>, rel: &str, d: &mut Done) -> Result<(), String> {
     if !r.etag.contains('-') {
         let (md5_hex, _) = local::md5_file(&cx.dir.join(rel)).map_err(|e| e.to_string())?;
         if md5_hex == r.etag {
-            d.updates.push((rel.into(), Some(base(r.etag.clone(), r.size, l))));
+            d.updates
+                .push((rel.into(), Some(base(r.etag.clone(), r.size, l))));
             return Ok(());
         }
     }
-    let cname = decide::conflict_name(rel, &cx.host, cx.now);
+    let taken = |n: &str| cx.dir.join(n).exists() || cx.remote.contains_key(n);
+    let mut n = 1;
+    let mut cname = decide::conflict_name(rel, &cx.host, cx.now, n);
+    while taken(&cname) {
+        n += 1;
+        cname = decide::conflict_name(rel, &cx.host, cx.now, n);
+    }
     if cx.mode == crate::context::SyncMode::Push {
         // The bucket's version stays; the local one goes up beside it.
         let (_, _) = put(cx, rel, &cname, l, Condition::Create).await?;
         let old = cx.base.get(rel).map_or(String::new(), |b| b.etag.clone());
         d.updates.push((rel.into(), Some(base(old, r.size, l))));
         d.uploaded = 1;
-        d.conflict = Some(format!("{rel}: changed on both sides; this version uploaded as {cname}"));
+        d.conflict = Some(format!(
+            "{rel}: changed on both sides; this version uploaded as {cname}"
+        ));
         d.log = d.conflict.clone().map(|c| format!("conflict: {c}"));
         return Ok(());
     }
@@ -480,14 +544,22 @@ async fn conflict(cx: &Cx<'_>, rel: &str, d: &mut Done) -> Result<(), String> {
         return Ok(());
     }
     d.downloaded = 1;
-    d.conflict = Some(format!("{rel}: changed on both sides; the bucket's version saved as {cname}"));
+    d.conflict = Some(format!(
+        "{rel}: changed on both sides; the bucket's version saved as {cname}"
+    ));
     d.log = d.conflict.clone().map(|c| format!("conflict: {c}"));
     if cx.mode == crate::context::SyncMode::Pull {
         // The local edit must still count as an edit: keep the old local stat in the base.
-        let keep = cx.base.get(rel).map_or(Local { size: u64::MAX, mtime: -1 }, |b| Local {
-            size: b.lsize,
-            mtime: b.lmtime,
-        });
+        let keep = cx.base.get(rel).map_or(
+            Local {
+                size: u64::MAX,
+                mtime: -1,
+            },
+            |b| Local {
+                size: b.lsize,
+                mtime: b.lmtime,
+            },
+        );
         d.updates.push((rel.into(), Some(base(etag, size, keep))));
         return Ok(());
     }

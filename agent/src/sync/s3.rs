@@ -43,7 +43,9 @@ impl Target {
             .map_err(|e| S3Error::Config(format!("endpoint {ep:?}: {e}")))?;
         let scheme = uri.scheme_str().unwrap_or("https").to_string();
         if scheme != "http" && scheme != "https" {
-            return Err(S3Error::Config(format!("endpoint {ep:?}: not http or https")));
+            return Err(S3Error::Config(format!(
+                "endpoint {ep:?}: not http or https"
+            )));
         }
         let authority = uri
             .authority()
@@ -149,7 +151,9 @@ impl S3 {
                 q.push(("continuation-token".into(), t.clone()));
             }
             self.counters.list.fetch_add(1, Ordering::Relaxed);
-            let resp = self.send("GET", None, &q, &[], || Ok(UploadBody::empty()), None).await?;
+            let resp = self
+                .send("GET", None, &q, &[], || Ok(UploadBody::empty()), None)
+                .await?;
             let body = collect(resp).await?;
             let page = super::xml::list_page(&body)
                 .map_err(|e| S3Error::Io(std::io::Error::other(format!("listing: {e}"))))?;
@@ -164,7 +168,8 @@ impl S3 {
     /// Starts a GET: the response (status 200) whose body the caller streams.
     pub async fn get(&self, key: &str) -> Result<hyper::Response<Incoming>, S3Error> {
         self.counters.get.fetch_add(1, Ordering::Relaxed);
-        self.send("GET", Some(key), &[], &[], || Ok(UploadBody::empty()), None).await
+        self.send("GET", Some(key), &[], &[], || Ok(UploadBody::empty()), None)
+            .await
     }
 
     /// A single PUT (S3 takes up to 5 GiB so) with `Content-MD5`: the server refuses bytes
@@ -185,7 +190,10 @@ impl S3 {
             c,
             ("content-md5".to_string(), md5_b64.to_string()),
             ("content-length".to_string(), size.to_string()),
-            ("content-type".to_string(), "application/octet-stream".to_string()),
+            (
+                "content-type".to_string(),
+                "application/octet-stream".to_string(),
+            ),
         ];
         self.counters.put.fetch_add(1, Ordering::Relaxed);
         let resp = self
@@ -196,7 +204,17 @@ impl S3 {
 
     pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
         self.counters.delete.fetch_add(1, Ordering::Relaxed);
-        match self.send("DELETE", Some(key), &[], &[], || Ok(UploadBody::empty()), None).await {
+        match self
+            .send(
+                "DELETE",
+                Some(key),
+                &[],
+                &[],
+                || Ok(UploadBody::empty()),
+                None,
+            )
+            .await
+        {
             Ok(_) | Err(S3Error::NotFound) => Ok(()),
             Err(e) => Err(e),
         }
@@ -218,7 +236,13 @@ impl S3 {
         };
         let qs: Vec<String> = query
             .iter()
-            .map(|(k, v)| format!("{}={}", sigv4::uri_encode(k, true), sigv4::uri_encode(v, true)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    sigv4::uri_encode(k, true),
+                    sigv4::uri_encode(v, true)
+                )
+            })
             .collect();
         let uri = if qs.is_empty() {
             format!("{}{path}", self.target.endpoint())
@@ -287,7 +311,10 @@ impl S3 {
             (412, _) => S3Error::Precondition,
             (_, "NoSuchBucket") => S3Error::NoBucket(self.bucket.clone()),
             (404, _) => S3Error::NotFound,
-            (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken")
+            (
+                _,
+                "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken",
+            )
             | (401, _) => S3Error::Credentials { code, message },
             (403, _) => S3Error::Denied { code, message },
             _ => S3Error::Server {

@@ -31,7 +31,10 @@ impl Signer<'_> {
         let amz_date = amz_date(now_secs);
         let day = &amz_date[..8];
         let mut added = vec![
-            ("x-amz-content-sha256".to_string(), payload_sha256.to_string()),
+            (
+                "x-amz-content-sha256".to_string(),
+                payload_sha256.to_string(),
+            ),
             ("x-amz-date".to_string(), amz_date.clone()),
         ];
         if let Some(t) = self.session_token {
@@ -92,7 +95,9 @@ pub fn uri_encode(s: &str, encode_slash: bool) -> String {
     let mut o = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => o.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                o.push(b as char)
+            }
             b'/' if !encode_slash => o.push('/'),
             _ => o.push_str(&format!("%{b:02X}")),
         }
@@ -114,7 +119,14 @@ pub fn utc(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, (rem / 3600) as u32, (rem / 60 % 60) as u32, (rem % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        (rem / 60 % 60) as u32,
+        (rem % 60) as u32,
+    )
 }
 
 /// `20130524T000000Z`
@@ -164,7 +176,10 @@ mod tests {
     #[test]
     fn aws_example_list_objects() {
         let headers = vec![("host".into(), "examplebucket.s3.amazonaws.com".into())];
-        let q = vec![("max-keys".into(), "2".into()), ("prefix".into(), "J".into())];
+        let q = vec![
+            ("max-keys".into(), "2".into()),
+            ("prefix".into(), "J".into()),
+        ];
         let h = SIGNER.sign("GET", "/", &q, &headers, EMPTY_SHA256, T);
         assert_eq!(
             signature(&h),
@@ -176,7 +191,10 @@ mod tests {
     fn dates_and_encoding() {
         assert_eq!(amz_date(T), "20130524T000000Z");
         assert_eq!(amz_date(951_782_400), "20000229T000000Z");
-        assert_eq!(uri_encode("a b/é+%&#.ipynb", false), "a%20b/%C3%A9%2B%25%26%23.ipynb");
+        assert_eq!(
+            uri_encode("a b/é+%&#.ipynb", false),
+            "a%20b/%C3%A9%2B%25%26%23.ipynb"
+        );
         assert_eq!(uri_encode("a/b", true), "a%2Fb");
     }
 }

@@ -22,7 +22,8 @@ pub struct SyncState {
 /// The state file for one pairing: its name hashes what it pairs, so a changed bucket or folder
 /// starts from a fresh (union, never deleting) first run.
 pub fn path(state_dir: &Path, endpoint: &str, bucket: &str, prefix: &str, dir: &Path) -> PathBuf {
-    let id = Sha256::digest(format!("{endpoint}\n{bucket}\n{prefix}\n{}", dir.display()).as_bytes());
+    let id =
+        Sha256::digest(format!("{endpoint}\n{bucket}\n{prefix}\n{}", dir.display()).as_bytes());
     state_dir.join(format!("{}.json", super::sigv4::hex(&id[..8])))
 }
 
@@ -107,7 +108,12 @@ mod tests {
         let mut s = SyncState::default();
         s.files.insert(
             "a b.ipynb".into(),
-            Base { etag: "e".into(), size: 1, lsize: 1, lmtime: 5 },
+            Base {
+                etag: "e".into(),
+                size: 1,
+                lsize: 1,
+                lmtime: 5,
+            },
         );
         save(&p, &s).unwrap();
         assert_eq!(load(&p).unwrap().files.len(), 1);
