@@ -6,11 +6,11 @@
 #   - the token PUT (each response closes its connection, as the hop-limit rule wants);
 #   - Python's http.server serving the same tree written out as files (the 2011 way).
 # Prints requests/s, p99 latency, errors, and the emulator's peak RSS.
-# Usage: tests/bench/imds-bench.sh [SECONDS_PER_CASE]   (default 10; the v1 case runs 2x)
+# Usage: [CONNS=64] tests/bench/imds-bench.sh [SECONDS_PER_CASE]   (default 10; the v1 case runs 2x)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
-conns=64
+conns=${CONNS:-64}
 command -v wrk >/dev/null || { echo "wrk is missing: run .ci/install-imds-clients" >&2; exit 1; }
 cargo build -q --release -p vmctx
 bin=target/release/vmctx

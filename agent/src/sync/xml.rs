@@ -11,13 +11,9 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// Calls `leaf(path, text)` for every element that holds text, `path` like
-/// `ListBucketResult/Contents/Key`, and `end(name)` when an element closes.
-fn walk(
-    xml: &[u8],
-    mut leaf: impl FnMut(&str, String),
-    mut end: impl FnMut(&str),
-) -> Result<(), String> {
+/// Calls `leaf(path, text)` at the end of every element, `path` like
+/// `ListBucketResult/Contents/Key` (text empty for elements holding only elements).
+fn walk(xml: &[u8], mut leaf: impl FnMut(&str, String)) -> Result<(), String> {
     let mut r = Reader::from_reader(xml);
     let mut path: Vec<String> = Vec::new();
     let mut text = String::new();
@@ -43,9 +39,7 @@ fn walk(
             Event::End(_) => {
                 let joined = path.join("/");
                 leaf(&joined, std::mem::take(&mut text));
-                if let Some(name) = path.pop() {
-                    end(&name);
-                }
+                path.pop();
             }
             Event::Eof => return Ok(()),
             _ => {}
@@ -62,11 +56,7 @@ pub fn list_page(xml: &[u8]) -> Result<Page, String> {
     };
     // Leaves arrive before their element's end: collect them, and cut at each `Contents` end.
     let mut events: Vec<(String, String)> = Vec::new();
-    walk(
-        xml,
-        |path, text| events.push((path.to_string(), text)),
-        |_| {},
-    )?;
+    walk(xml, |path, text| events.push((path.to_string(), text)))?;
     for (path, text) in events {
         match path.strip_prefix("ListBucketResult/") {
             Some("Contents/Key") => cur.key = text,
@@ -91,15 +81,11 @@ pub fn list_page(xml: &[u8]) -> Result<Page, String> {
 /// `(Code, Message)` of an S3 error document; empty strings when it is not one.
 pub fn error(xml: &[u8]) -> (String, String) {
     let (mut code, mut message) = (String::new(), String::new());
-    let _ = walk(
-        xml,
-        |path, text| match path {
-            "Error/Code" => code = text,
-            "Error/Message" => message = text,
-            _ => {}
-        },
-        |_| {},
-    );
+    let _ = walk(xml, |path, text| match path {
+        "Error/Code" => code = text,
+        "Error/Message" => message = text,
+        _ => {}
+    });
     (code, message)
 }
 
