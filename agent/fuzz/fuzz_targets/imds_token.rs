@@ -12,14 +12,19 @@ static AUTHORITY: OnceLock<(TokenAuthority, String)> = OnceLock::new();
 fuzz_target!(|data: &[u8]| {
     let (a, issued) = AUTHORITY.get_or_init(|| {
         let a = TokenAuthority::new().unwrap();
-        let t = a.issue("i-0a1b2c3d4e5f60718", Duration::from_secs(21600)).unwrap();
+        let t = a
+            .issue("i-0a1b2c3d4e5f60718", Duration::from_secs(21600))
+            .unwrap();
         (a, t)
     });
     let r = a.validate(data, "i-0a1b2c3d4e5f60718");
     if data == issued.as_bytes() {
         assert_eq!(r, Ok(()));
     } else {
-        assert!(matches!(r, Err(TokenError::Invalid | TokenError::TooLong)), "{r:?}");
+        assert!(
+            matches!(r, Err(TokenError::Invalid | TokenError::TooLong)),
+            "{r:?}"
+        );
     }
     let _ = TokenAuthority::parse_ttl(data);
 });
