@@ -39,7 +39,8 @@ impl Managers {
         let has = |p: &str| root.join(p).exists();
         Managers {
             network_manager: has("usr/sbin/NetworkManager") || has("usr/bin/NetworkManager"),
-            networkd: has("lib/systemd/systemd-networkd") || has("usr/lib/systemd/systemd-networkd"),
+            networkd: has("lib/systemd/systemd-networkd")
+                || has("usr/lib/systemd/systemd-networkd"),
             ifupdown: has("etc/network/interfaces") && (has("sbin/ifup") || has("usr/sbin/ifup")),
         }
     }

@@ -237,7 +237,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 None => facts::live_links(),
             }
             .map_err(|e| e.to_string())?;
-            let facts = facts::Facts { links, managers: facts::Managers::detect(root) };
+            let facts = facts::Facts {
+                links,
+                managers: facts::Managers::detect(root),
+            };
             let plan = plan::build(&ctx, &facts);
             if json {
                 println!("{}", plan.to_json());

@@ -306,34 +306,71 @@ fn failing_script_is_reported_with_its_exit_code() {
 fn network_manager_files_follow_the_context() {
     let Some(g) = Guest::new("mgr") else { return };
     let r = g.root.path();
-    for f in ["usr/sbin/NetworkManager", "usr/lib/systemd/systemd-networkd", "sbin/ifup", "etc/network/interfaces"] {
+    for f in [
+        "usr/sbin/NetworkManager",
+        "usr/lib/systemd/systemd-networkd",
+        "sbin/ifup",
+        "etc/network/interfaces",
+    ] {
         std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
         std::fs::write(r.join(f), "").unwrap();
     }
     g.veth(("ens3", "02:00:0a:00:03:28"), ("ens4", "02:00:0a:00:03:29"));
     let both = context_dir("VMID='61'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nETH1_MAC='02:00:0a:00:03:29'\nETH1_METHOD='dhcp'\n", &[]);
-    let o = g.vmctx(&["apply", "--stage", "local", "--source", &format!("dir:{}", both.path().display())]);
+    let o = g.vmctx(&[
+        "apply",
+        "--stage",
+        "local",
+        "--source",
+        &format!("dir:{}", both.path().display()),
+    ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(
         g.file("/etc/systemd/network/10-vmctx-02000a000328.network"),
         "# Written by vmctx from the instance's context; removed when the NIC leaves it.\n[Match]\nMACAddress=02:00:0a:00:03:28\n\n[Link]\nUnmanaged=yes\n"
     );
-    assert!(g.file("/etc/NetworkManager/conf.d/90-vmctx-unmanaged.conf").ends_with("unmanaged-devices=mac:02:00:0a:00:03:28\n"));
-    assert!(g.file("/etc/NetworkManager/system-connections/vmctx-02000a000329.nmconnection").contains("[ipv4]\nmethod=auto\n"));
-    assert!(g.file("/etc/network/interfaces.d/vmctx-ens4").contains("iface ens4 inet dhcp\n"));
+    assert!(g
+        .file("/etc/NetworkManager/conf.d/90-vmctx-unmanaged.conf")
+        .ends_with("unmanaged-devices=mac:02:00:0a:00:03:28\n"));
+    assert!(g
+        .file("/etc/NetworkManager/system-connections/vmctx-02000a000329.nmconnection")
+        .contains("[ipv4]\nmethod=auto\n"));
+    assert!(g
+        .file("/etc/network/interfaces.d/vmctx-ens4")
+        .contains("iface ens4 inet dhcp\n"));
     // The DHCP NIC is up, with no address from vmctx.
     assert!(g.ip(&["link", "show", "ens4"]).contains(",UP"));
     assert!(!g.ip(&["-4", "addr", "show", "ens4"]).contains("inet "));
     // plan lists them.
-    let v = json(&g.vmctx(&["plan", "--json", "--source", &format!("dir:{}", both.path().display())]));
+    let v = json(&g.vmctx(&[
+        "plan",
+        "--json",
+        "--source",
+        &format!("dir:{}", both.path().display()),
+    ]));
     assert_eq!(v["network_files"].as_array().unwrap().len(), 5, "{v}");
     // ETH1 leaves the context: its files go, ETH0's stay.
-    let one = context_dir("VMID='61'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n", &[]);
-    g.vmctx(&["apply", "--stage", "local", "--source", &format!("dir:{}", one.path().display())]);
+    let one = context_dir(
+        "VMID='61'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n",
+        &[],
+    );
+    g.vmctx(&[
+        "apply",
+        "--stage",
+        "local",
+        "--source",
+        &format!("dir:{}", one.path().display()),
+    ]);
     assert!(!r.join("etc/network/interfaces.d/vmctx-ens4").exists());
-    assert!(!r.join("etc/NetworkManager/system-connections/vmctx-02000a000329.nmconnection").exists());
-    assert!(!r.join("etc/systemd/network/10-vmctx-02000a000329.network").exists());
-    assert!(r.join("etc/systemd/network/10-vmctx-02000a000328.network").exists());
+    assert!(!r
+        .join("etc/NetworkManager/system-connections/vmctx-02000a000329.nmconnection")
+        .exists());
+    assert!(!r
+        .join("etc/systemd/network/10-vmctx-02000a000329.network")
+        .exists());
+    assert!(r
+        .join("etc/systemd/network/10-vmctx-02000a000328.network")
+        .exists());
 }
 
 #[test]
@@ -347,9 +384,23 @@ fn imported_ami_flags_and_cloud_init_drop_in() {
     assert_eq!(g.file("/run/vmctx/imds"), "EC2_METADATA=YES\n");
     assert_eq!(g.file("/run/vmctx/context"), format!("{src}\n"));
     let drop_in = g.file("/etc/cloud/cloud.cfg.d/90-vmctx-imds.cfg");
-    assert!(drop_in.contains("datasource_list: [Ec2, None]") && drop_in.contains("strict_id: false") && drop_in.contains("config: disabled"), "{drop_in}");
+    assert!(
+        drop_in.contains("datasource_list: [Ec2, None]")
+            && drop_in.contains("strict_id: false")
+            && drop_in.contains("config: disabled"),
+        "{drop_in}"
+    );
     // Without EC2_METADATA the flag and the drop-in go.
     let plain = context_dir("VMID='6'\n", &[]);
-    g.vmctx(&["apply", "--stage", "local", "--source", &format!("dir:{}", plain.path().display())]);
-    assert!(!r.join("run/vmctx/imds").exists() && !r.join("etc/cloud/cloud.cfg.d/90-vmctx-imds.cfg").exists());
+    g.vmctx(&[
+        "apply",
+        "--stage",
+        "local",
+        "--source",
+        &format!("dir:{}", plain.path().display()),
+    ]);
+    assert!(
+        !r.join("run/vmctx/imds").exists()
+            && !r.join("etc/cloud/cloud.cfg.d/90-vmctx-imds.cfg").exists()
+    );
 }

@@ -17,9 +17,11 @@ const UNITS: [&str; 7] = [
 
 fn package(ext: &str) -> Option<PathBuf> {
     let dir = workspace().join("target/packages");
-    let found = std::fs::read_dir(&dir)
-        .ok()
-        .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == ext)));
+    let found = std::fs::read_dir(&dir).ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == ext))
+    });
     need(&format!("a .{ext} from packaging/build"), found.is_some()).then(|| found.unwrap())
 }
 
@@ -30,21 +32,50 @@ fn deb_contents_and_metadata() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    sh(&["dpkg-deb", "-x", deb.to_str().unwrap(), t.path().to_str().unwrap()]);
+    sh(&[
+        "dpkg-deb",
+        "-x",
+        deb.to_str().unwrap(),
+        t.path().to_str().unwrap(),
+    ]);
     let bin = t.path().join("usr/bin/vmctx");
     let file = sh(&["file", bin.to_str().unwrap()]);
-    assert!(file.contains("statically linked") || file.contains("static-pie linked"), "{file}");
+    assert!(
+        file.contains("statically linked") || file.contains("static-pie linked"),
+        "{file}"
+    );
     let size = std::fs::metadata(&bin).unwrap().len();
-    assert!(size <= 8 << 20, "release binary is {size} bytes, over 8 MiB");
+    assert!(
+        size <= 8 << 20,
+        "release binary is {size} bytes, over 8 MiB"
+    );
     eprintln!("release binary: {size} bytes");
     for u in UNITS {
-        assert!(t.path().join("lib/systemd/system").join(u).exists(), "{u} missing");
+        assert!(
+            t.path().join("lib/systemd/system").join(u).exists(),
+            "{u} missing"
+        );
     }
     assert!(t.path().join("etc/default/vmctx").exists());
-    let info = sh(&["dpkg-deb", "-f", deb.to_str().unwrap(), "Package", "Conflicts", "Depends"]);
-    assert!(info.contains("Package: vmctx") && info.contains("Conflicts: one-context"), "{info}");
+    let info = sh(&[
+        "dpkg-deb",
+        "-f",
+        deb.to_str().unwrap(),
+        "Package",
+        "Conflicts",
+        "Depends",
+    ]);
+    assert!(
+        info.contains("Package: vmctx") && info.contains("Conflicts: one-context"),
+        "{info}"
+    );
     let ctl = tempfile::tempdir().unwrap();
-    sh(&["dpkg-deb", "-e", deb.to_str().unwrap(), ctl.path().to_str().unwrap()]);
+    sh(&[
+        "dpkg-deb",
+        "-e",
+        deb.to_str().unwrap(),
+        ctl.path().to_str().unwrap(),
+    ]);
     let postinst = std::fs::read_to_string(ctl.path().join("postinst")).unwrap();
     assert!(postinst.contains("vmctx-local.service"));
     let conffiles = std::fs::read_to_string(ctl.path().join("conffiles")).unwrap();
@@ -61,13 +92,20 @@ fn rpm_contents() {
         return;
     }
     let list = sh(&["rpm", "-qpl", rpm.to_str().unwrap()]);
-    for f in ["/usr/bin/vmctx", "/usr/lib/systemd/system/vmctx-local.service", "/etc/sysconfig/vmctx"] {
+    for f in [
+        "/usr/bin/vmctx",
+        "/usr/lib/systemd/system/vmctx-local.service",
+        "/etc/sysconfig/vmctx",
+    ] {
         assert!(list.lines().any(|l| l == f), "{f} not in {list}");
     }
     let conflicts = sh(&["rpm", "-qp", "--conflicts", rpm.to_str().unwrap()]);
     assert!(conflicts.contains("one-context"), "{conflicts}");
     let scripts = sh(&["rpm", "-qp", "--scripts", rpm.to_str().unwrap()]);
-    assert!(scripts.contains("systemctl enable vmctx-local.service"), "{scripts}");
+    assert!(
+        scripts.contains("systemctl enable vmctx-local.service"),
+        "{scripts}"
+    );
 }
 
 /// `systemd-analyze verify` in a scratch root holding the system's own units (for the targets
@@ -77,28 +115,61 @@ fn units_verify() {
     if !need("systemd-analyze", have_tool("systemd-analyze")) {
         return;
     }
-    let Some(bin) = release_or_debug() else { return };
+    let Some(bin) = release_or_debug() else {
+        return;
+    };
     let t = tempfile::tempdir().unwrap();
     let r = t.path();
     std::fs::create_dir_all(r.join("usr/bin")).unwrap();
     std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
     std::os::unix::fs::symlink("usr/bin", r.join("bin")).unwrap();
     std::os::unix::fs::symlink("usr/lib", r.join("lib")).unwrap();
-    sh(&["cp", "-a", "/usr/lib/systemd/system", r.join("usr/lib/systemd/").to_str().unwrap()]);
-    for (from, to) in [(bin.as_path(), "vmctx"), (Path::new("/bin/sh"), "sh"), (Path::new("/bin/kill"), "kill")] {
-        std::fs::copy(std::fs::canonicalize(from).unwrap(), r.join("usr/bin").join(to)).unwrap();
+    sh(&[
+        "cp",
+        "-a",
+        "/usr/lib/systemd/system",
+        r.join("usr/lib/systemd/").to_str().unwrap(),
+    ]);
+    for (from, to) in [
+        (bin.as_path(), "vmctx"),
+        (Path::new("/bin/sh"), "sh"),
+        (Path::new("/bin/kill"), "kill"),
+    ] {
+        std::fs::copy(
+            std::fs::canonicalize(from).unwrap(),
+            r.join("usr/bin").join(to),
+        )
+        .unwrap();
     }
-    let mut args = vec!["verify".to_string(), "--man=no".into(), format!("--root={}", r.display())];
+    let mut args = vec![
+        "verify".to_string(),
+        "--man=no".into(),
+        format!("--root={}", r.display()),
+    ];
     for u in UNITS {
-        std::fs::copy(workspace().join("packaging/systemd").join(u), r.join("usr/lib/systemd/system").join(u)).unwrap();
+        std::fs::copy(
+            workspace().join("packaging/systemd").join(u),
+            r.join("usr/lib/systemd/system").join(u),
+        )
+        .unwrap();
         args.push(format!("/usr/lib/systemd/system/{u}"));
     }
-    let o = Command::new("systemd-analyze").args(&args).current_dir(r).output().unwrap();
+    let o = Command::new("systemd-analyze")
+        .args(&args)
+        .current_dir(r)
+        .output()
+        .unwrap();
     let out = stdout(&o) + &stderr(&o);
-    assert!(o.status.success() && out.trim().is_empty(), "systemd-analyze verify:\n{out}");
+    assert!(
+        o.status.success() && out.trim().is_empty(),
+        "systemd-analyze verify:\n{out}"
+    );
 }
 
 fn release_or_debug() -> Option<PathBuf> {
     let t = workspace().join("target/x86_64-unknown-linux-gnu");
-    [t.join("release/vmctx"), t.join("debug/vmctx")].into_iter().find(|p| p.exists()).or_else(|| Some(vmctx_bin()))
+    [t.join("release/vmctx"), t.join("debug/vmctx")]
+        .into_iter()
+        .find(|p| p.exists())
+        .or_else(|| Some(vmctx_bin()))
 }

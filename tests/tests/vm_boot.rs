@@ -10,11 +10,22 @@ use vmctx_tests::*;
 /// The static release binary the packages also use (CI builds it once, before the tests).
 fn release_bin() -> Option<PathBuf> {
     let p = workspace().join("target/x86_64-unknown-linux-gnu/release/vmctx");
-    need("the release binary (cargo build --release -p vmctx)", p.exists()).then_some(p)
+    need(
+        "the release binary (cargo build --release -p vmctx)",
+        p.exists(),
+    )
+    .then_some(p)
 }
 
 fn have_vm_tools() -> bool {
-    let kernel = std::fs::read_dir("/boot").map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with("-cloud-amd64") && e.file_name().to_string_lossy().starts_with("vmlinuz"))).unwrap_or(false);
+    let kernel = std::fs::read_dir("/boot")
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with("-cloud-amd64")
+                    && e.file_name().to_string_lossy().starts_with("vmlinuz")
+            })
+        })
+        .unwrap_or(false);
     need("qemu-system-x86_64", have_tool("qemu-system-x86_64"))
         && need("busybox-static", Path::new("/bin/busybox").exists())
         && need("the cloud kernel (linux-image-cloud-amd64)", kernel)
@@ -31,7 +42,14 @@ fn initramfs() -> Option<&'static Path> {
             let bin = release_bin()?;
             let dir = tempfile::tempdir().unwrap();
             let out = dir.path().join("initrd.cpio.gz");
-            sh(&[workspace().join("vm-fixtures/build-initramfs").to_str().unwrap(), bin.to_str().unwrap(), out.to_str().unwrap()]);
+            sh(&[
+                workspace()
+                    .join("vm-fixtures/build-initramfs")
+                    .to_str()
+                    .unwrap(),
+                bin.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ]);
             Some((dir, out))
         })
         .as_ref()
@@ -44,7 +62,16 @@ fn boot(cdrom: Option<&Path>, nics: &[&str], append: &str) -> String {
     let t = tempfile::tempdir().unwrap();
     let log = t.path().join("serial.log");
     let mut cmd = Command::new(workspace().join("vm-fixtures/boot"));
-    cmd.args(["--initrd", initrd.to_str().unwrap(), "--log", log.to_str().unwrap(), "--append", append, "--timeout", "240"]);
+    cmd.args([
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--log",
+        log.to_str().unwrap(),
+        "--append",
+        append,
+        "--timeout",
+        "240",
+    ]);
     if let Some(c) = cdrom {
         cmd.args(["--cdrom", c.to_str().unwrap()]);
     }
@@ -52,9 +79,14 @@ fn boot(cdrom: Option<&Path>, nics: &[&str], append: &str) -> String {
         cmd.args(["--nic", n]);
     }
     let o = cmd.output().unwrap();
-    let serial = std::fs::read_to_string(&log).unwrap_or_default().replace('\r', "");
+    let serial = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .replace('\r', "");
     assert!(o.status.success(), "qemu: {}\n{serial}", stderr(&o));
-    assert!(serial.contains("T_DONE"), "the guest did not finish:\n{serial}");
+    assert!(
+        serial.contains("T_DONE"),
+        "the guest did not finish:\n{serial}"
+    );
     serial
 }
 
@@ -69,8 +101,15 @@ fn section<'a>(serial: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 fn vmctx_rc(serial: &str) -> i32 {
-    let line = serial.lines().find(|l| l.starts_with("VMCTX_END")).expect("VMCTX_END");
-    line.split_whitespace().find_map(|w| w.strip_prefix("rc=")).unwrap().parse().unwrap()
+    let line = serial
+        .lines()
+        .find(|l| l.starts_with("VMCTX_END"))
+        .expect("VMCTX_END");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("rc="))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn uptime(serial: &str, marker: &str) -> f64 {
@@ -88,25 +127,48 @@ fn hol02_vpn_guest_is_configured_as_planned() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let Some(iso) = context_iso("hol02-vpn", t.path()) else { return };
+    let Some(iso) = context_iso("hol02-vpn", t.path()) else {
+        return;
+    };
     let serial = boot(Some(&iso), &["02:00:0a:00:01:0a", "02:00:0a:00:03:05"], "");
     // What the plan says, for the guest's links (virtio first: eth0, then eth1).
     let links = t.path().join("links");
     std::fs::write(&links, "02:00:0a:00:01:0a=eth0\n02:00:0a:00:03:05=eth1\n").unwrap();
-    let plan: Value = json(&vmctx(&["plan", "--json", "--source", &format!("opennebula:{}", iso.display()), "--links-file", links.to_str().unwrap()]));
+    let plan: Value = json(&vmctx(&[
+        "plan",
+        "--json",
+        "--source",
+        &format!("opennebula:{}", iso.display()),
+        "--links-file",
+        links.to_str().unwrap(),
+    ]));
     let addrs = section(&serial, "ADDR");
     for (ifname, eth) in plan["network"]["ethernets"].as_object().unwrap() {
         for a in eth["addresses"].as_array().unwrap() {
             let want = format!("{ifname}    inet {}", a.as_str().unwrap());
-            assert!(addrs.iter().any(|l| l.contains(ifname) && l.contains(&format!("inet {} ", a.as_str().unwrap()))), "{want} missing:\n{serial}");
+            assert!(
+                addrs
+                    .iter()
+                    .any(|l| l.contains(ifname)
+                        && l.contains(&format!("inet {} ", a.as_str().unwrap()))),
+                "{want} missing:\n{serial}"
+            );
         }
     }
     let routes = section(&serial, "ROUTE");
-    assert!(routes.iter().any(|l| l.starts_with("default via 10.0.1.1 dev eth0")), "{serial}");
+    assert!(
+        routes
+            .iter()
+            .any(|l| l.starts_with("default via 10.0.1.1 dev eth0")),
+        "{serial}"
+    );
     assert!(serial.contains("=== HOSTNAME hol02-vpn"), "{serial}");
     // The initramfs has no useradd: the user is the only thing that may fail here (users and
     // keys are checked in the packaged guest).
-    let failed: Vec<&str> = serial.lines().filter(|l| l.starts_with("APPLY FAILED")).collect();
+    let failed: Vec<&str> = serial
+        .lines()
+        .filter(|l| l.starts_with("APPLY FAILED"))
+        .collect();
     assert!(failed.iter().all(|l| l.contains(" user ")), "{failed:?}");
     eprintln!(
         "boot figure: vmctx apply --stage local took {:.2} s of guest uptime (TCG)",
@@ -120,10 +182,22 @@ fn hol02_voila_guest_gets_its_address_from_its_mac() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let Some(iso) = context_iso("hol02-voila", t.path()) else { return };
+    let Some(iso) = context_iso("hol02-voila", t.path()) else {
+        return;
+    };
     let serial = boot(Some(&iso), &["02:00:0a:00:02:0b"], "");
-    assert!(section(&serial, "ADDR").iter().any(|l| l.contains("eth0") && l.contains("inet 10.0.2.11/24 ")), "{serial}");
-    assert!(section(&serial, "ROUTE").iter().any(|l| l.starts_with("default via 10.0.2.1 dev eth0")), "{serial}");
+    assert!(
+        section(&serial, "ADDR")
+            .iter()
+            .any(|l| l.contains("eth0") && l.contains("inet 10.0.2.11/24 ")),
+        "{serial}"
+    );
+    assert!(
+        section(&serial, "ROUTE")
+            .iter()
+            .any(|l| l.starts_with("default via 10.0.2.1 dev eth0")),
+        "{serial}"
+    );
 }
 
 #[test]
@@ -135,19 +209,41 @@ fn broken_context_cds_leave_the_guest_alone() {
     // A CD that is not ISO9660, named explicitly: one clear error, exit 1.
     let junk = t.path().join("junk.iso");
     std::fs::write(&junk, vec![0x42u8; 1 << 20]).unwrap();
-    let serial = boot(Some(&junk), &["02:00:0a:00:03:28"], "vmctx.source=opennebula:/dev/sr0");
+    let serial = boot(
+        Some(&junk),
+        &["02:00:0a:00:03:28"],
+        "vmctx.source=opennebula:/dev/sr0",
+    );
     assert_eq!(vmctx_rc(&serial), 1, "{serial}");
-    assert!(serial.contains("APPLY vmctx: opennebula:/dev/sr0: not an ISO9660 image"), "{serial}");
+    assert!(
+        serial.contains("APPLY vmctx: opennebula:/dev/sr0: not an ISO9660 image"),
+        "{serial}"
+    );
     assert!(section(&serial, "ADDR").is_empty(), "{serial}");
 
     // A CONTEXT CD without context.sh, found by detection.
     let empty = tempfile::tempdir().unwrap();
     std::fs::write(empty.path().join("init.sh"), "true\n").unwrap();
     let iso = t.path().join("nocontext.iso");
-    sh(&["xorriso", "-as", "mkisofs", "-quiet", "-V", "CONTEXT", "-J", "-R", "-o", iso.to_str().unwrap(), empty.path().to_str().unwrap()]);
+    sh(&[
+        "xorriso",
+        "-as",
+        "mkisofs",
+        "-quiet",
+        "-V",
+        "CONTEXT",
+        "-J",
+        "-R",
+        "-o",
+        iso.to_str().unwrap(),
+        empty.path().to_str().unwrap(),
+    ]);
     let serial = boot(Some(&iso), &["02:00:0a:00:03:28"], "");
     assert_eq!(vmctx_rc(&serial), 1, "{serial}");
-    assert!(serial.contains("no context.sh in it; nothing was changed"), "{serial}");
+    assert!(
+        serial.contains("no context.sh in it; nothing was changed"),
+        "{serial}"
+    );
     assert!(section(&serial, "ADDR").is_empty(), "{serial}");
 
     // No CD at all: nothing to do, and it says so.

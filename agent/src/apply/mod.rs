@@ -235,7 +235,12 @@ pub fn apply(
 /// final stage has work) and `imds` (serve emulated EC2 metadata).
 fn run_flags(ap: &mut Apply, ctx: &Context) {
     let flag = ap.root.path("/run/vmctx/context");
-    ap.file("flag", &flag, format!("{}\n", ctx.source).as_bytes(), NewFile::mode(0o644));
+    ap.file(
+        "flag",
+        &flag,
+        format!("{}\n", ctx.source).as_bytes(),
+        NewFile::mode(0o644),
+    );
     let imds = ap.root.path("/run/vmctx/imds");
     // With cloud-init in the image, point its Ec2 datasource at the emulator (on a non-AWS DMI)
     // and leave the network to vmctx.
@@ -244,7 +249,12 @@ fn run_flags(ap: &mut Apply, ctx: &Context) {
         Some(e) if e.metadata => {
             ap.file("flag", &imds, b"EC2_METADATA=YES\n", NewFile::mode(0o644));
             if ap.root.path("/etc/cloud").is_dir() {
-                ap.file("cloud-init", &cloud_cfg, CLOUD_INIT_DROP_IN.as_bytes(), NewFile::mode(0o644));
+                ap.file(
+                    "cloud-init",
+                    &cloud_cfg,
+                    CLOUD_INIT_DROP_IN.as_bytes(),
+                    NewFile::mode(0o644),
+                );
             }
         }
         _ => {
@@ -269,10 +279,18 @@ network:
 fn manager_files(ap: &mut Apply, wanted: &[ManagerFile]) {
     for f in wanted {
         let path = ap.root.path(&f.path);
-        ap.file_detail("network_file", &path, f.content.as_bytes(), NewFile::mode(f.mode), &f.purpose);
+        ap.file_detail(
+            "network_file",
+            &path,
+            f.content.as_bytes(),
+            NewFile::mode(f.mode),
+            &f.purpose,
+        );
     }
     for (dir, prefix) in MANAGED_DIRS {
-        let Ok(entries) = std::fs::read_dir(ap.root.path(dir)) else { continue };
+        let Ok(entries) = std::fs::read_dir(ap.root.path(dir)) else {
+            continue;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let abs = format!("{dir}/{name}");

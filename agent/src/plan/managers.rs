@@ -32,14 +32,28 @@ pub struct ManagerFile {
     pub mode: u32,
 }
 
-pub fn files(net: &Network, links: &Links, m: &Managers, warnings: &mut Vec<String>) -> Vec<ManagerFile> {
+pub fn files(
+    net: &Network,
+    links: &Links,
+    m: &Managers,
+    warnings: &mut Vec<String>,
+) -> Vec<ManagerFile> {
     let mut out = Vec::new();
     if !net.configure {
         return out;
     }
-    let nics: Vec<_> = net.nics.iter().filter(|n| n.method != Method::Skip).collect();
-    let statics: Vec<MacAddr> = nics.iter().filter(|n| n.method == Method::Static).map(|n| n.mac).collect();
-    let header = "# Written by vmctx from the instance's context; removed when the NIC leaves it.\n";
+    let nics: Vec<_> = net
+        .nics
+        .iter()
+        .filter(|n| n.method != Method::Skip)
+        .collect();
+    let statics: Vec<MacAddr> = nics
+        .iter()
+        .filter(|n| n.method == Method::Static)
+        .map(|n| n.mac)
+        .collect();
+    let header =
+        "# Written by vmctx from the instance's context; removed when the NIC leaves it.\n";
     if m.network_manager && !statics.is_empty() {
         let macs: Vec<String> = statics.iter().map(|m| format!("mac:{m}")).collect();
         out.push(ManagerFile {
@@ -75,13 +89,20 @@ pub fn files(net: &Network, links: &Links, m: &Managers, warnings: &mut Vec<Stri
             let body = if dhcp {
                 let v6 = matches!(nic.ip6_method, Ip6Method::Dhcp);
                 let ra = matches!(nic.ip6_method, Ip6Method::Dhcp | Ip6Method::Auto);
-                format!("[Network]\nDHCP={}\nIPv6AcceptRA={}\n", if v6 { "yes" } else { "ipv4" }, if ra { "yes" } else { "no" })
+                format!(
+                    "[Network]\nDHCP={}\nIPv6AcceptRA={}\n",
+                    if v6 { "yes" } else { "ipv4" },
+                    if ra { "yes" } else { "no" }
+                )
             } else {
                 "[Link]\nUnmanaged=yes\n".to_string()
             };
             out.push(ManagerFile {
                 path: format!("{NETWORKD_DIR}/10-vmctx-{id}.network"),
-                purpose: format!("networkd: {} {mac}", if dhcp { "DHCP on" } else { "unmanaged" }),
+                purpose: format!(
+                    "networkd: {} {mac}",
+                    if dhcp { "DHCP on" } else { "unmanaged" }
+                ),
                 content: format!("{header}[Match]\nMACAddress={mac}\n\n{body}"),
                 mode: 0o644,
             });
@@ -91,7 +112,8 @@ pub fn files(net: &Network, links: &Links, m: &Managers, warnings: &mut Vec<Stri
             match links.by_mac(mac) {
                 Some(link) => {
                     let name = &link.name;
-                    let mut text = format!("{header}allow-hotplug {name}\niface {name} inet dhcp\n");
+                    let mut text =
+                        format!("{header}allow-hotplug {name}\niface {name} inet dhcp\n");
                     match nic.ip6_method {
                         Ip6Method::Dhcp => text.push_str(&format!("iface {name} inet6 dhcp\n")),
                         Ip6Method::Auto => text.push_str(&format!("iface {name} inet6 auto\n")),
@@ -104,7 +126,10 @@ pub fn files(net: &Network, links: &Links, m: &Managers, warnings: &mut Vec<Stri
                         mode: 0o644,
                     });
                 }
-                None => warnings.push(format!("ETH{}: no link with MAC {mac}, so no ifupdown DHCP stanza", nic.index)),
+                None => warnings.push(format!(
+                    "ETH{}: no link with MAC {mac}, so no ifupdown DHCP stanza",
+                    nic.index
+                )),
             }
         }
     }
@@ -119,7 +144,14 @@ fn uuid_for(mac: MacAddr) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 #[cfg(test)]
@@ -128,7 +160,11 @@ mod tests {
     use crate::facts::parse_links;
     use crate::source::opennebula::ctx;
 
-    const ALL: Managers = Managers { network_manager: true, networkd: true, ifupdown: true };
+    const ALL: Managers = Managers {
+        network_manager: true,
+        networkd: true,
+        ifupdown: true,
+    };
 
     #[test]
     fn static_and_dhcp_nics_for_every_manager() {
@@ -147,19 +183,32 @@ mod tests {
                 "/etc/network/interfaces.d/vmctx-ens4",
             ]
         );
-        assert!(f[0].content.ends_with("unmanaged-devices=mac:02:00:0a:00:03:28\n"));
-        assert!(f[1].content.contains("MACAddress=02:00:0a:00:03:28\n\n[Link]\nUnmanaged=yes\n"));
+        assert!(f[0]
+            .content
+            .ends_with("unmanaged-devices=mac:02:00:0a:00:03:28\n"));
+        assert!(f[1]
+            .content
+            .contains("MACAddress=02:00:0a:00:03:28\n\n[Link]\nUnmanaged=yes\n"));
         assert!(f[2].content.contains("mac-address=02:00:0a:00:03:29") && f[2].mode == 0o600);
         assert!(f[3].content.contains("DHCP=yes"));
         assert!(f[4].content.contains("iface ens4 inet dhcp"));
         assert!(w.is_empty());
-        assert_eq!(uuid_for(c.network.nics[0].mac), uuid_for(c.network.nics[0].mac));
+        assert_eq!(
+            uuid_for(c.network.nics[0].mac),
+            uuid_for(c.network.nics[0].mac)
+        );
     }
 
     #[test]
     fn nothing_without_managers_or_network() {
         let c = ctx("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n");
-        assert!(files(&c.network, &Links::default(), &Managers::default(), &mut Vec::new()).is_empty());
+        assert!(files(
+            &c.network,
+            &Links::default(),
+            &Managers::default(),
+            &mut Vec::new()
+        )
+        .is_empty());
         let c = ctx("NETWORK='NO'\nETH0_MAC='02:00:0a:00:03:28'\n");
         assert!(files(&c.network, &Links::default(), &ALL, &mut Vec::new()).is_empty());
     }

@@ -3,7 +3,13 @@ use crate::facts::{parse_links, Facts};
 use crate::source::opennebula::ctx;
 
 fn plan(text: &str, links: &str) -> Plan {
-    build(&ctx(text), &Facts { links: parse_links(links).unwrap(), managers: Default::default() })
+    build(
+        &ctx(text),
+        &Facts {
+            links: parse_links(links).unwrap(),
+            managers: Default::default(),
+        },
+    )
 }
 
 fn json(p: &Plan) -> serde_json::Value {

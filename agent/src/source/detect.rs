@@ -82,7 +82,10 @@ pub fn find_context_volume(root: &Path) -> Detection {
 /// Whether the machine has a CD-ROM drive (where OpenNebula attaches the context).
 pub fn has_cdrom(root: &Path) -> bool {
     std::fs::read_dir(root.join("sys/class/block"))
-        .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("sr")))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("sr"))
+        })
         .unwrap_or(false)
 }
 

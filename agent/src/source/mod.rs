@@ -121,12 +121,18 @@ pub fn read(source: &Source, root: &Path) -> Result<Raw, SourceError> {
 /// Like [`read`], but for a detected CONTEXT volume waits up to `wait` for it to appear (udev
 /// can be slower than the unit that runs vmctx). It gives up after a short grace when the
 /// machine has no CD-ROM drive at all, so a VM without a context CD does not wait.
-pub fn read_waiting(source: &Source, root: &Path, wait: std::time::Duration) -> Result<Raw, SourceError> {
+pub fn read_waiting(
+    source: &Source,
+    root: &Path,
+    wait: std::time::Duration,
+) -> Result<Raw, SourceError> {
     const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
     let started = std::time::Instant::now();
     loop {
         match read(source, root) {
-            Err(SourceError::NotFound(why)) if matches!(source, Source::Auto | Source::OpenNebula(None)) => {
+            Err(SourceError::NotFound(why))
+                if matches!(source, Source::Auto | Source::OpenNebula(None)) =>
+            {
                 let elapsed = started.elapsed();
                 let no_drive = !detect::has_cdrom(root) && elapsed >= GRACE;
                 if elapsed >= wait || no_drive {
