@@ -647,10 +647,20 @@ impl SyncCase {
             .collect()
     }
 
-    /// Requests to this bucket in moto's log since line `from`.
+    /// Requests to this bucket in moto's log since line `from`. moto logs a request after
+    /// answering it, so the log is read once it has stopped growing.
     pub fn requests_since(&self, from: usize) -> Vec<String> {
         let b = format!(" /{}", self.bucket);
-        self.moto.log_lines()[from..]
+        let mut lines = self.moto.log_lines();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let again = self.moto.log_lines();
+            if again.len() == lines.len() {
+                break;
+            }
+            lines = again;
+        }
+        lines[from..]
             .iter()
             .filter(|l| l.contains(&b))
             .cloned()

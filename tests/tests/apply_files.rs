@@ -188,7 +188,7 @@ fn scripts_run_once_per_instance() {
     // The context's variables reach the script literally; cwd is the private copy; the
     // context's PATH='/nonexistent' does not stop vmctx from running it.
     let env = std::fs::read_to_string(marks.path().join("env")).unwrap();
-    assert_eq!(env, format!("a b $HOME|{r}/run/vmctx/context|one-21"));
+    assert_eq!(env, format!("a b $HOME|{r}/run/vmctx/files|one-21"));
     let ctx2 = script_context(marks.path(), 22, "");
     let o = vmctx(&[
         "apply",

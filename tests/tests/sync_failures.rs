@@ -282,3 +282,16 @@ fn keys_from_the_instance_role_over_imdsv2() {
     );
     assert_eq!(c.read("a.ipynb").unwrap(), "a");
 }
+
+#[test]
+fn a_host_name_endpoint_resolves_without_glibc() {
+    // hickory answers `localhost` itself (RFC 6761) and from /etc/hosts: no DNS traffic.
+    let Some(c) = SyncCase::new("resolver") else {
+        return;
+    };
+    c.rput("a.ipynb", "a");
+    let ep = format!("http://localhost:{}", c.moto.port);
+    let o = c.command(&["--endpoint", &ep]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(c.read("a.ipynb").unwrap(), "a");
+}

@@ -38,10 +38,14 @@ const UNITS: [&str; 4] = [
     "etc/systemd/system/vmctx-sync.timer",
     "etc/systemd/system/vmctx-sync.service",
 ];
+const DROPINS: [&str; 2] = [
+    "etc/systemd/system/vmctx-update.timer.d/vmctx-schedule.conf",
+    "etc/systemd/system/vmctx-sync.timer.d/vmctx-interval.conf",
+];
+const WANTS: &str = "etc/systemd/system/timers.target.wants/vmctx-update.timer";
 
-#[test]
-fn systemd_timers_for_the_jupyter_fixture_idempotent_and_removed() {
-    let root = image(&[
+fn rocky(packaged: bool) -> tempfile::TempDir {
+    let mut files: Vec<(String, String)> = [
         (
             "etc/os-release",
             "ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n",
@@ -49,29 +53,40 @@ fn systemd_timers_for_the_jupyter_fixture_idempotent_and_removed() {
         ("usr/bin/dnf", ""),
         ("usr/bin/yum", ""),
         ("usr/lib/systemd/systemd", ""),
-    ]);
-    let r = root.path();
-    apply(&fixture("hol02-jupyter"), r, &[]);
-
-    let timer = read(r, UNITS[0]);
-    for want in [
-        "OnCalendar=Sun *-*-* 00:00:00",
-        "RandomizedDelaySec=30min",
-        "Persistent=true",
-    ] {
-        assert!(timer.contains(want), "{want} in:\n{timer}");
+    ]
+    .iter()
+    .map(|(p, b)| (p.to_string(), b.to_string()))
+    .collect();
+    if packaged {
+        let dir = vmctx_tests::workspace().join("packaging/systemd");
+        for u in [
+            "vmctx-update.timer",
+            "vmctx-update.service",
+            "vmctx-sync.timer",
+            "vmctx-sync.service",
+        ] {
+            let body = std::fs::read_to_string(dir.join(u)).unwrap();
+            files.push((format!("usr/lib/systemd/system/{u}"), body));
+        }
     }
-    let service = read(r, UNITS[1]);
-    assert!(
-        service.contains("ExecStart=/bin/sh -c \"dnf -y -q upgrade --refresh\""),
-        "{service}"
-    );
-    let link =
-        std::fs::read_link(r.join("etc/systemd/system/timers.target.wants/vmctx-update.timer"))
-            .unwrap();
-    assert_eq!(link, Path::new("/etc/systemd/system/vmctx-update.timer"));
-    assert!(!r.join("etc/cron.d/vmctx-update").exists());
+    let v: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_str()))
+        .collect();
+    image(&v)
+}
 
+fn check_settings(r: &Path) {
+    let conf = read(r, "etc/vmctx/update.conf");
+    assert!(
+        conf.contains("\nVMCTX_UPDATE_COMMAND=\"dnf -y -q upgrade --refresh\"\n"),
+        "{conf}"
+    );
+    let dropin = read(r, DROPINS[0]);
+    assert!(
+        dropin.contains("\nOnCalendar=\nOnCalendar=Sun *-*-* 00:00:00\n"),
+        "{dropin}"
+    );
     let toml = read(r, "etc/vmctx/sync.toml");
     for want in [
         "bucket = \"hol02-notebooks\"",
@@ -87,13 +102,42 @@ fn systemd_timers_for_the_jupyter_fixture_idempotent_and_removed() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let sync_timer = read(r, UNITS[2]);
+    let interval = read(r, DROPINS[1]);
     assert!(
-        sync_timer.contains("OnUnitInactiveSec=300s"),
-        "{sync_timer}"
+        interval.contains("\nOnUnitInactiveSec=\nOnUnitInactiveSec=300s\n"),
+        "{interval}"
     );
-    assert!(read(r, UNITS[3])
-        .contains("ExecStart=/usr/bin/vmctx sync --once --config /etc/vmctx/sync.toml"));
+    assert!(!r.join("etc/cron.d/vmctx-update").exists());
+}
+
+#[test]
+fn systemd_without_packaged_units_gets_whole_units_idempotent_and_removed() {
+    let root = rocky(false);
+    let r = root.path();
+    apply(&fixture("hol02-jupyter"), r, &[]);
+    check_settings(r);
+    let timer = read(r, UNITS[0]);
+    for want in [
+        "RandomizedDelaySec=30min",
+        "Persistent=true",
+        "WantedBy=timers.target",
+    ] {
+        assert!(timer.contains(want), "{want} in:\n{timer}");
+    }
+    let service = read(r, UNITS[1]);
+    assert!(
+        service.contains("EnvironmentFile=/etc/vmctx/update.conf"),
+        "{service}"
+    );
+    assert!(
+        service.contains("ExecStart=/bin/sh -c \"$VMCTX_UPDATE_COMMAND\""),
+        "{service}"
+    );
+    assert_eq!(
+        std::fs::read_link(r.join(WANTS)).unwrap(),
+        Path::new("/etc/systemd/system/vmctx-update.timer")
+    );
+    assert!(read(r, UNITS[3]).contains("ExecStart=/usr/bin/vmctx sync --once\n"));
 
     let again = apply(&fixture("hol02-jupyter"), r, &[]);
     let changed: Vec<&serde_json::Value> = again["actions"]
@@ -113,12 +157,38 @@ fn systemd_timers_for_the_jupyter_fixture_idempotent_and_removed() {
     assert!(dry["changed"].as_u64().unwrap() > 0);
     assert!(r.join(UNITS[0]).exists());
     apply(plain.path(), r, &[]);
-    for p in UNITS.iter().chain(&[
+    let gone = [
         "etc/vmctx/sync.toml",
-        "etc/systemd/system/timers.target.wants/vmctx-update.timer",
-    ]) {
+        "etc/vmctx/update.conf",
+        WANTS,
+        "etc/systemd/system/vmctx-update.timer.d",
+    ];
+    for p in UNITS.iter().chain(&DROPINS).chain(&gone) {
         assert!(!r.join(p).exists(), "{p} removed");
     }
+}
+
+#[test]
+fn packaged_units_get_only_settings_and_drop_ins() {
+    let root = rocky(true);
+    let r = root.path();
+    apply(&fixture("hol02-jupyter"), r, &[]);
+    check_settings(r);
+    for p in UNITS.iter().chain(&[WANTS]) {
+        assert!(!r.join(p).exists(), "{p}: the package's unit is used");
+    }
+    let plain = context_dir("SET_HOSTNAME='plain'\nVMID='40'\n", &[]);
+    apply(plain.path(), r, &[]);
+    for p in DROPINS
+        .iter()
+        .chain(&["etc/vmctx/sync.toml", "etc/vmctx/update.conf"])
+    {
+        assert!(!r.join(p).exists(), "{p} removed");
+    }
+    assert!(
+        r.join("usr/lib/systemd/system/vmctx-update.timer").exists(),
+        "packaged units stay"
+    );
 }
 
 #[test]

@@ -59,7 +59,8 @@ pub fn run(ap: &mut Apply, ctx: &Context, state: &State) {
         }
         return;
     }
-    let workdir = ap.root.path("/run/vmctx/context");
+    // Not /run/vmctx/context: that is the flag the final-stage unit is gated on.
+    let workdir = ap.root.path("/run/vmctx/files");
     let files = match private_copy(ctx, &workdir) {
         Ok(f) => f,
         Err(e) => return ap.failed("script", "context files", e),

@@ -200,7 +200,8 @@ async fn cycle(o: &Options, env: &Env) -> Result<Report, SyncError> {
         let Some(rel) = obj.key.strip_prefix(&o.prefix) else {
             continue;
         };
-        if rel.ends_with('/') || o.excludes.excluded(rel) {
+        // Folder markers (`dir/`, the prefix itself) are not files.
+        if rel.is_empty() || rel.ends_with('/') || o.excludes.excluded(rel) {
             continue;
         }
         if !local::safe_rel(rel) {

@@ -1,7 +1,7 @@
 //! What each link should carry, from the context: addresses, routes (on-link before gateway
 //! routes), and the per-NIC tables and `from` rules of a multi-gateway VM. Pure.
 
-use crate::context::{Cidr, MacAddr, Method, Network, Nic};
+use crate::context::{Cidr, Ip6Method, MacAddr, Method, Network, Nic};
 use crate::derive;
 use crate::facts::Links;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,11 @@ pub struct LinkWant {
     /// DHCP NICs are only brought up: their addresses belong to the system's DHCP client.
     pub dhcp: bool,
     pub mtu: Option<u32>,
+    /// IPv6 router advertisements: off for static addressing (so a stray RA cannot add an
+    /// address the context did not ask for), on for SLAAC and DHCPv6, untouched for `skip`.
+    pub accept_ra: Option<bool>,
+    /// `IP6_METHOD=disable`: no IPv6 on this link at all.
+    pub disable_ipv6: bool,
     pub addresses: Vec<Cidr>,
     pub routes: Vec<RouteWant>,
     pub rules: Vec<RuleWant>,
@@ -58,6 +63,12 @@ pub fn desired(net: &Network, links: &Links) -> Vec<LinkWant> {
             label: format!("ETH{}", nic.index),
             dhcp: nic.method == Method::Dhcp,
             mtu: nic.mtu,
+            accept_ra: match nic.ip6_method {
+                Ip6Method::Static | Ip6Method::Disable => Some(false),
+                Ip6Method::Auto | Ip6Method::Dhcp => Some(true),
+                Ip6Method::Skip => None,
+            },
+            disable_ipv6: nic.ip6_method == Ip6Method::Disable,
             addresses: nic.addresses.clone(),
             routes: Vec::new(),
             rules: Vec::new(),
@@ -101,6 +112,8 @@ pub fn desired(net: &Network, links: &Links) -> Vec<LinkWant> {
                     label: link.name.clone(),
                     dhcp: false,
                     mtu: None,
+                    accept_ra: None,
+                    disable_ipv6: false,
                     addresses: vec![Cidr {
                         addr: ip.into(),
                         prefix: 24,

@@ -80,6 +80,8 @@ async fn converge(
                 label: link.name.clone(),
                 dhcp: false,
                 mtu: None,
+                accept_ra: None,
+                disable_ipv6: false,
                 addresses: vec![],
                 routes: vec![],
                 rules: vec![],
@@ -119,6 +121,7 @@ async fn converge_link(
         ap.unchanged("link", &target, "up");
     }
 
+    ipv6_sysctls(ap, link, want, &target);
     remove_unwanted(ap, nl, link, want, mine, rules).await?;
 
     let live_addrs = nl.addresses(link.index).await?;
@@ -185,6 +188,41 @@ async fn converge_link(
         }
     }
     Ok(())
+}
+
+/// `accept_ra` and `disable_ipv6` of the link, in the current network namespace's /proc.
+fn ipv6_sysctls(ap: &mut Apply, link: &LiveLink, want: &LinkWant, target: &str) {
+    let dir = std::path::Path::new("/proc/sys/net/ipv6/conf").join(&link.name);
+    if !dir.exists() {
+        return; // IPv6 is off in this kernel
+    }
+    let settings = [
+        ("disable_ipv6", Some(want.disable_ipv6)),
+        ("accept_ra", want.accept_ra.filter(|_| !want.disable_ipv6)),
+    ];
+    for (key, value) in settings {
+        let Some(on) = value else { continue };
+        let path = dir.join(key);
+        let want_v = if on { "1" } else { "0" };
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        let what = format!("{target} {key}");
+        // accept_ra 2 (accept even when forwarding) also counts as on.
+        let same = match current.trim() {
+            "0" => !on,
+            "" => true,
+            _ => on,
+        };
+        if same {
+            ap.unchanged("sysctl", &what, current.trim().to_string());
+        } else if ap.dry_run {
+            ap.changed("sysctl", &what, want_v);
+        } else {
+            match std::fs::write(&path, want_v) {
+                Ok(()) => ap.changed("sysctl", &what, want_v),
+                Err(e) => ap.failed("sysctl", &what, e),
+            }
+        }
+    }
 }
 
 /// Deletes what vmctx added to `link` that `want` no longer has: rules, routes, then addresses.
