@@ -22,6 +22,9 @@ pub struct Context {
     pub update: Option<UpdateSchedule>,
     pub sync: Option<SyncSettings>,
     pub ec2: Option<Ec2Settings>,
+    /// What user-data asks for beyond the fields above (its hostname, keys and `vmctx:`
+    /// settings are merged into them): see `crate::userdata`.
+    pub cloud_config: Option<CloudConfig>,
     /// Tolerated oddities: skipped lines, legacy forms, NICs without a MAC, …
     pub warnings: Vec<String>,
     /// Values that were set but are not valid: `plan` leaves out what they configure and exits
@@ -56,6 +59,10 @@ pub struct Network {
     /// live links by the plan.
     pub derive_all_prefixed: bool,
     pub mac_prefix: [u8; 2],
+    /// The DHCP NICs' leases own the main table's default route (EC2's primary NIC): every
+    /// static NIC's gateway then goes into that NIC's own table, with `from` rules.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp_default_route: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,6 +160,54 @@ pub struct UserData {
     pub bytes: usize,
     /// The first line, as far as it tells the kind (`#!/bin/sh`, `#cloud-config`, …).
     pub kind: String,
+}
+
+/// User-data decoded: its scripts and the `#cloud-config` items that have executors of their own.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CloudConfig {
+    /// `#!` user-data and `text/x-shellscript` parts, run once per instance in order.
+    pub scripts: Vec<UserScript>,
+    pub users: Vec<CloudUser>,
+    pub write_files: Vec<WriteFile>,
+    /// `runcmd`, one shell line each; not shown (they may carry secrets), only counted.
+    #[serde(skip)]
+    pub runcmd: Vec<String>,
+    pub runcmd_lines: usize,
+    pub package_update: bool,
+    pub package_upgrade: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserScript {
+    /// `user-data`, or the MIME part's file name.
+    pub name: String,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloudUser {
+    pub name: String,
+    /// A sudoers rule such as `ALL=(ALL) NOPASSWD:ALL`.
+    pub sudo: Option<String>,
+    pub shell: Option<String>,
+    pub groups: Vec<String>,
+    pub ssh_authorized_keys: Vec<String>,
+    pub lock_passwd: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteFile {
+    pub path: String,
+    /// Decoded (b64/gzip undone); not shown.
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    pub bytes: usize,
+    pub permissions: u32,
+    /// `user:group`, default `root:root`.
+    pub owner: String,
+    pub append: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -667,3 +667,13 @@ impl SyncCase {
             .collect()
     }
 }
+
+/// The lines of one `=== NAME` section of a VM's serial log (the harness's report format).
+pub fn serial_section<'a>(serial: &'a str, name: &str) -> Vec<&'a str> {
+    serial
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("=== {name}")))
+        .skip(1)
+        .take_while(|l| !l.starts_with("===") && !l.starts_with("T_DONE"))
+        .collect()
+}

@@ -90,15 +90,6 @@ fn boot(cdrom: Option<&Path>, nics: &[&str], append: &str) -> String {
     serial
 }
 
-/// The lines of one `=== NAME` section of the serial log.
-fn section<'a>(serial: &'a str, name: &str) -> Vec<&'a str> {
-    serial
-        .lines()
-        .skip_while(|l| !l.starts_with(&format!("=== {name}")))
-        .skip(1)
-        .take_while(|l| !l.starts_with("===") && !l.starts_with("T_DONE"))
-        .collect()
-}
 
 fn vmctx_rc(serial: &str) -> i32 {
     let line = serial
@@ -142,7 +133,7 @@ fn hol02_vpn_guest_is_configured_as_planned() {
         "--links-file",
         links.to_str().unwrap(),
     ]));
-    let addrs = section(&serial, "ADDR");
+    let addrs = serial_section(&serial, "ADDR");
     for (ifname, eth) in plan["network"]["ethernets"].as_object().unwrap() {
         for a in eth["addresses"].as_array().unwrap() {
             let want = format!("{ifname}    inet {}", a.as_str().unwrap());
@@ -155,7 +146,7 @@ fn hol02_vpn_guest_is_configured_as_planned() {
             );
         }
     }
-    let routes = section(&serial, "ROUTE");
+    let routes = serial_section(&serial, "ROUTE");
     assert!(
         routes
             .iter()
@@ -187,13 +178,13 @@ fn hol02_voila_guest_gets_its_address_from_its_mac() {
     };
     let serial = boot(Some(&iso), &["02:00:0a:00:02:0b"], "");
     assert!(
-        section(&serial, "ADDR")
+        serial_section(&serial, "ADDR")
             .iter()
             .any(|l| l.contains("eth0") && l.contains("inet 10.0.2.11/24 ")),
         "{serial}"
     );
     assert!(
-        section(&serial, "ROUTE")
+        serial_section(&serial, "ROUTE")
             .iter()
             .any(|l| l.starts_with("default via 10.0.2.1 dev eth0")),
         "{serial}"
@@ -219,7 +210,7 @@ fn broken_context_cds_leave_the_guest_alone() {
         serial.contains("APPLY vmctx: opennebula:/dev/sr0: not an ISO9660 image"),
         "{serial}"
     );
-    assert!(section(&serial, "ADDR").is_empty(), "{serial}");
+    assert!(serial_section(&serial, "ADDR").is_empty(), "{serial}");
 
     // A CONTEXT CD without context.sh, found by detection.
     let empty = tempfile::tempdir().unwrap();
@@ -244,7 +235,7 @@ fn broken_context_cds_leave_the_guest_alone() {
         serial.contains("no context.sh in it; nothing was changed"),
         "{serial}"
     );
-    assert!(section(&serial, "ADDR").is_empty(), "{serial}");
+    assert!(serial_section(&serial, "ADDR").is_empty(), "{serial}");
 
     // No CD at all: nothing to do, and it says so.
     let serial = boot(None, &["02:00:0a:00:03:28"], "");

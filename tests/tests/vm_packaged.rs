@@ -45,18 +45,10 @@ fn boot_disk(img: &Path, cdrom: &Path, nic: &str, append: &str) -> String {
     serial
 }
 
-fn section<'a>(serial: &'a str, name: &str) -> Vec<&'a str> {
-    serial
-        .lines()
-        .skip_while(|l| !l.starts_with(&format!("=== {name}")))
-        .skip(1)
-        .take_while(|l| !l.starts_with("===") && !l.starts_with("T_DONE"))
-        .collect()
-}
 
 /// `(ActiveState, Result, ExecMainStartTimestampMonotonic)` of a unit from the report.
 fn unit<'a>(serial: &'a str, name: &str) -> (&'a str, &'a str, u64) {
-    let line = section(serial, "UNITS").into_iter().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}:\n{serial}"));
+    let line = serial_section(serial, "UNITS").into_iter().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}:\n{serial}"));
     let f: Vec<&str> = line.split_whitespace().collect();
     (f[1], f.get(2).copied().unwrap_or(""), f.get(3).and_then(|v| v.parse().ok()).unwrap_or(0))
 }
@@ -79,25 +71,25 @@ fn packaged_units_configure_the_guest_once() {
     let pre: u64 = serial.lines().find_map(|l| l.strip_prefix("network-pre.target ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     assert!(local_start > 0 && local_start < pre, "vmctx-local must start before network-pre.target ({local_start} vs {pre})");
     assert!(local_start < unit(&serial, "vmctx.service").2, "local before final");
-    assert!(section(&serial, "ADDR").iter().any(|l| l.contains("inet 10.0.3.40/24")), "{serial}");
-    assert!(section(&serial, "ROUTE").iter().any(|l| l.starts_with("default via 10.0.3.1")), "{serial}");
+    assert!(serial_section(&serial, "ADDR").iter().any(|l| l.contains("inet 10.0.3.40/24")), "{serial}");
+    assert!(serial_section(&serial, "ROUTE").iter().any(|l| l.starts_with("default via 10.0.3.1")), "{serial}");
     assert!(serial.contains("=== HOSTNAME hol02-jupyter"), "{serial}");
-    assert!(section(&serial, "USERS").iter().any(|l| l.starts_with("ec2-user /home/ec2-user /bin/bash")), "{serial}");
-    let keys = section(&serial, "KEYS");
+    assert!(serial_section(&serial, "USERS").iter().any(|l| l.starts_with("ec2-user /home/ec2-user /bin/bash")), "{serial}");
+    let keys = serial_section(&serial, "KEYS");
     assert!(keys.iter().any(|l| l.contains("/home/ec2-user/.ssh/authorized_keys 600 ec2-user")), "{serial}");
     assert!(keys.iter().any(|l| l.contains("/home/ec2-user/.ssh 700 ec2-user")), "{serial}");
     assert!(keys.iter().any(|l| l.starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHol02ResearchTeamKeyForJupyter")), "{serial}");
-    assert_eq!(section(&serial, "MARKERS"), ["start script ran"], "{serial}");
+    assert_eq!(serial_section(&serial, "MARKERS"), ["start script ran"], "{serial}");
     assert!(serial.contains("=== REAPPLY   \"changed\": 0,"), "{serial}");
-    if let Some(blame) = section(&serial, "BLAME").iter().find(|l| l.contains("vmctx-local.service")) {
+    if let Some(blame) = serial_section(&serial, "BLAME").iter().find(|l| l.contains("vmctx-local.service")) {
         eprintln!("boot figure (systemd-analyze blame, TCG): {}", blame.trim());
     }
 
     // Second boot of the same disk: the script does not run again.
     let serial = boot_disk(&img, &iso, "02:00:0a:00:03:28", "cloud-init=disabled");
     assert_eq!(unit(&serial, "vmctx-local.service").0, "active", "{serial}");
-    assert_eq!(section(&serial, "MARKERS"), ["start script ran"], "{serial}");
-    assert!(section(&serial, "ADDR").iter().any(|l| l.contains("inet 10.0.3.40/24")), "{serial}");
+    assert_eq!(serial_section(&serial, "MARKERS"), ["start script ran"], "{serial}");
+    assert!(serial_section(&serial, "ADDR").iter().any(|l| l.contains("inet 10.0.3.40/24")), "{serial}");
     assert!(serial.contains("=== REAPPLY   \"changed\": 0,"), "{serial}");
 }
 
@@ -109,11 +101,11 @@ fn cloud_init_reads_the_emulated_metadata() {
     let iso = build_iso(&fixture("imported-ami"), &t.path().join("ami.iso")).unwrap();
     let serial = boot_disk(&img, &iso, "02:00:c0:a8:01:06", "");
     assert_eq!(unit(&serial, "vmctx-imds.service").0, "active", "{serial}");
-    assert!(section(&serial, "ADDR").iter().any(|l| l.contains("inet 192.168.1.6/24")), "{serial}");
+    assert!(serial_section(&serial, "ADDR").iter().any(|l| l.contains("inet 192.168.1.6/24")), "{serial}");
     assert!(serial.contains("=== HOSTNAME ami-import-0"), "{serial}");
     // cloud-init found the Ec2 datasource (vmctx's emulator) and put the key in place.
-    let result = section(&serial, "CLOUD-INIT").join("\n");
+    let result = serial_section(&serial, "CLOUD-INIT").join("\n");
     assert!(result.contains("DataSourceEc2"), "{serial}");
     assert!(result.contains("\"errors\": []"), "{serial}");
-    assert!(section(&serial, "KEYS").iter().any(|l| l.contains("gsg-keypair")), "{serial}");
+    assert!(serial_section(&serial, "KEYS").iter().any(|l| l.contains("gsg-keypair")), "{serial}");
 }

@@ -1,5 +1,6 @@
-//! Finding the CONTEXT volume among the block devices, by reading each one's primary volume
-//! descriptor: no mount, no blkid. Cheap: one 2 KiB read per device.
+//! Which source is present, cheap checks first: the CONTEXT volume among the block devices
+//! (each one's primary volume descriptor: no mount, no blkid, one 2 KiB read per device), then
+//! DMI (`/sys/class/dmi/id`), then a short IMDS probe. Every path is taken under `--root`.
 
 use super::iso9660::read_volume_id;
 use super::opennebula::CONTEXT_LABEL;
@@ -76,6 +77,147 @@ pub fn find_context_volume(root: &Path) -> Detection {
     Detection {
         device: None,
         probes,
+    }
+}
+
+/// DMI files read, and what in them marks a cloud with an EC2-style metadata service.
+const DMI_FILES: [&str; 6] = [
+    "sys_vendor",
+    "bios_vendor",
+    "product_name",
+    "product_uuid",
+    "chassis_asset_tag",
+    "board_asset_tag",
+];
+
+/// The cloud DMI names, if any: `(which, evidence)`.
+pub fn dmi_cloud(root: &Path, evidence: &mut Vec<Probe>) -> Option<String> {
+    let dmi = root.join("sys/class/dmi/id");
+    let mut cloud = None;
+    for f in DMI_FILES {
+        let Ok(v) = std::fs::read_to_string(dmi.join(f)) else {
+            continue;
+        };
+        let v = v.trim().to_string();
+        let lower = v.to_ascii_lowercase();
+        let hit = match f {
+            "product_uuid" if lower.starts_with("ec2") => Some("EC2 (product uuid ec2…)"),
+            "sys_vendor" | "bios_vendor" | "chassis_asset_tag" if lower.contains("amazon ec2") => {
+                Some("EC2")
+            }
+            "product_name" | "chassis_asset_tag" if lower.starts_with("openstack") => {
+                Some("OpenStack (EC2-style metadata)")
+            }
+            _ => None,
+        };
+        evidence.push(Probe {
+            device: format!("dmi {f}"),
+            found: format!("{v:?}"),
+        });
+        if cloud.is_none() {
+            cloud = hit.map(str::to_string);
+        }
+    }
+    // Xen-based EC2 instances: the hypervisor's uuid.
+    if let Ok(u) = std::fs::read_to_string(root.join("sys/hypervisor/uuid")) {
+        let u = u.trim().to_ascii_lowercase();
+        evidence.push(Probe {
+            device: "hypervisor uuid".into(),
+            found: format!("{u:?}"),
+        });
+        if cloud.is_none() && u.starts_with("ec2") {
+            cloud = Some("EC2 (Xen hypervisor uuid ec2…)".into());
+        }
+    }
+    if evidence.is_empty() {
+        evidence.push(Probe {
+            device: "dmi".into(),
+            found: format!("no {}", dmi.display()),
+        });
+    }
+    cloud
+}
+
+/// The whole decision: a source, or none, with every check's evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub source: Option<String>,
+    pub probes: Vec<Probe>,
+    pub evidence: Vec<Probe>,
+    #[serde(skip)]
+    pub summary: String,
+}
+
+/// CONTEXT volume, then DMI, then (when `imds` is given) a short IMDS probe there. DMI naming
+/// a cloud decides without the probe: its IMDS may only answer once the network is up.
+pub fn decide(root: &Path, imds: Option<&str>) -> Decision {
+    let cd = find_context_volume(root);
+    let mut evidence = Vec::new();
+    if let Some(dev) = &cd.device {
+        return Decision {
+            source: Some(super::Source::OpenNebula(Some(dev.clone())).to_string()),
+            probes: cd.probes,
+            evidence,
+            summary: String::new(),
+        };
+    }
+    let mut summary = cd.summary();
+    let ec2 = |url: Option<&str>| super::Source::Ec2(url.map(str::to_string)).to_string();
+    if let Some(cloud) = dmi_cloud(root, &mut evidence) {
+        return Decision {
+            source: Some(ec2(imds)),
+            probes: cd.probes,
+            evidence: {
+                evidence.push(Probe {
+                    device: "decision".into(),
+                    found: format!("DMI says {cloud}: read its metadata service"),
+                });
+                evidence
+            },
+            summary,
+        };
+    }
+    summary.push_str("; DMI names no cloud");
+    let mut source = None;
+    match imds {
+        Some(url) => {
+            let found = match super::ec2::Endpoint::parse(url)
+                .and_then(|e| super::ec2::probe(&e, super::ec2::PROBE_BUDGET))
+            {
+                Ok(id) => {
+                    source = Some(ec2(Some(url)));
+                    format!("answered: instance {id}")
+                }
+                Err(e) => {
+                    summary.push_str(&format!("; no IMDS ({e})"));
+                    format!("no answer: {e}")
+                }
+            };
+            evidence.push(Probe {
+                device: format!("imds {url}"),
+                found,
+            });
+        }
+        None => evidence.push(Probe {
+            device: "imds".into(),
+            found: "not probed".into(),
+        }),
+    }
+    Decision {
+        source,
+        probes: cd.probes,
+        evidence,
+        summary,
+    }
+}
+
+/// Where `--source auto` probes: `VMCTX_IMDS_URL`, else EC2's address — but only on the real
+/// root: with `--root DIR` the machine is a test tree and only an explicit URL is asked.
+pub fn probe_url(root: &Path) -> Option<String> {
+    match std::env::var(super::ec2::ENV_URL) {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if root == Path::new("/") => Some(super::ec2::DEFAULT_URL.to_string()),
+        _ => None,
     }
 }
 
@@ -180,6 +322,21 @@ mod tests {
         let d = find_context_volume(root.path());
         assert!(d.device.is_none());
         assert_eq!(d.probes[0].found, "no medium");
+    }
+
+    #[test]
+    fn dmi_names_ec2() {
+        let t = tempfile::tempdir().unwrap();
+        let dmi = t.path().join("sys/class/dmi/id");
+        std::fs::create_dir_all(&dmi).unwrap();
+        std::fs::write(dmi.join("sys_vendor"), "QEMU\n").unwrap();
+        let d = decide(t.path(), None);
+        assert_eq!(d.source, None);
+        assert!(d.summary.contains("DMI names no cloud"), "{}", d.summary);
+        std::fs::write(dmi.join("product_uuid"), "EC2E1916-9099-7CAF-FD21-012345678901\n").unwrap();
+        let d = decide(t.path(), Some("http://127.0.0.1:9"));
+        assert_eq!(d.source.as_deref(), Some("ec2:http://127.0.0.1:9"));
+        assert!(d.evidence.iter().any(|p| p.device == "dmi product_uuid"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod context_sh;
 pub mod detect;
+pub mod ec2;
 pub mod iso9660;
 pub mod opennebula;
 
@@ -19,13 +20,14 @@ pub const MAX_CONTEXT_SH: u64 = 16 << 20;
 /// The `--source` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// The first source found: the CONTEXT volume.
+    /// The first source found: the CONTEXT volume, else a cloud's metadata service (DMI, then
+    /// a short IMDS probe).
     Auto,
     /// An OpenNebula context CD: auto-detected device, or this device or image file.
     OpenNebula(Option<PathBuf>),
     /// A directory holding `context.sh`.
     Dir(PathBuf),
-    /// The EC2 metadata service (a later issue).
+    /// The EC2 metadata service: `http://169.254.169.254` or this base URL (an IP literal).
     Ec2(Option<String>),
 }
 
@@ -87,6 +89,13 @@ pub enum SourceError {
     NoContextSh { origin: String },
     #[error("{0}: not supported yet (this build reads OpenNebula contexts only)")]
     Unsupported(String),
+    #[error("{origin}: {source}")]
+    Ec2 {
+        origin: String,
+        source: ec2::Ec2Error,
+    },
+    #[error("{origin}: {why}")]
+    Ec2Data { origin: String, why: String },
 }
 
 /// A context as read, before normalization.
@@ -99,23 +108,61 @@ pub struct Raw {
     pub files: Vec<String>,
     /// Not fatal, but worth saying (e.g. an unexpected volume label).
     pub warnings: Vec<String>,
+    /// Read from an EC2-style metadata service instead of a `context.sh` (`parsed` is empty).
+    pub ec2: Option<ec2::Metadata>,
 }
 
 /// Reads the context named by `source`. `root` prefixes the paths searched by detection
 /// (`/sys/class/block`, `/dev`); explicit paths are used as given.
 pub fn read(source: &Source, root: &Path) -> Result<Raw, SourceError> {
     match source {
-        Source::Auto | Source::OpenNebula(None) => {
+        Source::OpenNebula(None) => {
             let found = detect::find_context_volume(root);
             match found.device {
                 Some(dev) => opennebula::read_cd(&dev, false),
                 None => Err(SourceError::NotFound(found.summary())),
             }
         }
+        Source::Auto => {
+            let d = detect::decide(root, detect::probe_url(root).as_deref());
+            match d.source.as_deref().map(str::parse::<Source>) {
+                Some(Ok(Source::OpenNebula(Some(dev)))) => opennebula::read_cd(&dev, false),
+                Some(Ok(s @ Source::Ec2(_))) => read_ec2(&s),
+                _ => Err(SourceError::NotFound(d.summary)),
+            }
+        }
         Source::OpenNebula(Some(path)) => opennebula::read_cd(path, true),
         Source::Dir(path) => read_dir(path),
-        Source::Ec2(_) => Err(SourceError::Unsupported(source.to_string())),
+        Source::Ec2(_) => read_ec2(source),
     }
+}
+
+/// Only the CONTEXT volume (the local stage: a metadata service is not reachable yet).
+pub fn read_local(source: &Source, root: &Path, wait: std::time::Duration) -> Result<Raw, SourceError> {
+    let local = match source {
+        Source::Auto => Source::OpenNebula(None),
+        other => other.clone(),
+    };
+    read_waiting(&local, root, wait)
+}
+
+fn read_ec2(source: &Source) -> Result<Raw, SourceError> {
+    let Source::Ec2(url) = source else {
+        unreachable!("read_ec2 is called for ec2 sources")
+    };
+    let fail = |e| SourceError::Ec2 {
+        origin: source.to_string(),
+        source: e,
+    };
+    let opts = ec2::Options::from_env(url.as_deref()).map_err(fail)?;
+    let md = ec2::read(&opts).map_err(fail)?;
+    Ok(Raw {
+        origin: Source::Ec2(Some(opts.endpoint.url.clone())).to_string(),
+        parsed: Parsed::default(),
+        files: Vec::new(),
+        warnings: Vec::new(),
+        ec2: Some(md),
+    })
 }
 
 /// Like [`read`], but for a detected CONTEXT volume waits up to `wait` for it to appear (udev
@@ -148,10 +195,27 @@ pub fn read_waiting(
 /// Reads and normalizes: parse warnings are carried into the context's warnings.
 pub fn load(source: &Source, root: &Path) -> Result<Context, SourceError> {
     let raw = read(source, root)?;
+    to_context_checked(raw)
+}
+
+/// Normalizes; EC2 metadata too broken to map (an unusable instance id) is an error.
+pub fn to_context_checked(raw: Raw) -> Result<Context, SourceError> {
+    if let Some(md) = &raw.ec2 {
+        let mut ctx = ec2::map::to_context(md, &raw.origin).map_err(|why| SourceError::Ec2Data {
+            origin: raw.origin.clone(),
+            why,
+        })?;
+        crate::userdata::merge(&mut ctx);
+        return Ok(ctx);
+    }
     Ok(to_context(raw))
 }
 
 pub fn to_context(raw: Raw) -> Context {
+    if raw.ec2.is_some() {
+        let origin = raw.origin.clone();
+        return to_context_checked(raw).unwrap_or_else(|e| broken(&origin, e.to_string()));
+    }
     let mut ctx = opennebula::to_context(&raw.parsed.vars, &raw.files, &raw.origin);
     let mut warnings = raw.warnings;
     warnings.extend(
@@ -162,6 +226,15 @@ pub fn to_context(raw: Raw) -> Context {
     );
     warnings.append(&mut ctx.warnings);
     ctx.warnings = warnings;
+    crate::userdata::merge(&mut ctx);
+    ctx
+}
+
+/// A context that only carries an error (apply refuses it, plan shows it).
+fn broken(origin: &str, error: String) -> Context {
+    let mut ctx = opennebula::to_context(&Default::default(), &[], origin);
+    ctx.warnings.clear();
+    ctx.errors = vec![error];
     ctx
 }
 
@@ -198,6 +271,8 @@ pub fn read_files(source: &Source, limit: u64) -> Result<Vec<(String, Vec<u8>)>,
             out.sort();
             Ok(out)
         }
+        // A metadata service has no files beside its user-data.
+        Source::Ec2(_) => Ok(Vec::new()),
         other => Err(SourceError::Unsupported(other.to_string())),
     }
 }
@@ -243,6 +318,7 @@ fn read_dir(path: &Path) -> Result<Raw, SourceError> {
         parsed: context_sh::parse(&bytes),
         files,
         warnings: Vec::new(),
+        ec2: None,
     })
 }
 

@@ -56,7 +56,8 @@ pub fn desired(net: &Network, links: &Links) -> Vec<LinkWant> {
     let mut out = Vec::new();
     // The first NIC with an IPv4 (IPv6) gateway owns the main table's default route; later
     // ones get their own table so replies leave by the NIC the request came in on.
-    let (mut main4, mut main6) = (false, false);
+    // On EC2 the primary NIC's DHCP lease holds the main default route already.
+    let (mut main4, mut main6) = (net.dhcp_default_route, net.dhcp_default_route);
     for nic in net.nics.iter().filter(|n| n.method != Method::Skip) {
         let mut want = LinkWant {
             mac: nic.mac,

@@ -110,13 +110,9 @@ async fn converge_link(
             Some(m) => format!("mtu {} → {m}, up", link.mtu),
             None => "up".into(),
         };
-        if !ap.dry_run {
-            if let Err(e) = nl.set_link(link.index, mtu, true).await {
-                ap.failed("link", &target, e);
-                return Ok(());
-            }
+        if !act(ap, "link", &target, &detail, nl.set_link(link.index, mtu, true)).await {
+            return Ok(());
         }
-        ap.changed("link", &target, detail);
     } else {
         ap.unchanged("link", &target, "up");
     }
@@ -131,16 +127,8 @@ async fn converge_link(
             ap.unchanged("address", &what, "present");
             continue;
         }
-        match if ap.dry_run {
-            Ok(())
-        } else {
-            nl.add_address(link.index, *a).await
-        } {
-            Ok(()) => {
-                push_unique(&mut mine.addresses, *a);
-                ap.changed("address", &what, "added");
-            }
-            Err(e) => ap.failed("address", &what, e),
+        if act(ap, "address", &what, "added", nl.add_address(link.index, *a)).await {
+            push_unique(&mut mine.addresses, *a);
         }
     }
 
@@ -156,16 +144,8 @@ async fn converge_link(
             ap.unchanged("route", &what, "present");
             continue;
         }
-        match if ap.dry_run {
-            Ok(())
-        } else {
-            nl.add_route(link.index, r).await
-        } {
-            Ok(()) => {
-                push_unique(&mut mine.routes, r.clone());
-                ap.changed("route", &what, "added");
-            }
-            Err(e) => ap.failed("route", &what, e),
+        if act(ap, "route", &what, "added", nl.add_route(link.index, r)).await {
+            push_unique(&mut mine.routes, r.clone());
         }
     }
 
@@ -175,16 +155,8 @@ async fn converge_link(
             ap.unchanged("rule", &what, "present");
             continue;
         }
-        match if ap.dry_run {
-            Ok(())
-        } else {
-            nl.add_rule(r).await
-        } {
-            Ok(()) => {
-                push_unique(&mut mine.rules, r.clone());
-                ap.changed("rule", &what, "added");
-            }
-            Err(e) => ap.failed("rule", &what, e),
+        if act(ap, "rule", &what, "added", nl.add_rule(r)).await {
+            push_unique(&mut mine.rules, r.clone());
         }
     }
     Ok(())
@@ -243,15 +215,9 @@ async fn remove_unwanted(
         let what = format!("from {} lookup {}", r.from, r.table);
         if let Some(pos) = rules.iter().position(|(l, _)| *l == r) {
             let (_, msg) = rules.remove(pos);
-            if let Err(e) = if ap.dry_run {
-                Ok(())
-            } else {
-                nl.del_rule(msg).await
-            } {
-                ap.failed("rule", &what, e);
+            if !act(ap, "rule", &what, REMOVED, nl.del_rule(msg)).await {
                 continue;
             }
-            ap.changed("rule", &what, "removed (no longer in the context)");
         }
         mine.rules.retain(|x| *x != r);
     }
@@ -264,15 +230,9 @@ async fn remove_unwanted(
     {
         let what = format!("{} {} table {}", link.name, r.to, r.table);
         if let Some((_, msg)) = live_routes.iter().find(|(l, _)| same_route(l, &r)) {
-            if let Err(e) = if ap.dry_run {
-                Ok(())
-            } else {
-                nl.del_route(msg.clone()).await
-            } {
-                ap.failed("route", &what, e);
+            if !act(ap, "route", &what, REMOVED, nl.del_route(msg.clone())).await {
                 continue;
             }
-            ap.changed("route", &what, "removed (no longer in the context)");
         }
         mine.routes.retain(|x| *x != r);
     }
@@ -285,19 +245,36 @@ async fn remove_unwanted(
     {
         let what = format!("{} {a}", link.name);
         if let Some((_, msg)) = live_addrs.iter().find(|(l, _)| *l == a) {
-            if let Err(e) = if ap.dry_run {
-                Ok(())
-            } else {
-                nl.del_address(msg.clone()).await
-            } {
-                ap.failed("address", &what, e);
+            if !act(ap, "address", &what, REMOVED, nl.del_address(msg.clone())).await {
                 continue;
             }
-            ap.changed("address", &what, "removed (no longer in the context)");
         }
         mine.addresses.retain(|x| *x != a);
     }
     Ok(())
+}
+
+const REMOVED: &str = "removed (no longer in the context)";
+
+/// Runs a netlink change (not in a dry run: the future is dropped unpolled) and reports it.
+async fn act(
+    ap: &mut Apply,
+    kind: &'static str,
+    what: &str,
+    done: &str,
+    op: impl std::future::Future<Output = netlink::Result<()>>,
+) -> bool {
+    let result = if ap.dry_run { Ok(()) } else { op.await };
+    match result {
+        Ok(()) => {
+            ap.changed(kind, what, done);
+            true
+        }
+        Err(e) => {
+            ap.failed(kind, what, e);
+            false
+        }
+    }
 }
 
 fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {

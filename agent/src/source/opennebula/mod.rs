@@ -13,7 +13,7 @@ mod network;
 pub use cd::{read_cd, read_cd_files, CONTEXT_LABEL};
 
 use super::context_sh::Vars;
-use crate::context::Context;
+use crate::context::{Context, SyncSettings, UpdateSchedule};
 use sha2::{Digest, Sha256};
 use std::str::FromStr;
 
@@ -41,6 +41,7 @@ pub fn to_context(vars: &Vars, files: &[String], source: &str) -> Context {
         update,
         sync,
         ec2,
+        cloud_config: None,
         warnings: r.warnings,
         errors: r.errors,
         env: vars
@@ -49,6 +50,15 @@ pub fn to_context(vars: &Vars, files: &[String], source: &str) -> Context {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     }
+}
+
+/// vmctx's own settings given another way (the `vmctx:` key of a `#cloud-config`, under their
+/// variable names): the same rules and messages as in a context. (update, sync, warnings, errors)
+pub fn settings(vars: &Vars) -> (Option<UpdateSchedule>, Option<SyncSettings>, Vec<String>, Vec<String>) {
+    let mut r = Reader::new(vars);
+    let update = features::update(&mut r);
+    let sync = features::sync(&mut r);
+    (update, sync, r.warnings, r.errors)
 }
 
 /// `one-<VMID>`; without a VMID, a hash of the NICs' MACs (stable across reboots, different

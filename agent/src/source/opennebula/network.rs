@@ -20,6 +20,7 @@ pub(super) fn network(r: &mut Reader) -> Network {
         search,
         derive_all_prefixed: false,
         mac_prefix,
+        dhcp_default_route: false,
     };
     if !configure {
         return net;
