@@ -17,3 +17,4 @@ pub mod schedule;
 pub mod source;
 pub mod state;
 pub mod sync;
+pub mod userdata;

@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Say which context source is present, and the evidence.
+    /// Say which context source is present (CONTEXT volume, DMI, IMDS probe), and the evidence.
     Detect {
         #[arg(long)]
         json: bool,
@@ -41,7 +41,7 @@ enum Command {
     },
     /// What apply would change, changing nothing.
     Plan {
-        /// auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH
+        /// auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH, ec2[:URL]
         #[arg(long, default_value = "auto")]
         source: Source,
         /// Lines `MAC=ifname` standing in for this machine's links.
@@ -256,17 +256,32 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             json,
             wait,
         } => {
-            let raw = match source::read_waiting(&source, root, Duration::from_secs(wait)) {
+            let wait = Duration::from_secs(wait);
+            let local = stage == vmctx::apply::Stage::Local;
+            if local && matches!(source, Source::Ec2(_)) {
+                eprintln!("vmctx: {source} is read in the final stage (after the network is up); nothing to do now");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let read = if local {
+                source::read_local(&source, root, wait)
+            } else {
+                source::read_waiting(&source, root, wait)
+            };
+            let raw = match read {
                 Ok(raw) => raw,
                 // A VM without any context: nothing to do, and not a failure.
                 Err(source::SourceError::NotFound(why)) if source == Source::Auto => {
+                    if local {
+                        return Ok(local_without_cd(root, &why));
+                    }
                     eprintln!("vmctx: no context found ({why}); nothing to do");
                     return Ok(ExitCode::SUCCESS);
                 }
                 // Not readable: say so and leave the working configuration as it is.
                 Err(e) => return Err(format!("{e}; nothing was changed")),
             };
-            let ctx = source::to_context(raw);
+            let ctx =
+                source::to_context_checked(raw).map_err(|e| format!("{e}; nothing was changed"))?;
             let links = facts::live_links().map_err(|e| format!("{e}; nothing was changed"))?;
             let facts = facts::Facts {
                 links,
@@ -372,25 +387,42 @@ fn exit_for(errors: &[String]) -> ExitCode {
     }
 }
 
+/// The local stage found no CONTEXT volume. When DMI names a cloud, its metadata service is
+/// read in the final stage: leave the flag that lets `vmctx.service` start.
+fn local_without_cd(root: &Path, why: &str) -> ExitCode {
+    let mut evidence = Vec::new();
+    match source::detect::dmi_cloud(root, &mut evidence) {
+        Some(cloud) => {
+            let flag = vmctx::apply::files::Root::new(root).path("/run/vmctx/context");
+            let new = vmctx::apply::files::NewFile::mode(0o644);
+            if let Err(e) = vmctx::apply::files::write_atomic(&flag, b"ec2\n", new) {
+                eprintln!("vmctx: {}: {e}", flag.display());
+                return ExitCode::from(1);
+            }
+            eprintln!(
+                "vmctx: no context CD; DMI says {cloud}: its metadata is read in the final stage"
+            );
+        }
+        None => eprintln!("vmctx: no context found ({why}); nothing to do"),
+    }
+    ExitCode::SUCCESS
+}
+
 fn detect(root: &Path, json: bool) -> Result<ExitCode, String> {
-    let d = source::detect::find_context_volume(root);
-    let found = d
-        .device
-        .as_ref()
-        .map(|p| Source::OpenNebula(Some(p.clone())).to_string());
+    let url = source::detect::probe_url(root);
+    let d = source::detect::decide(root, url.as_deref());
     if json {
-        let v = serde_json::json!({"source": found, "probes": d.probes});
-        println!("{v}");
+        println!("{}", serde_json::to_string(&d).map_err(|e| e.to_string())?);
     } else {
-        println!("{}", found.as_deref().unwrap_or("none"));
-        for p in &d.probes {
+        println!("{}", d.source.as_deref().unwrap_or("none"));
+        for p in d.probes.iter().chain(&d.evidence) {
             println!("  {}: {}", p.device, p.found);
         }
     }
-    match found {
+    match d.source {
         Some(_) => Ok(ExitCode::SUCCESS),
         None if json => Ok(ExitCode::from(1)),
-        None => Err(d.summary()),
+        None => Err(d.summary),
     }
 }
 

@@ -12,21 +12,40 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `vmctx` binary of this build (cargo builds the workspace's binaries before running
-/// tests); built on demand if a lone `cargo test -p vmctx-tests` did not.
+/// The `vmctx` binary of this build. `cargo test --workspace` builds it before running any
+/// test; a lone `cargo test -p vmctx-tests` does not, so a binary older than the agent's sources
+/// is refused rather than silently tested.
 pub fn vmctx_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/x
+    let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<triple>/<profile>/deps/x
     let bin = profile_dir.join("vmctx");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "vmctx", "--bin", "vmctx"])
-            .current_dir(workspace())
-            .status()
-            .unwrap();
-        assert!(status.success(), "building vmctx failed");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
+    let newest = newest_source(&workspace().join("agent/src"));
+    match built {
+        Ok(t) if newest.is_none_or(|n| n <= t) => bin,
+        Ok(_) => panic!(
+            "{} is older than agent/src: run `cargo build -p vmctx` (or `cargo test --workspace`)",
+            bin.display()
+        ),
+        Err(_) => panic!(
+            "{} is missing: run `cargo build -p vmctx` (or `cargo test --workspace`)",
+            bin.display()
+        ),
     }
-    bin
+}
+
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let t = if p.is_dir() {
+            newest_source(&p)
+        } else {
+            e.metadata().ok()?.modified().ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 pub fn vmctx(args: &[&str]) -> Output {
@@ -676,4 +695,174 @@ pub fn serial_section<'a>(serial: &'a str, name: &str) -> Vec<&'a str> {
         .skip(1)
         .take_while(|l| !l.starts_with("===") && !l.starts_with("T_DONE"))
         .collect()
+}
+
+/// One request a [`FakeImds`] received.
+#[derive(Debug, Clone)]
+pub struct FakeReq {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl FakeReq {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a [`FakeImds`] answers: status, body, and a delay before answering.
+pub struct FakeResp {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub delay: std::time::Duration,
+}
+
+impl FakeResp {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> FakeResp {
+        FakeResp {
+            status,
+            body: body.into(),
+            delay: std::time::Duration::ZERO,
+        }
+    }
+    pub fn after(mut self, d: std::time::Duration) -> FakeResp {
+        self.delay = d;
+        self
+    }
+}
+
+type Handler = dyn Fn(&FakeReq, usize) -> FakeResp + Send + Sync;
+
+/// A fault-injecting IMDS on loopback: every request goes to `handler` (with its number, from
+/// 0), each connection in its own thread so a delayed answer holds up no other. Stops on drop.
+pub struct FakeImds {
+    pub addr: std::net::SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<FakeReq>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeImds {
+    pub fn start(
+        handler: impl Fn(&FakeReq, usize) -> FakeResp + Send + Sync + 'static,
+    ) -> FakeImds {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log: Arc<Mutex<Vec<FakeReq>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (log2, stop2) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (log, handler) = (log2.clone(), handler.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_one(conn, &log, &*handler);
+                });
+            }
+        });
+        FakeImds { addr, log, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `METHOD path` of every request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+}
+
+impl Drop for FakeImds {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+fn serve_one(
+    mut conn: std::net::TcpStream,
+    log: &std::sync::Mutex<Vec<FakeReq>>,
+    handler: &Handler,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut reader = std::io::BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let req = FakeReq {
+        method,
+        path,
+        headers,
+    };
+    let n = {
+        let mut l = log.lock().unwrap();
+        l.push(req.clone());
+        l.len() - 1
+    };
+    let resp = handler(&req, n);
+    std::thread::sleep(resp.delay);
+    let head = format!(
+        "HTTP/1.1 {} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        resp.status,
+        resp.body.len()
+    );
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(&resp.body)
+}
+
+/// An IMDS tree as leaves under `/latest/` (`meta-data/instance-id` → value): the answer for
+/// `path` (a leaf's value or a directory's listing), None for 404. `meta-data/public-keys/N/…`
+/// is listed as `N=key-N`, as EC2 does.
+pub fn tree_answer(leaves: &[(&str, &str)], path: &str) -> Option<String> {
+    let rel = path.strip_prefix("/latest/")?;
+    if let Some((_, v)) = leaves.iter().find(|(k, _)| *k == rel) {
+        return Some(v.to_string());
+    }
+    let dir = if rel.is_empty() || rel.ends_with('/') {
+        rel.to_string()
+    } else {
+        format!("{rel}/")
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (k, _) in leaves {
+        let Some(rest) = k.strip_prefix(&dir) else {
+            continue;
+        };
+        let entry = match rest.split_once('/') {
+            Some((d, _)) if dir == "meta-data/public-keys/" => format!("{d}=key-{d}"),
+            Some((d, _)) => format!("{d}/"),
+            None => rest.to_string(),
+        };
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    (!out.is_empty()).then(|| out.join("\n"))
 }

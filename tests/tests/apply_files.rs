@@ -188,7 +188,7 @@ fn scripts_run_once_per_instance() {
     // The context's variables reach the script literally; cwd is the private copy; the
     // context's PATH='/nonexistent' does not stop vmctx from running it.
     let env = std::fs::read_to_string(marks.path().join("env")).unwrap();
-    assert_eq!(env, format!("a b $HOME|{r}/run/vmctx/files|one-21"));
+    assert_eq!(env, format!("a b $HOME|{r}/var/lib/vmctx/files|one-21"));
     let ctx2 = script_context(marks.path(), 22, "");
     let o = vmctx(&[
         "apply",
@@ -326,7 +326,7 @@ fn network_manager_files_follow_the_context() {
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(
-        g.file("/etc/systemd/network/10-vmctx-02000a000328.network"),
+        g.file("/etc/systemd/network/05-vmctx-02000a000328.network"),
         "# Written by vmctx from the instance's context; removed when the NIC leaves it.\n[Match]\nMACAddress=02:00:0a:00:03:28\n\n[Link]\nUnmanaged=yes\n"
     );
     assert!(g
@@ -366,10 +366,10 @@ fn network_manager_files_follow_the_context() {
         .join("etc/NetworkManager/system-connections/vmctx-02000a000329.nmconnection")
         .exists());
     assert!(!r
-        .join("etc/systemd/network/10-vmctx-02000a000329.network")
+        .join("etc/systemd/network/05-vmctx-02000a000329.network")
         .exists());
     assert!(r
-        .join("etc/systemd/network/10-vmctx-02000a000328.network")
+        .join("etc/systemd/network/05-vmctx-02000a000328.network")
         .exists());
 }
 
@@ -389,6 +389,10 @@ fn imported_ami_flags_and_cloud_init_drop_in() {
             && drop_in.contains("strict_id: false")
             && drop_in.contains("config: disabled"),
         "{drop_in}"
+    );
+    assert_eq!(
+        g.file("/run/cloud-init/cloud.cfg"),
+        "datasource_list: [ Ec2, None ]\nnetwork: {config: disabled}\n"
     );
     // Without EC2_METADATA the flag and the drop-in go.
     let plain = context_dir("VMID='6'\n", &[]);

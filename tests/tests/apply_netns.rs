@@ -49,7 +49,14 @@ fn hol02_jupyter_address_gateway_mtu_then_no_change() {
         .contains("default via 10.0.3.1 dev ens3"));
     assert_eq!(g.hostname(), "hol02-jupyter");
     // Static IPv6 method (the default): router advertisements off, so no stray SLAAC address.
-    let ra = sh(&["ip", "netns", "exec", &g.netns, "cat", "/proc/sys/net/ipv6/conf/ens3/accept_ra"]);
+    let ra = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &g.netns,
+        "cat",
+        "/proc/sys/net/ipv6/conf/ens3/accept_ra",
+    ]);
     assert_eq!(ra.trim(), "0");
     assert_eq!(g.file("/etc/hostname"), "hol02-jupyter\n");
     assert!(g

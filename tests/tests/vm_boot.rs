@@ -90,7 +90,6 @@ fn boot(cdrom: Option<&Path>, nics: &[&str], append: &str) -> String {
     serial
 }
 
-
 fn vmctx_rc(serial: &str) -> i32 {
     let line = serial
         .lines()

@@ -2,12 +2,15 @@
 //! reporting `changed`, `unchanged` or `failed`. A context with invalid values is refused
 //! before anything is touched.
 
+mod cloud_users;
 pub mod files;
 mod identity;
 pub mod network;
+mod packages;
 pub mod schedule;
 mod scripts;
 mod users;
+mod write_files;
 
 use crate::context::Context;
 use crate::facts::Facts;
@@ -172,7 +175,15 @@ pub fn apply(
     let previous = state.instance_id();
     let new_instance = previous.as_deref() != Some(ctx.instance_id.as_str());
 
-    if matches!(stage, Stage::Local | Stage::All) {
+    // Network sources (EC2) are read after the network is up: their network, hostname, users
+    // and keys are applied in the final stage.
+    let from_network = ctx.source.starts_with("ec2");
+    let identity_stage = if from_network {
+        Stage::Final
+    } else {
+        Stage::Local
+    };
+    if matches!(stage, Stage::All) || stage == identity_stage {
         let wants = network::desired::desired(&ctx.network, &facts.links);
         let mut added = state.network();
         network::apply(&mut ap, &wants, &mut added);
@@ -189,6 +200,7 @@ pub fn apply(
         if let Some(user) = &ctx.user {
             users::apply(&mut ap, user, &ctx.ssh_keys);
         }
+        cloud_users::apply(&mut ap, ctx);
     }
     if new_instance {
         let detail = format!("was {}", previous.as_deref().unwrap_or("none"));
@@ -204,6 +216,7 @@ pub fn apply(
     if matches!(stage, Stage::Final | Stage::All) {
         schedule::update(&mut ap, ctx);
         schedule::sync(&mut ap, ctx);
+        write_files::apply(&mut ap, ctx, &state);
         scripts::run(&mut ap, ctx, &state);
     }
     if !dry_run {
@@ -255,6 +268,15 @@ fn run_flags(ap: &mut Apply, ctx: &Context) {
                     CLOUD_INIT_DROP_IN.as_bytes(),
                     NewFile::mode(0o644),
                 );
+                // This boot's choice was made by ds-identify before any unit ran (it saw the
+                // CONTEXT CD and picked OpenNebula); its runtime config outranks the drop-in.
+                let run_cfg = ap.root.path("/run/cloud-init/cloud.cfg");
+                ap.file(
+                    "cloud-init",
+                    &run_cfg,
+                    CLOUD_INIT_RUN_CFG.as_bytes(),
+                    NewFile::mode(0o644),
+                );
             }
         }
         _ => {
@@ -263,6 +285,8 @@ fn run_flags(ap: &mut Apply, ctx: &Context) {
         }
     }
 }
+
+const CLOUD_INIT_RUN_CFG: &str = "datasource_list: [ Ec2, None ]\nnetwork: {config: disabled}\n";
 
 const CLOUD_INIT_DROP_IN: &str = "\
 # Written by vmctx: this imported AMI's EC2 metadata is vmctx's emulator (EC2_METADATA=YES).

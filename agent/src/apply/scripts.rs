@@ -40,35 +40,47 @@ pub fn run(ap: &mut Apply, ctx: &Context, state: &State) {
         .map_or((ScriptMode::Once, 300), |st| (st.mode, st.timeout_secs));
     let mut names: Vec<String> = s.start.iter().map(|_| "start_script".to_string()).collect();
     names.extend(s.init.iter().cloned());
-    let due: Vec<String> = names
-        .into_iter()
-        .filter(|n| {
-            let done = mode == ScriptMode::Once && state.done(&ctx.instance_id, &marker(n));
-            if done {
-                ap.unchanged("script", n, "already ran for this instance");
-            }
-            !done
-        })
-        .collect();
+    // User-data's jobs (package update, runcmd, scripts): always once per instance.
+    let extra = user_data_jobs(ap, ctx);
+    let user_timeout = s
+        .start
+        .as_ref()
+        .map_or(USER_DATA_TIMEOUT, |st| st.timeout_secs);
+    let mut due: Vec<(String, ScriptMode, u64)> = Vec::new();
+    let jobs = names.into_iter().map(|n| (n, mode, timeout)).chain(
+        extra
+            .iter()
+            .map(|j| (j.name.clone(), ScriptMode::Once, user_timeout)),
+    );
+    for (n, m, t) in jobs {
+        if m == ScriptMode::Once && state.done(&ctx.instance_id, &marker(&n)) {
+            ap.unchanged("script", &n, "already ran for this instance");
+        } else {
+            due.push((n, m, t));
+        }
+    }
     if due.is_empty() {
         return;
     }
     if ap.dry_run {
-        for n in due {
-            ap.changed("script", &n, format!("would run (timeout {timeout} s)"));
+        for (n, _, t) in due {
+            ap.changed("script", &n, format!("would run (timeout {t} s)"));
         }
         return;
     }
-    // Not /run/vmctx/context: that is the flag the final-stage unit is gated on.
-    let workdir = ap.root.path("/run/vmctx/files");
+    // Not /run/vmctx/context (the flag the final stage is gated on), and not under /run at
+    // all: it is mounted noexec on systemd distributions, and scripts run by their shebang.
+    let workdir = state.dir().join("files");
     let files = match private_copy(ctx, &workdir) {
         Ok(f) => f,
         Err(e) => return ap.failed("script", "context files", e),
     };
     let logdir = state.instance_dir(&ctx.instance_id);
-    for name in due {
+    for (name, mode, timeout) in due {
         let body = if name == "start_script" {
             s.start.as_ref().map(|st| st.body.clone())
+        } else if let Some(j) = extra.iter().find(|j| j.name == name) {
+            Some(j.body.clone())
         } else {
             files
                 .iter()
@@ -99,6 +111,75 @@ pub fn run(ap: &mut Apply, ctx: &Context, state: &State) {
             }
         }
     }
+}
+
+/// Default timeout of user-data jobs without `START_SCRIPT_TIMEOUT` (a package upgrade is slow).
+const USER_DATA_TIMEOUT: u64 = 3600;
+
+/// User-data's jobs, in cloud-init's order: package update/upgrade, `runcmd`, then its scripts.
+/// None when the emulated metadata service hands user-data to the image's own cloud-init.
+fn user_data_jobs(ap: &mut Apply, ctx: &Context) -> Vec<Job> {
+    let Some(cc) = &ctx.cloud_config else {
+        return Vec::new();
+    };
+    let emulated = ctx.ec2.as_ref().is_some_and(|e| e.metadata);
+    if emulated && ap.root.path("/etc/cloud").is_dir() {
+        if !cc.scripts.is_empty() || !cc.runcmd.is_empty() || cc.package_update {
+            ap.unchanged(
+                "script",
+                "user-data",
+                "left to the image's cloud-init (EC2_METADATA=YES)",
+            );
+        }
+        return Vec::new();
+    }
+    let mut jobs = Vec::new();
+    if cc.package_update {
+        match super::packages::script(&ap.root, cc.package_upgrade) {
+            Ok(body) => jobs.push(Job {
+                name: if cc.package_upgrade {
+                    "package-upgrade"
+                } else {
+                    "package-update"
+                }
+                .into(),
+                body,
+            }),
+            Err(e) => ap.failed("packages", "package_update", e),
+        }
+    }
+    if !cc.runcmd.is_empty() {
+        let mut body = b"#!/bin/sh\n".to_vec();
+        for line in &cc.runcmd {
+            body.extend_from_slice(line.as_bytes());
+            body.push(b'\n');
+        }
+        jobs.push(Job {
+            name: "runcmd".into(),
+            body,
+        });
+    }
+    for (i, sc) in cc.scripts.iter().enumerate() {
+        // The name comes from a MIME header: keep it to a safe file name.
+        let safe: String = sc
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(60)
+            .collect();
+        let name = format!("user-data-{}-{}", i + 1, safe.trim_start_matches('.'));
+        jobs.push(Job {
+            name,
+            body: sc.body.clone(),
+        });
+    }
+    jobs
 }
 
 fn marker(name: &str) -> String {

@@ -124,7 +124,7 @@ fn sudo(ap: &mut Apply, user: &User) {
 }
 
 /// `visudo -cf` on a copy, when visudo is installed (a broken sudoers.d file locks out sudo).
-fn validate_sudoers(path: &Path, text: &str) -> Result<(), String> {
+pub(super) fn validate_sudoers(path: &Path, text: &str) -> Result<(), String> {
     let Some(dir) = path.parent() else {
         return Ok(());
     };
@@ -219,7 +219,7 @@ fn password(ap: &mut Apply, user: &User) {
 }
 
 /// vmctx's block in `~/.ssh/authorized_keys`; lines others wrote stay.
-fn authorized_keys(ap: &mut Apply, name: &str, acct: &Account, keys: &[String]) {
+pub(super) fn authorized_keys(ap: &mut Apply, name: &str, acct: &Account, keys: &[String]) {
     let ssh = ap.root.path(&acct.home).join(".ssh");
     let path = ssh.join("authorized_keys");
     let target = path.display().to_string();

@@ -17,7 +17,8 @@ pub const IFUPDOWN_DIR: &str = "/etc/network/interfaces.d";
 pub const MANAGED_DIRS: [(&str, &str); 4] = [
     (NM_CONF_DIR, "90-vmctx-"),
     (NM_CONN_DIR, "vmctx-"),
-    (NETWORKD_DIR, "10-vmctx-"),
+    // Before the usual 10-* files of other generators: networkd uses the first match.
+    (NETWORKD_DIR, "05-vmctx-"),
     (IFUPDOWN_DIR, "vmctx-"),
 ];
 
@@ -98,7 +99,7 @@ pub fn files(
                 "[Link]\nUnmanaged=yes\n".to_string()
             };
             out.push(ManagerFile {
-                path: format!("{NETWORKD_DIR}/10-vmctx-{id}.network"),
+                path: format!("{NETWORKD_DIR}/05-vmctx-{id}.network"),
                 purpose: format!(
                     "networkd: {} {mac}",
                     if dhcp { "DHCP on" } else { "unmanaged" }
@@ -177,9 +178,9 @@ mod tests {
             paths,
             [
                 "/etc/NetworkManager/conf.d/90-vmctx-unmanaged.conf",
-                "/etc/systemd/network/10-vmctx-02000a000328.network",
+                "/etc/systemd/network/05-vmctx-02000a000328.network",
                 "/etc/NetworkManager/system-connections/vmctx-02000a000329.nmconnection",
-                "/etc/systemd/network/10-vmctx-02000a000329.network",
+                "/etc/systemd/network/05-vmctx-02000a000329.network",
                 "/etc/network/interfaces.d/vmctx-ens4",
             ]
         );

@@ -333,7 +333,11 @@ mod tests {
         let d = decide(t.path(), None);
         assert_eq!(d.source, None);
         assert!(d.summary.contains("DMI names no cloud"), "{}", d.summary);
-        std::fs::write(dmi.join("product_uuid"), "EC2E1916-9099-7CAF-FD21-012345678901\n").unwrap();
+        std::fs::write(
+            dmi.join("product_uuid"),
+            "EC2E1916-9099-7CAF-FD21-012345678901\n",
+        )
+        .unwrap();
         let d = decide(t.path(), Some("http://127.0.0.1:9"));
         assert_eq!(d.source.as_deref(), Some("ec2:http://127.0.0.1:9"));
         assert!(d.evidence.iter().any(|p| p.device == "dmi product_uuid"));

@@ -138,7 +138,11 @@ pub fn read(source: &Source, root: &Path) -> Result<Raw, SourceError> {
 }
 
 /// Only the CONTEXT volume (the local stage: a metadata service is not reachable yet).
-pub fn read_local(source: &Source, root: &Path, wait: std::time::Duration) -> Result<Raw, SourceError> {
+pub fn read_local(
+    source: &Source,
+    root: &Path,
+    wait: std::time::Duration,
+) -> Result<Raw, SourceError> {
     let local = match source {
         Source::Auto => Source::OpenNebula(None),
         other => other.clone(),
@@ -201,10 +205,11 @@ pub fn load(source: &Source, root: &Path) -> Result<Context, SourceError> {
 /// Normalizes; EC2 metadata too broken to map (an unusable instance id) is an error.
 pub fn to_context_checked(raw: Raw) -> Result<Context, SourceError> {
     if let Some(md) = &raw.ec2 {
-        let mut ctx = ec2::map::to_context(md, &raw.origin).map_err(|why| SourceError::Ec2Data {
-            origin: raw.origin.clone(),
-            why,
-        })?;
+        let mut ctx =
+            ec2::map::to_context(md, &raw.origin).map_err(|why| SourceError::Ec2Data {
+                origin: raw.origin.clone(),
+                why,
+            })?;
         crate::userdata::merge(&mut ctx);
         return Ok(ctx);
     }

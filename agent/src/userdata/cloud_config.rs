@@ -42,7 +42,9 @@ pub fn parse(text: &str, warnings: &mut Vec<String>) -> Result<Doc, String> {
         };
         let ctx = |e: String| format!("{key}: {e}");
         match key {
-            "hostname" => d.hostname = Some(scalar(&v).ok_or_else(|| ctx("expected a string".into()))?),
+            "hostname" => {
+                d.hostname = Some(scalar(&v).ok_or_else(|| ctx("expected a string".into()))?)
+            }
             "fqdn" => d.fqdn = Some(scalar(&v).ok_or_else(|| ctx("expected a string".into()))?),
             "ssh_authorized_keys" => d.keys = strings(&v).map_err(ctx)?,
             "users" => d.users = users(&v, warnings).map_err(ctx)?,
@@ -51,7 +53,9 @@ pub fn parse(text: &str, warnings: &mut Vec<String>) -> Result<Doc, String> {
             "package_update" => d.package_update = flag(&v).map_err(ctx)?,
             "package_upgrade" => d.package_upgrade = flag(&v).map_err(ctx)?,
             "vmctx" => d.vmctx = Some(vmctx(&v, warnings).map_err(ctx)?),
-            other => warnings.push(format!("#cloud-config: key {other:?} is not supported by vmctx: ignored")),
+            other => warnings.push(format!(
+                "#cloud-config: key {other:?} is not supported by vmctx: ignored"
+            )),
         }
     }
     Ok(d)
@@ -61,13 +65,22 @@ impl Doc {
     /// Hostname, keys and settings into the context's own fields (a later document wins);
     /// the rest into `cc` for the cloud-config executors.
     pub fn fold_into(self, ctx: &mut Context, cc: &mut CloudConfig, warnings: &mut Vec<String>) {
-        let named = self.fqdn.map(|f| (f, "fqdn")).or(self.hostname.map(|h| (h, "hostname")));
+        let named = self
+            .fqdn
+            .map(|f| (f, "fqdn"))
+            .or(self.hostname.map(|h| (h, "hostname")));
         if let Some((raw, key)) = named {
             match crate::derive::sanitize_hostname(&raw) {
                 Some((name, domain)) => {
-                    ctx.hostname = Some(Hostname { name, domain, from: format!("user-data {key}") })
+                    ctx.hostname = Some(Hostname {
+                        name,
+                        domain,
+                        from: format!("user-data {key}"),
+                    })
                 }
-                None => ctx.errors.push(format!("user-data {key}: {raw:?} has no usable label")),
+                None => ctx
+                    .errors
+                    .push(format!("user-data {key}: {raw:?} has no usable label")),
             }
         }
         for k in self.keys {
@@ -87,7 +100,8 @@ impl Doc {
             }
             let (update, sync, w, e) = crate::source::opennebula::settings(&vars);
             warnings.extend(w.into_iter().map(|w| format!("user-data vmctx: {w}")));
-            ctx.errors.extend(e.into_iter().map(|e| format!("user-data vmctx: {e}")));
+            ctx.errors
+                .extend(e.into_iter().map(|e| format!("user-data vmctx: {e}")));
             ctx.update = update.or(ctx.update.take());
             ctx.sync = sync.or(ctx.sync.take());
         }
@@ -121,7 +135,9 @@ fn strings(v: &Value) -> Result<Vec<String>, String> {
             .enumerate()
             .map(|(i, x)| scalar(x).ok_or_else(|| format!("[{i}]: expected a string")))
             .collect(),
-        other => scalar(other).map(|s| vec![s]).ok_or_else(|| "expected a list of strings".into()),
+        other => scalar(other)
+            .map(|s| vec![s])
+            .ok_or_else(|| "expected a list of strings".into()),
     }
 }
 
@@ -130,7 +146,8 @@ fn valid_name(n: &str) -> bool {
     !b.is_empty()
         && b.len() <= 32
         && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-".contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-".contains(c))
 }
 
 fn users(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<CloudUser>, String> {
@@ -156,27 +173,41 @@ fn users(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<CloudUser>, String
                 for (k, val) in m {
                     let key = k.as_str().unwrap_or("");
                     match key {
-                        "name" => u.name = scalar(val).ok_or_else(|| at("name: expected a string"))?,
+                        "name" => {
+                            u.name = scalar(val).ok_or_else(|| at("name: expected a string"))?
+                        }
                         "sudo" => {
                             u.sudo = match val {
                                 Value::Bool(false) | Value::Null => None,
                                 Value::Bool(true) => Some("ALL=(ALL) NOPASSWD:ALL".into()),
-                                other => Some(strings(other).map_err(|e| at(&format!("sudo{e}")))?.join("\n")),
+                                other => Some(
+                                    strings(other)
+                                        .map_err(|e| at(&format!("sudo{e}")))?
+                                        .join("\n"),
+                                ),
                             }
                         }
                         "shell" => u.shell = scalar(val),
                         "groups" => {
                             let list = match val {
-                                Value::String(s) => s.split(',').map(|g| g.trim().to_string()).collect(),
+                                Value::String(s) => {
+                                    s.split(',').map(|g| g.trim().to_string()).collect()
+                                }
                                 other => strings(other).map_err(|e| at(&format!("groups{e}")))?,
                             };
                             u.groups = list.into_iter().filter(|g| !g.is_empty()).collect();
                         }
                         "ssh_authorized_keys" => {
-                            u.ssh_authorized_keys = strings(val).map_err(|e| at(&format!("ssh_authorized_keys{e}")))?
+                            u.ssh_authorized_keys =
+                                strings(val).map_err(|e| at(&format!("ssh_authorized_keys{e}")))?
                         }
-                        "lock_passwd" => u.lock_passwd = flag(val).map_err(|e| at(&format!("lock_passwd: {e}")))?,
-                        other => warnings.push(format!("#cloud-config users[{i}]: {other:?} is not supported: ignored")),
+                        "lock_passwd" => {
+                            u.lock_passwd =
+                                flag(val).map_err(|e| at(&format!("lock_passwd: {e}")))?
+                        }
+                        other => warnings.push(format!(
+                            "#cloud-config users[{i}]: {other:?} is not supported: ignored"
+                        )),
                     }
                 }
             }
@@ -209,22 +240,32 @@ fn write_files(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<WriteFile>, 
             return Err(at("expected a mapping".into()));
         };
         let get = |k: &str| m.get(k);
-        let path = get("path").and_then(scalar).ok_or_else(|| at("path is missing".into()))?;
+        let path = get("path")
+            .and_then(scalar)
+            .ok_or_else(|| at("path is missing".into()))?;
         if !path.starts_with('/') || path.split('/').any(|c| c == "..") || path.ends_with('/') {
             return Err(at(format!("path {path:?} must be an absolute file path")));
         }
-        let encoding = get("encoding").and_then(scalar).unwrap_or_default().to_ascii_lowercase();
+        let encoding = get("encoding")
+            .and_then(scalar)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let raw: Vec<u8> = match get("content") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Tagged(t)) => scalar(&t.value).unwrap_or_default().into_bytes(),
-            Some(c) => scalar(c).ok_or_else(|| at("content: expected a string".into()))?.into_bytes(),
+            Some(c) => scalar(c)
+                .ok_or_else(|| at("content: expected a string".into()))?
+                .into_bytes(),
         };
         let content = decode_content(&raw, &encoding).map_err(|e| at(format!("content: {e}")))?;
         let permissions = match get("permissions") {
             None | Some(Value::Null) => 0o644,
-            Some(p) => permissions(p).ok_or_else(|| at("permissions: expected octal such as '0644'".into()))?,
+            Some(p) => permissions(p)
+                .ok_or_else(|| at("permissions: expected octal such as '0644'".into()))?,
         };
-        let owner = get("owner").and_then(scalar).unwrap_or_else(|| "root:root".into());
+        let owner = get("owner")
+            .and_then(scalar)
+            .unwrap_or_else(|| "root:root".into());
         if owner.split(':').count() > 2 || owner.split(':').any(|p| !valid_name(p)) {
             return Err(at(format!("owner {owner:?} is not user[:group]")));
         }
@@ -234,19 +275,43 @@ fn write_files(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<WriteFile>, 
         };
         for (k, _) in m {
             let k = k.as_str().unwrap_or("");
-            if !["path", "content", "encoding", "permissions", "owner", "append"].contains(&k) {
-                warnings.push(format!("#cloud-config write_files[{i}]: {k:?} is not supported: ignored"));
+            if ![
+                "path",
+                "content",
+                "encoding",
+                "permissions",
+                "owner",
+                "append",
+            ]
+            .contains(&k)
+            {
+                warnings.push(format!(
+                    "#cloud-config write_files[{i}]: {k:?} is not supported: ignored"
+                ));
             }
         }
-        out.push(WriteFile { path, bytes: content.len(), content, permissions, owner, append });
+        out.push(WriteFile {
+            path,
+            bytes: content.len(),
+            content,
+            permissions,
+            owner,
+            append,
+        });
     }
     Ok(out)
 }
 
 fn decode_content(raw: &[u8], encoding: &str) -> Result<Vec<u8>, String> {
     let b64 = |d: &[u8]| {
-        let compact: Vec<u8> = d.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-        base64::engine::general_purpose::STANDARD.decode(compact).map_err(|e| format!("bad base64: {e}"))
+        let compact: Vec<u8> = d
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|e| format!("bad base64: {e}"))
     };
     let gunzip = |d: &[u8]| {
         let mut out = Vec::new();
@@ -274,7 +339,11 @@ fn permissions(v: &Value) -> Option<u32> {
 }
 
 fn shell_quote(arg: &str) -> String {
-    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+    if !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
         return arg.to_string();
     }
     format!("'{}'", arg.replace('\'', "'\\''"))
@@ -319,18 +388,23 @@ fn vmctx(v: &Value, warnings: &mut Vec<String>) -> Result<Vars, String> {
                         "access_key_id" => "AWS_ACCESS_KEY_ID".to_string(),
                         "secret_access_key" => "AWS_SECRET_ACCESS_KEY".to_string(),
                         "session_token" => "AWS_SESSION_TOKEN".to_string(),
-                        k @ ("bucket" | "prefix" | "dir" | "mode" | "interval" | "endpoint" | "region" | "ca_file") => {
+                        k @ ("bucket" | "prefix" | "dir" | "mode" | "interval" | "endpoint"
+                        | "region" | "ca_file") => {
                             format!("S3_SYNC_{}", k.to_ascii_uppercase())
                         }
                         other => {
-                            warnings.push(format!("#cloud-config vmctx.s3_sync: {other:?} is not a setting: ignored"));
+                            warnings.push(format!(
+                                "#cloud-config vmctx.s3_sync: {other:?} is not a setting: ignored"
+                            ));
                             continue;
                         }
                     };
                     vars.insert(name, scalar(sv).unwrap_or_default());
                 }
             }
-            other => warnings.push(format!("#cloud-config vmctx: {other:?} is not a setting: ignored")),
+            other => warnings.push(format!(
+                "#cloud-config vmctx: {other:?} is not a setting: ignored"
+            )),
         }
     }
     Ok(vars)

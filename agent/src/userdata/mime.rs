@@ -53,12 +53,19 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn param(value: &str, name: &str) -> Option<String> {
     value.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"').to_string())
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"').to_string())
     })
 }
 
 fn mime_type(value: &str) -> String {
-    value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 pub fn parts(data: &[u8]) -> Result<Vec<MimePart>, UserDataError> {
@@ -74,7 +81,9 @@ fn walk(data: &[u8], depth: usize, out: &mut Vec<MimePart>) -> Result<(), UserDa
     let (headers, body) = split_headers(data);
     let ctype = header(&headers, "content-type").unwrap_or("text/plain");
     if !mime_type(ctype).starts_with("multipart/") {
-        return Err(UserDataError::Mime(format!("{ctype:?} is not a multipart type")));
+        return Err(UserDataError::Mime(format!(
+            "{ctype:?} is not a multipart type"
+        )));
     }
     let boundary = param(ctype, "boundary")
         .filter(|b| !b.is_empty())
@@ -101,36 +110,61 @@ fn walk(data: &[u8], depth: usize, out: &mut Vec<MimePart>) -> Result<(), UserDa
     if let Some(lines) = current.take() {
         part(&lines.concat(), out.len(), depth, out)?; // a missing closing delimiter is tolerated
     } else if !closed && out.is_empty() {
-        return Err(UserDataError::Mime(format!("no part starts with {delim:?}")));
+        return Err(UserDataError::Mime(format!(
+            "no part starts with {delim:?}"
+        )));
     }
     Ok(())
 }
 
-fn part(raw: &[u8], index: usize, depth: usize, out: &mut Vec<MimePart>) -> Result<(), UserDataError> {
+fn part(
+    raw: &[u8],
+    index: usize,
+    depth: usize,
+    out: &mut Vec<MimePart>,
+) -> Result<(), UserDataError> {
     // The line break before a delimiter belongs to the delimiter (RFC 2046).
     let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     let (headers, body) = split_headers(raw);
     let ctype = header(&headers, "content-type").map(str::to_string);
-    if ctype.as_deref().is_some_and(|t| mime_type(t).starts_with("multipart/")) {
+    if ctype
+        .as_deref()
+        .is_some_and(|t| mime_type(t).starts_with("multipart/"))
+    {
         return walk(raw, depth + 1, out);
     }
     let name = header(&headers, "content-disposition")
         .and_then(|d| param(d, "filename"))
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| format!("part-{:03}", index + 1));
-    let body = match header(&headers, "content-transfer-encoding").map(str::to_ascii_lowercase).as_deref() {
+    let body = match header(&headers, "content-transfer-encoding")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("7bit" | "8bit" | "binary") => body.to_vec(),
         Some("base64") => {
-            let compact: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+            let compact: Vec<u8> = body
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
             base64::engine::general_purpose::STANDARD
                 .decode(&compact)
                 .map_err(|e| UserDataError::Mime(format!("part {name}: bad base64: {e}")))?
         }
         Some("quoted-printable") => quoted_printable(body),
-        Some(other) => return Err(UserDataError::Mime(format!("part {name}: unknown transfer encoding {other:?}"))),
+        Some(other) => {
+            return Err(UserDataError::Mime(format!(
+                "part {name}: unknown transfer encoding {other:?}"
+            )))
+        }
     };
-    out.push(MimePart { name, content_type: ctype.map(|t| mime_type(&t)), body });
+    out.push(MimePart {
+        name,
+        content_type: ctype.map(|t| mime_type(&t)),
+        body,
+    });
     Ok(())
 }
 
@@ -148,7 +182,10 @@ fn quoted_printable(body: &[u8]) -> Vec<u8> {
                 i += 2;
                 continue;
             }
-            if let Some(v) = rest.get(..2).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()) {
+            if let Some(v) = rest
+                .get(..2)
+                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;
@@ -174,14 +211,22 @@ IyEvYmluL3NoCmVjaG8gaGkK\r\n--===b===--\r\n";
         assert!(is_mime(MULTI.as_bytes()));
         let p = parts(MULTI.as_bytes()).unwrap();
         assert_eq!(p.len(), 2);
-        assert_eq!((p[0].name.as_str(), p[0].content_type.as_deref()), ("cfg.yaml", Some("text/cloud-config")));
+        assert_eq!(
+            (p[0].name.as_str(), p[0].content_type.as_deref()),
+            ("cfg.yaml", Some("text/cloud-config"))
+        );
         assert_eq!(p[0].body, b"#cloud-config\r\nruncmd: [ls]\r\n");
-        assert_eq!((p[1].name.as_str(), p[1].body.as_slice()), ("part-002", &b"#!/bin/sh\necho hi\n"[..]));
+        assert_eq!(
+            (p[1].name.as_str(), p[1].body.as_slice()),
+            ("part-002", &b"#!/bin/sh\necho hi\n"[..])
+        );
     }
 
     #[test]
     fn no_boundary_is_an_error() {
-        let e = parts(b"Content-Type: multipart/mixed\n\nx\n").map(|_| ()).unwrap_err();
+        let e = parts(b"Content-Type: multipart/mixed\n\nx\n")
+            .map(|_| ())
+            .unwrap_err();
         assert_eq!(e.to_string(), "MIME: the multipart has no boundary");
         assert_eq!(quoted_printable(b"a=3Db=\nc"), b"a=bc");
     }

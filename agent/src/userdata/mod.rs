@@ -43,7 +43,11 @@ pub fn kind(body: &[u8]) -> String {
         return "multipart".into();
     }
     let first = body.split(|b| *b == b'\n').next().unwrap_or(&[]);
-    String::from_utf8_lossy(first).trim().chars().take(40).collect()
+    String::from_utf8_lossy(first)
+        .trim()
+        .chars()
+        .take(40)
+        .collect()
 }
 
 /// Splits user-data into its parts; `warnings` gets what is skipped and why.
@@ -52,7 +56,13 @@ pub fn decode(body: &[u8], warnings: &mut Vec<String>) -> Result<Vec<Part>, User
     if mime::is_mime(&body) {
         let mut out = Vec::new();
         for p in mime::parts(&body)? {
-            sort(&p.name, p.content_type.as_deref(), p.body, &mut out, warnings);
+            sort(
+                &p.name,
+                p.content_type.as_deref(),
+                p.body,
+                &mut out,
+                warnings,
+            );
         }
         return Ok(out);
     }
@@ -78,8 +88,16 @@ fn gunzip(body: &[u8]) -> Result<Vec<u8>, UserDataError> {
 }
 
 /// By MIME type when there is one, else (or for text/plain) by the first line, as cloud-init.
-fn sort(name: &str, ctype: Option<&str>, body: Vec<u8>, out: &mut Vec<Part>, warnings: &mut Vec<String>) {
-    let first = String::from_utf8_lossy(body.split(|b| *b == b'\n').next().unwrap_or(&[])).trim().to_string();
+fn sort(
+    name: &str,
+    ctype: Option<&str>,
+    body: Vec<u8>,
+    out: &mut Vec<Part>,
+    warnings: &mut Vec<String>,
+) {
+    let first = String::from_utf8_lossy(body.split(|b| *b == b'\n').next().unwrap_or(&[]))
+        .trim()
+        .to_string();
     let sniffed = if body.starts_with(b"#!") {
         "text/x-shellscript"
     } else if first.eq_ignore_ascii_case("#cloud-config") {
@@ -113,7 +131,9 @@ fn sort(name: &str, ctype: Option<&str>, body: Vec<u8>, out: &mut Vec<Part>, war
 /// `ctx.cloud_config`, hostname/keys/users/`vmctx:` settings into the context's own fields.
 /// Problems land in `ctx.errors` / `ctx.warnings`.
 pub fn merge(ctx: &mut Context) {
-    let Some(ud) = ctx.scripts.user_data.clone() else { return };
+    let Some(ud) = ctx.scripts.user_data.clone() else {
+        return;
+    };
     let mut warnings = Vec::new();
     let parts = match decode(&ud.body, &mut warnings) {
         Ok(p) => p,
@@ -126,12 +146,23 @@ pub fn merge(ctx: &mut Context) {
     let mut docs = Vec::new();
     for p in parts {
         match p {
-            Part::Script { name, body } => cc.scripts.push(UserScript { name, bytes: body.len(), body }),
+            Part::Script { name, body } => cc.scripts.push(UserScript {
+                name,
+                bytes: body.len(),
+                body,
+            }),
             Part::CloudConfig { name, text } => match cloud_config::parse(&text, &mut warnings) {
                 Ok(doc) => docs.push(doc),
                 Err(why) => {
-                    let part = if name == "user-data" { String::new() } else { format!(" ({name})") };
-                    ctx.errors.push(format!("user-data: {}", UserDataError::CloudConfig { part, why }));
+                    let part = if name == "user-data" {
+                        String::new()
+                    } else {
+                        format!(" ({name})")
+                    };
+                    ctx.errors.push(format!(
+                        "user-data: {}",
+                        UserDataError::CloudConfig { part, why }
+                    ));
                 }
             },
         }

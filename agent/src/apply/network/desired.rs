@@ -150,13 +150,21 @@ fn own_table(want: &mut LinkWant, nic: &Nic, gw: IpAddr, metric: Option<u32>) {
         .copied()
         .collect();
     for a in &mine {
-        want.routes.push(RouteWant {
-            to: a.network(),
-            via: None,
-            src: Some(a.addr),
-            table,
-            metric: None,
-        });
+        // One on-link route per subnet: a second address there (EC2's secondary private IPs)
+        // must not replace it with its own src on every apply.
+        if !want
+            .routes
+            .iter()
+            .any(|r| r.table == table && r.to == a.network())
+        {
+            want.routes.push(RouteWant {
+                to: a.network(),
+                via: None,
+                src: Some(a.addr),
+                table,
+                metric: None,
+            });
+        }
         let host = if a.addr.is_ipv4() { 32 } else { 128 };
         want.rules.push(RuleWant {
             from: Cidr {

@@ -110,7 +110,15 @@ async fn converge_link(
             Some(m) => format!("mtu {} → {m}, up", link.mtu),
             None => "up".into(),
         };
-        if !act(ap, "link", &target, &detail, nl.set_link(link.index, mtu, true)).await {
+        if !act(
+            ap,
+            "link",
+            &target,
+            &detail,
+            nl.set_link(link.index, mtu, true),
+        )
+        .await
+        {
             return Ok(());
         }
     } else {
@@ -127,7 +135,15 @@ async fn converge_link(
             ap.unchanged("address", &what, "present");
             continue;
         }
-        if act(ap, "address", &what, "added", nl.add_address(link.index, *a)).await {
+        if act(
+            ap,
+            "address",
+            &what,
+            "added",
+            nl.add_address(link.index, *a),
+        )
+        .await
+        {
             push_unique(&mut mine.addresses, *a);
         }
     }

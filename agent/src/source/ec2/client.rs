@@ -75,7 +75,7 @@ impl Client {
     }
 
     fn note(&self, s: String) {
-        tracing::info!("{s}");
+        tracing::debug!("{s}");
         self.notes.lock().expect("notes lock").push(s);
     }
 
@@ -92,7 +92,13 @@ impl Client {
     }
 
     /// One request, bounded by `timeout`.
-    async fn attempt(&self, method: Method, path: &str, header: Option<(&str, &str)>, timeout: Duration) -> Outcome {
+    async fn attempt(
+        &self,
+        method: Method,
+        path: &str,
+        header: Option<(&str, &str)>,
+        timeout: Duration,
+    ) -> Outcome {
         let _permit = self.permits.acquire().await.expect("never closed");
         self.requests.fetch_add(1, Ordering::Relaxed);
         let work = async {
@@ -149,21 +155,32 @@ impl Client {
         loop {
             let timeout = TOKEN_TIMEOUT.min(self.remaining());
             let last = match self
-                .attempt(Method::PUT, PATH, Some(("x-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL)), timeout)
+                .attempt(
+                    Method::PUT,
+                    PATH,
+                    Some(("x-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL)),
+                    timeout,
+                )
                 .await
             {
                 Outcome::Status(s, body) if s == StatusCode::OK => {
                     let token = String::from_utf8(body.to_vec()).unwrap_or_default();
                     let token = token.trim();
-                    if token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    if token.is_empty()
+                        || token.len() > 4096
+                        || !token.bytes().all(|b| b.is_ascii_graphic())
+                    {
                         return Err(Ec2Error::Invalid {
                             url: self.url(PATH),
                             what: "the token PUT answered 200 without a usable token".into(),
                         });
                     }
-                    return Ok(Token::V2 { token: token.to_string(), gen: gen + 1 });
+                    return Ok(Token::V2 {
+                        token: token.to_string(),
+                        gen: gen + 1,
+                    });
                 }
-                Outcome::Status(s, _) if matches!(s.as_u16(), 403 | 404 | 405) => {
+                Outcome::Status(s, _) if (403..=405).contains(&s.as_u16()) => {
                     self.note(format!(
                         "{}: token PUT answered {s}: no IMDSv2 here, using IMDSv1",
                         self.url(PATH)
@@ -179,11 +196,17 @@ impl Client {
                     return Ok(Token::V1);
                 }
                 Outcome::Status(s, _) if s == StatusCode::BAD_REQUEST => {
-                    return Err(Ec2Error::TokenRefused { url: self.url(PATH), status: s.to_string() });
+                    return Err(Ec2Error::TokenRefused {
+                        url: self.url(PATH),
+                        status: s.to_string(),
+                    });
                 }
                 Outcome::Status(s, _) if is_transient(s) => s.to_string(),
                 Outcome::Status(s, _) => {
-                    return Err(Ec2Error::TokenRefused { url: self.url(PATH), status: s.to_string() });
+                    return Err(Ec2Error::TokenRefused {
+                        url: self.url(PATH),
+                        status: s.to_string(),
+                    });
                 }
                 Outcome::Transport(e) => e,
                 Outcome::TimedOut => "timed out".into(),
@@ -213,11 +236,16 @@ impl Client {
         {
             let mut done = self.refreshed.lock().expect("refresh lock");
             if *done {
-                return Err(Ec2Error::Unauthorized { url: self.url(path) });
+                return Err(Ec2Error::Unauthorized {
+                    url: self.url(path),
+                });
             }
             *done = true;
         }
-        self.note(format!("{}: 401 Unauthorized: fetching a new token", self.url(path)));
+        self.note(format!(
+            "{}: 401 Unauthorized: fetching a new token",
+            self.url(path)
+        ));
         *t = self.fetch_token(seen).await?;
         Ok(())
     }
@@ -244,18 +272,29 @@ impl Client {
                         self.refresh(gen, path).await?;
                         continue;
                     }
-                    _ => return Err(Ec2Error::TokenRequired { url: self.url(path) }),
+                    _ => {
+                        return Err(Ec2Error::TokenRequired {
+                            url: self.url(path),
+                        })
+                    }
                 },
                 Outcome::Status(s, _) if is_transient(s) => s.to_string(),
                 Outcome::Status(s, _) => {
-                    return Err(Ec2Error::Status { url: self.url(path), status: s.to_string() })
+                    return Err(Ec2Error::Status {
+                        url: self.url(path),
+                        status: s.to_string(),
+                    })
                 }
                 Outcome::Transport(e) => e,
                 Outcome::TimedOut => format!("no answer in {} ms", timeout.as_millis()),
             };
             if !self.backoff(n).await {
                 return Err(if self.remaining() > Duration::ZERO {
-                    Ec2Error::Retries { url: self.url(path), attempts: n + 1, last }
+                    Ec2Error::Retries {
+                        url: self.url(path),
+                        attempts: n + 1,
+                        last,
+                    }
                 } else {
                     self.out_of_time(path, &last)
                 });

@@ -25,7 +25,10 @@ pub struct Metadata {
 
 impl Metadata {
     pub fn get(&self, path: &str) -> Option<&str> {
-        self.leaves.get(path).map(|s| s.trim()).filter(|s| !s.is_empty())
+        self.leaves
+            .get(path)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -53,11 +56,15 @@ const NIC_LEAVES: [&str; 6] = [
 
 /// Whether the crawl follows `path` (relative to `meta-data/`).
 fn wanted(path: &str) -> bool {
+    if TOP.contains(&path) {
+        return true;
+    }
     if let Some(rest) = path.strip_prefix("network/") {
         let Some(macs) = rest.strip_prefix("interfaces/macs/") else {
             return rest == "interfaces/" || rest == "interfaces/macs/";
         };
         return match macs.split_once('/') {
+            _ if macs.is_empty() => true,
             Some((_, "")) => true,
             Some((_, leaf)) => NIC_LEAVES.contains(&leaf),
             None => false,
@@ -66,7 +73,7 @@ fn wanted(path: &str) -> bool {
     if let Some(rest) = path.strip_prefix("placement/") {
         return rest == "availability-zone" || rest == "region";
     }
-    path.starts_with("public-keys/") || TOP.contains(&path)
+    path.starts_with("public-keys/")
 }
 
 pub async fn crawl(client: &Client) -> Result<Metadata, Ec2Error> {
@@ -168,6 +175,7 @@ mod tests {
             "network/interfaces/macs/02:00:00:00:00:01/local-ipv4s",
             "public-keys/0/openssh-key",
             "placement/region",
+            "placement/",
         ] {
             assert!(wanted(yes), "{yes}");
         }

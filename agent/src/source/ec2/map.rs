@@ -7,8 +7,8 @@
 
 use super::Metadata;
 use crate::context::{
-    Cidr, Context, Ec2Settings, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Scripts,
-    User, UserData,
+    Cidr, Context, Ec2Settings, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Scripts, User,
+    UserData,
 };
 use crate::derive;
 use std::net::{IpAddr, Ipv4Addr};
@@ -28,25 +28,36 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         || instance_id.starts_with('.')
     {
-        return Err(format!("meta-data/instance-id {instance_id:?} is not an instance id"));
+        return Err(format!(
+            "meta-data/instance-id {instance_id:?} is not an instance id"
+        ));
     }
     let hostname = ["local-hostname", "hostname"].iter().find_map(|k| {
         let raw = md.get(k)?;
         let (name, domain) = derive::sanitize_hostname(raw)?;
-        Some(Hostname { name, domain, from: format!("meta-data/{k}") })
+        Some(Hostname {
+            name,
+            domain,
+            from: format!("meta-data/{k}"),
+        })
     });
     let ssh_keys = keys(md);
     let network = network(md, &mut warnings, &mut errors);
     let az = md.get("placement/availability-zone").map(str::to_string);
-    let region = md
-        .get("placement/region")
-        .map(str::to_string)
-        .or_else(|| az.as_ref().filter(|a| a.len() > 1).map(|a| a[..a.len() - 1].to_string()));
-    let user_data = md.user_data.as_ref().filter(|b| !b.is_empty()).map(|body| UserData {
-        bytes: body.len(),
-        kind: crate::userdata::kind(body),
-        body: body.clone(),
+    let region = md.get("placement/region").map(str::to_string).or_else(|| {
+        az.as_ref()
+            .filter(|a| a.len() > 1)
+            .map(|a| a[..a.len() - 1].to_string())
     });
+    let user_data = md
+        .user_data
+        .as_ref()
+        .filter(|b| !b.is_empty())
+        .map(|body| UserData {
+            bytes: body.len(),
+            kind: crate::userdata::kind(body),
+            body: body.clone(),
+        });
     Ok(Context {
         instance_id: instance_id.clone(),
         source: origin.to_string(),
@@ -60,7 +71,11 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
             password: None,
             lock_password: false,
         }),
-        scripts: Scripts { start: None, init: Vec::new(), user_data },
+        scripts: Scripts {
+            start: None,
+            init: Vec::new(),
+            user_data,
+        },
         update: None,
         sync: None,
         ec2: Some(Ec2Settings {
@@ -87,7 +102,9 @@ fn keys(md: &Metadata) -> Vec<String> {
         .leaves
         .iter()
         .filter_map(|(k, v)| {
-            let n = k.strip_prefix("public-keys/")?.strip_suffix("/openssh-key")?;
+            let n = k
+                .strip_prefix("public-keys/")?
+                .strip_suffix("/openssh-key")?;
             Some((n.parse().ok()?, v.as_str()))
         })
         .collect();
@@ -111,7 +128,7 @@ fn network(md: &Metadata, warnings: &mut Vec<String>, errors: &mut Vec<String>) 
     macs.dedup();
     let mut nics = Vec::new();
     for m in macs {
-        let get = |leaf: &str| md.get(&format!("{MACS}{m}/{leaf}"));
+        let get = |leaf: &str| md.get(&format!("{MACS}{m}/{leaf}")).map(str::to_string);
         let mac: MacAddr = match m.parse() {
             Ok(mac) => mac,
             Err(e) => {
@@ -154,7 +171,7 @@ fn network(md: &Metadata, warnings: &mut Vec<String>, errors: &mut Vec<String>) 
 fn nic(
     mac: MacAddr,
     index: u32,
-    get: &dyn Fn(&str) -> Option<&str>,
+    get: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
     errors: &mut Vec<String>,
 ) -> Nic {
@@ -166,8 +183,13 @@ fn nic(
         Some(Ok(net)) if net.addr.is_ipv4() => {
             for ip in ips.lines().map(str::trim).filter(|l| !l.is_empty()) {
                 match ip.parse::<Ipv4Addr>() {
-                    Ok(a) if net.contains(a.into()) => addresses.push(Cidr { addr: a.into(), prefix: net.prefix }),
-                    _ => errors.push(format!("{mac} local-ipv4s: {ip:?} is not an address in {net}")),
+                    Ok(a) if net.contains(a.into()) => addresses.push(Cidr {
+                        addr: a.into(),
+                        prefix: net.prefix,
+                    }),
+                    _ => errors.push(format!(
+                        "{mac} local-ipv4s: {ip:?} is not an address in {net}"
+                    )),
                 }
             }
             // The VPC router is the subnet's first address.
@@ -176,18 +198,25 @@ fn nic(
             }
         }
         Some(_) => errors.push(format!("{mac} subnet-ipv4-cidr-block: not an IPv4 CIDR")),
-        None if !ips.is_empty() => {
-            warnings.push(format!("{mac}: no subnet-ipv4-cidr-block; its addresses are left out"))
-        }
+        None if !ips.is_empty() => warnings.push(format!(
+            "{mac}: no subnet-ipv4-cidr-block; its addresses are left out"
+        )),
         None => {}
     }
     let prefix6 = get("subnet-ipv6-cidr-blocks")
-        .and_then(|s| s.lines().next())
-        .and_then(|s| s.trim().parse::<Cidr>().ok())
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<Cidr>().ok()))
         .map_or(64, |c| c.prefix);
-    for ip in get("ipv6s").unwrap_or_default().lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for ip in get("ipv6s")
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
         match ip.parse::<std::net::Ipv6Addr>() {
-            Ok(a) => addresses.push(Cidr { addr: a.into(), prefix: prefix6 }),
+            Ok(a) => addresses.push(Cidr {
+                addr: a.into(),
+                prefix: prefix6,
+            }),
             Err(_) => errors.push(format!("{mac} ipv6s: {ip:?} is not an IPv6 address")),
         }
     }
@@ -215,7 +244,10 @@ mod tests {
 
     fn md(pairs: &[(&str, &str)]) -> Metadata {
         Metadata {
-            leaves: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            leaves: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Metadata::default()
         }
     }
@@ -227,18 +259,42 @@ mod tests {
             ("local-hostname", "ip-10-0-1-10.ec2.internal"),
             ("placement/availability-zone", "eu-west-1b"),
             ("public-keys/1/openssh-key", "ssh-ed25519 BBBB b\n"),
-            ("public-keys/0/openssh-key", "ssh-ed25519 AAAA a\nssh-ed25519 BBBB b"),
-            ("network/interfaces/macs/0e:00:00:00:00:02/device-number", "1"),
-            ("network/interfaces/macs/0e:00:00:00:00:02/local-ipv4s", "10.0.2.20\n10.0.2.21"),
-            ("network/interfaces/macs/0e:00:00:00:00:02/subnet-ipv4-cidr-block", "10.0.2.0/24"),
-            ("network/interfaces/macs/0e:00:00:00:00:01/device-number", "0"),
-            ("network/interfaces/macs/0e:00:00:00:00:01/local-ipv4s", "10.0.1.10"),
-            ("network/interfaces/macs/0e:00:00:00:00:01/subnet-ipv4-cidr-block", "10.0.1.0/24"),
+            (
+                "public-keys/0/openssh-key",
+                "ssh-ed25519 AAAA a\nssh-ed25519 BBBB b",
+            ),
+            (
+                "network/interfaces/macs/0e:00:00:00:00:02/device-number",
+                "1",
+            ),
+            (
+                "network/interfaces/macs/0e:00:00:00:00:02/local-ipv4s",
+                "10.0.2.20\n10.0.2.21",
+            ),
+            (
+                "network/interfaces/macs/0e:00:00:00:00:02/subnet-ipv4-cidr-block",
+                "10.0.2.0/24",
+            ),
+            (
+                "network/interfaces/macs/0e:00:00:00:00:01/device-number",
+                "0",
+            ),
+            (
+                "network/interfaces/macs/0e:00:00:00:00:01/local-ipv4s",
+                "10.0.1.10",
+            ),
+            (
+                "network/interfaces/macs/0e:00:00:00:00:01/subnet-ipv4-cidr-block",
+                "10.0.1.0/24",
+            ),
         ]);
         let c = to_context(&m, "ec2:test").unwrap();
         assert!(c.errors.is_empty(), "{:?}", c.errors);
         let h = c.hostname.unwrap();
-        assert_eq!((h.name.as_str(), h.domain.as_deref()), ("ip-10-0-1-10", Some("ec2.internal")));
+        assert_eq!(
+            (h.name.as_str(), h.domain.as_deref()),
+            ("ip-10-0-1-10", Some("ec2.internal"))
+        );
         assert_eq!(c.ssh_keys, ["ssh-ed25519 AAAA a", "ssh-ed25519 BBBB b"]);
         let ec2 = c.ec2.unwrap();
         assert_eq!(ec2.region.as_deref(), Some("eu-west-1"));
@@ -252,14 +308,21 @@ mod tests {
         // Reuses the multi-gateway rules: the secondary NIC's gateway goes to table 101.
         let wants = crate::apply::network::desired::desired(&c.network, &Default::default());
         assert!(wants[0].dhcp && wants[0].routes.is_empty());
-        assert!(wants[1].routes.iter().all(|r| r.table == 101), "{:?}", wants[1].routes);
+        assert!(
+            wants[1].routes.iter().all(|r| r.table == 101),
+            "{:?}",
+            wants[1].routes
+        );
         assert_eq!(wants[1].rules.len(), 2);
     }
 
     #[test]
     fn a_bad_instance_id_is_refused() {
         for bad in ["", "../../etc", "i-1/2", ".hidden"] {
-            assert!(to_context(&md(&[("instance-id", bad)]), "ec2").is_err(), "{bad}");
+            assert!(
+                to_context(&md(&[("instance-id", bad)]), "ec2").is_err(),
+                "{bad}"
+            );
         }
     }
 }

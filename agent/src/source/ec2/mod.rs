@@ -38,9 +38,17 @@ pub enum Ec2Error {
     #[error("{url}: {status}")]
     Status { url: String, status: String },
     #[error("{url}: still failing after {attempts} attempts (last: {last})")]
-    Retries { url: String, attempts: u32, last: String },
+    Retries {
+        url: String,
+        attempts: u32,
+        last: String,
+    },
     #[error("{url}: no complete answer within the {budget_ms} ms budget (last: {last})")]
-    Budget { url: String, budget_ms: u64, last: String },
+    Budget {
+        url: String,
+        budget_ms: u64,
+        last: String,
+    },
     #[error("{url}: listed in {parent} but answers 404 Not Found")]
     ListedMissing { url: String, parent: String },
     #[error("{url}: {what}")]
@@ -65,7 +73,10 @@ impl Endpoint {
     /// `http://IP[:PORT][/prefix]`, IPv6 in brackets. Names are refused: resolving one would
     /// mean NSS in a static binary, and the IMDS has a fixed address anyway.
     pub fn parse(url: &str) -> Result<Endpoint, Ec2Error> {
-        let bad = |why| Ec2Error::BadUrl { url: url.to_string(), why };
+        let bad = |why| Ec2Error::BadUrl {
+            url: url.to_string(),
+            why,
+        };
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| bad("only http:// (the IMDS has no TLS)"))?;
@@ -108,7 +119,10 @@ impl Options {
     /// `VMCTX_IMDS_CONCURRENCY` (1 crawls serially).
     pub fn from_env(url: Option<&str>) -> Result<Options, Ec2Error> {
         let env_url = std::env::var(ENV_URL).ok().filter(|u| !u.is_empty());
-        let url = url.map(str::to_string).or(env_url).unwrap_or_else(|| DEFAULT_URL.into());
+        let url = url
+            .map(str::to_string)
+            .or(env_url)
+            .unwrap_or_else(|| DEFAULT_URL.into());
         let budget = std::env::var(ENV_TIMEOUT)
             .ok()
             .and_then(|s| s.trim().parse::<f64>().ok())
@@ -119,7 +133,11 @@ impl Options {
             .and_then(|s| s.trim().parse::<usize>().ok())
             .filter(|n| (1..=64).contains(n))
             .unwrap_or(DEFAULT_CONCURRENCY);
-        Ok(Options { endpoint: Endpoint::parse(&url)?, budget, concurrency })
+        Ok(Options {
+            endpoint: Endpoint::parse(&url)?,
+            budget,
+            concurrency,
+        })
     }
 }
 
@@ -169,7 +187,11 @@ mod tests {
         let e = Endpoint::parse("http://127.0.0.1:8080/prefix/").unwrap();
         assert_eq!((e.addr.port(), e.path.as_str()), (8080, "/prefix"));
         assert_eq!(e.url, "http://127.0.0.1:8080/prefix");
-        for bad in ["https://169.254.169.254", "http://instance-data:8773", "169.254.169.254"] {
+        for bad in [
+            "https://169.254.169.254",
+            "http://instance-data:8773",
+            "169.254.169.254",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }

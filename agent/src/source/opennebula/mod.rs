@@ -54,7 +54,14 @@ pub fn to_context(vars: &Vars, files: &[String], source: &str) -> Context {
 
 /// vmctx's own settings given another way (the `vmctx:` key of a `#cloud-config`, under their
 /// variable names): the same rules and messages as in a context. (update, sync, warnings, errors)
-pub fn settings(vars: &Vars) -> (Option<UpdateSchedule>, Option<SyncSettings>, Vec<String>, Vec<String>) {
+pub fn settings(
+    vars: &Vars,
+) -> (
+    Option<UpdateSchedule>,
+    Option<SyncSettings>,
+    Vec<String>,
+    Vec<String>,
+) {
     let mut r = Reader::new(vars);
     let update = features::update(&mut r);
     let sync = features::sync(&mut r);

@@ -1,0 +1,95 @@
+//! `write_files` of a `#cloud-config`: each file written atomically (never through a symlink)
+//! with its permissions and owner, or appended to. Once per instance, as cloud-init: an
+//! `append` must not grow the file on every boot.
+
+use super::files::{self, NewFile};
+use super::users::lookup;
+use super::Apply;
+use crate::context::{Context, WriteFile};
+use crate::state::State;
+use std::os::unix::fs::PermissionsExt;
+
+const MARKER: &str = "write-files";
+
+pub fn apply(ap: &mut Apply, ctx: &Context, state: &State) {
+    let Some(cc) = &ctx.cloud_config else { return };
+    if cc.write_files.is_empty() {
+        return;
+    }
+    if state.done(&ctx.instance_id, MARKER) {
+        for f in &cc.write_files {
+            ap.unchanged("write_file", &f.path, "already written for this instance");
+        }
+        return;
+    }
+    let mut failed = 0;
+    for f in &cc.write_files {
+        match write(ap, f) {
+            Ok(detail) => ap.changed("write_file", &f.path, detail),
+            Err(e) => {
+                failed += 1;
+                ap.failed("write_file", &f.path, e);
+            }
+        }
+    }
+    if !ap.dry_run {
+        let note = format!("{} files, {failed} failed", cc.write_files.len());
+        if let Err(e) = state.mark_done(&ctx.instance_id, MARKER, &note) {
+            ap.failed("state", MARKER, format!("done marker: {e}"));
+        }
+    }
+}
+
+/// `user:group` → ids, from the tree's own passwd and group files.
+fn owner(ap: &Apply, spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+    let passwd = std::fs::read_to_string(ap.root.path("/etc/passwd")).unwrap_or_default();
+    let acct = lookup(&passwd, user).ok_or_else(|| format!("owner {user:?}: no such user"))?;
+    if group.is_empty() {
+        return Ok((acct.uid, acct.gid));
+    }
+    let groups = std::fs::read_to_string(ap.root.path("/etc/group")).unwrap_or_default();
+    let gid = groups
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 3 && f[0] == group).then(|| f[2].parse::<u32>().ok())?
+        })
+        .ok_or_else(|| format!("owner group {group:?}: no such group"))?;
+    Ok((acct.uid, gid))
+}
+
+fn write(ap: &Apply, f: &WriteFile) -> Result<String, String> {
+    let path = ap.root.path(&f.path);
+    let ids = owner(ap, &f.owner)?;
+    let mut content = f.content.clone();
+    if f.append {
+        let old = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err("a symlink; vmctx does not write through links".into())
+            }
+            Ok(_) => std::fs::read(&path).map_err(|e| e.to_string())?,
+            Err(_) => Vec::new(),
+        };
+        content = [old, content].concat();
+    }
+    let detail = format!(
+        "{} {} bytes, {:04o} {}",
+        if f.append { "appended" } else { "wrote" },
+        f.bytes,
+        f.permissions,
+        f.owner
+    );
+    if ap.dry_run {
+        return Ok(detail);
+    }
+    let new = NewFile {
+        mode: f.permissions,
+        owner: Some(ids),
+    };
+    files::write_atomic(&path, &content, new).map_err(|e| e.to_string())?;
+    // An existing file keeps its mode in write_atomic; write_files says what it must be.
+    std::fs::set_permissions(&path, PermissionsExt::from_mode(f.permissions))
+        .map_err(|e| format!("chmod: {e}"))?;
+    Ok(detail)
+}
