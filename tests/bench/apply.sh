@@ -15,7 +15,7 @@ for t in xorriso hyperfine ip unshare useradd; do
 done
 if [ -z "${VMCTX:-}" ]; then
     cargo build -q --release -p vmctx
-    VMCTX=$PWD/target/release/vmctx
+    VMCTX=$PWD/target/x86_64-unknown-linux-gnu/release/vmctx
 fi
 RUNS=${RUNS:-100}
 work=$(mktemp -d)

@@ -13,7 +13,7 @@ secs=${1:-10}
 conns=${CONNS:-64}
 command -v wrk >/dev/null || { echo "wrk is missing: run .ci/install-imds-clients" >&2; exit 1; }
 cargo build -q --release -p vmctx
-bin=target/release/vmctx
+bin=target/x86_64-unknown-linux-gnu/release/vmctx
 work=$(mktemp -d)
 pids=()
 cleanup() {

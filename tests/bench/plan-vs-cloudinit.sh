@@ -145,7 +145,7 @@ else
   command -v cargo >/dev/null || die "cargo not found; install Rust or set VMCTX=path/to/vmctx"
   note "cargo build --release -p vmctx"
   (cd "$ROOT" && cargo build --release -q -p vmctx) || die "cargo build --release -p vmctx failed"
-  VMCTX_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/vmctx"
+  VMCTX_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/release/vmctx"
 fi
 [[ -x $VMCTX_BIN ]] || die "vmctx binary not found or not executable: $VMCTX_BIN"
 VMCTX_BIN="$(cd "$(dirname "$VMCTX_BIN")" && pwd -P)/$(basename "$VMCTX_BIN")"

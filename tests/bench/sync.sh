@@ -20,7 +20,7 @@ done
 
 cargo build -q --release -p vmctx
 vmctx=target/x86_64-unknown-linux-gnu/release/vmctx
-[ -x "$vmctx" ] || vmctx=target/release/vmctx
+
 
 work=$(mktemp -d)
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
