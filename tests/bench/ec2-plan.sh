@@ -49,9 +49,12 @@ class H(BaseHTTPRequestHandler):
         node = tree
         parts = [p for p in self.path.split("/")[2:] if p]
         for p in parts:
-            if not isinstance(node, dict) or p not in node:
+            # public-keys: `0/` is the entry listed as `0=name` (spec §1).
+            key = p if isinstance(node, dict) and p in node else next(
+                (k for k in (node if isinstance(node, dict) else {}) if k.startswith(p + "=")), None)
+            if key is None:
                 return self.answer(404, b"404 - Not Found")
-            node = node[p]
+            node = node[key]
         if isinstance(node, dict):
             body = "\n".join(k + "/" if isinstance(v, dict) else k for k, v in node.items())
         else:
@@ -61,6 +64,8 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+# The default listen backlog (5) drops a burst of parallel connects: a 1 s SYN retry each.
+ThreadingHTTPServer.request_queue_size = 128
 s = ThreadingHTTPServer(("127.0.0.1", 0), H)
 print(s.server_address[1], flush=True)
 s.serve_forever()
