@@ -128,19 +128,20 @@ pub(super) fn validate_sudoers(path: &Path, text: &str) -> Result<(), String> {
     let Some(dir) = path.parent() else {
         return Ok(());
     };
-    let check = std::env::temp_dir().join(format!("vmctx-sudoers-{}", std::process::id()));
-    if std::fs::write(&check, text).is_err()
-        || !dir.exists() && std::fs::create_dir_all(dir).is_err()
-    {
+    // Beside the target, not in /tmp: at early boot systemd-tmpfiles may be emptying /tmp.
+    // sudo skips files whose names contain a dot, so the copy is never read as a rule.
+    let check = dir.join(format!(".vmctx-check.{}", std::process::id()));
+    if std::fs::create_dir_all(dir).is_err() || std::fs::write(&check, text).is_err() {
         return Ok(());
     }
-    let out = Command::new("visudo").arg("-cqf").arg(&check).output();
+    let out = Command::new("visudo").arg("-cf").arg(&check).output();
     let _ = std::fs::remove_file(&check);
     match out {
-        Ok(o) if !o.status.success() => Err(format!(
-            "visudo refused the file: {}",
-            String::from_utf8_lossy(&o.stdout).trim()
-        )),
+        Ok(o) if !o.status.success() => {
+            let said = String::from_utf8_lossy(&o.stderr).to_string()
+                + &String::from_utf8_lossy(&o.stdout);
+            Err(format!("visudo refused the file: {}", said.trim()))
+        }
         _ => Ok(()), // valid, or no visudo to ask
     }
 }
