@@ -424,3 +424,45 @@ mod tests {
         assert_eq!(p.hop_limit, 2);
     }
 }
+
+/// Blanks the role credentials' secrets in a tree printed for an operator (`vmctx imds tree`):
+/// the tree is served, never shown, with them.
+pub fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if matches!(k.as_str(), "SecretAccessKey" | "Token") {
+                    *val = serde_json::Value::String("<redacted>".into());
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        // Leaves may hold a credentials document as JSON text.
+        serde_json::Value::String(text) if text.contains("SecretAccessKey") => {
+            if let Ok(mut inner) = serde_json::from_str::<serde_json::Value>(text) {
+                redact(&mut inner);
+                *text = inner.to_string();
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn secrets_are_blanked_in_objects_and_json_leaves() {
+        let mut v = serde_json::json!({"iam": {"security-credentials": {
+            "r": "{\"AccessKeyId\":\"AKIA\",\"SecretAccessKey\":\"s3cr3t\",\"Token\":\"tok\"}",
+            "o": {"SecretAccessKey": "s3cr3t"}}}});
+        super::redact(&mut v);
+        let text = v.to_string();
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("tok\\\""),
+            "{text}"
+        );
+        assert!(text.contains("AKIA"));
+    }
+}

@@ -371,7 +371,9 @@ fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
         }
         ImdsOp::Tree { tree } => {
             let t = imds_serve::load_tree(&tree.from(), root).map_err(|e| e.to_string())?;
-            let json = serde_json::to_string_pretty(&t.to_json()).map_err(|e| e.to_string())?;
+            let mut value = t.to_json();
+            imds_serve::redact(&mut value);
+            let json = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
             println!("{json}");
         }
     }
