@@ -12,40 +12,26 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `vmctx` binary of this build. `cargo test --workspace` builds it before running any
-/// test; a lone `cargo test -p vmctx-tests` does not, so a binary older than the agent's sources
-/// is refused rather than silently tested.
+/// The `vmctx` binary of this build, built (once per test process) by a nested `cargo build`:
+/// `cargo test` does not build a package's plain binary unless that package has its own
+/// integration tests, and a stale binary must never be tested by mistake. Cargo's own lock
+/// serializes the test processes that ask at once.
 pub fn vmctx_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<triple>/<profile>/deps/x
-    let bin = profile_dir.join("vmctx");
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
-    let newest = newest_source(&workspace().join("agent/src"));
-    match built {
-        Ok(t) if newest.is_none_or(|n| n <= t) => bin,
-        Ok(_) => panic!(
-            "{} is older than agent/src: run `cargo build -p vmctx` (or `cargo test --workspace`)",
-            bin.display()
-        ),
-        Err(_) => panic!(
-            "{} is missing: run `cargo build -p vmctx` (or `cargo test --workspace`)",
-            bin.display()
-        ),
-    }
-}
-
-fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        let t = if p.is_dir() {
-            newest_source(&p)
-        } else {
-            e.metadata().ok()?.modified().ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<triple>/<profile>/deps/x
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "vmctx", "--bin", "vmctx"])
+            .current_dir(workspace());
+        if profile_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "building vmctx: {}", stderr(&o));
+        profile_dir.join("vmctx")
+    })
+    .clone()
 }
 
 pub fn vmctx(args: &[&str]) -> Output {

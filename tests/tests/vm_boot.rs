@@ -58,6 +58,11 @@ fn initramfs() -> Option<&'static Path> {
 
 /// Boots and returns the serial log (CR stripped).
 fn boot(cdrom: Option<&Path>, nics: &[&str], append: &str) -> String {
+    boot_imds(cdrom, nics, append, None)
+}
+
+/// With `imds`, the guest's 169.254.169.254:80 reaches 127.0.0.1:PORT on the host.
+fn boot_imds(cdrom: Option<&Path>, nics: &[&str], append: &str, imds: Option<&str>) -> String {
     let initrd = initramfs().expect("checked by the caller");
     let t = tempfile::tempdir().unwrap();
     let log = t.path().join("serial.log");
@@ -77,6 +82,9 @@ fn boot(cdrom: Option<&Path>, nics: &[&str], append: &str) -> String {
     }
     for n in nics {
         cmd.args(["--nic", n]);
+    }
+    if let Some(port) = imds {
+        cmd.args(["--imds", port]);
     }
     let o = cmd.output().unwrap();
     let serial = std::fs::read_to_string(&log)
@@ -240,4 +248,54 @@ fn broken_context_cds_leave_the_guest_alone() {
     let serial = boot(None, &["02:00:0a:00:03:28"], "");
     assert_eq!(vmctx_rc(&serial), 0, "{serial}");
     assert!(serial.contains("no context found"), "{serial}");
+}
+
+#[test]
+fn ec2_guest_reads_the_host_imds_with_a_token() {
+    if initramfs().is_none() || !need("socat", have_tool("socat")) {
+        return;
+    }
+    // Tokens required: a v1 read would get 401, so success means the IMDSv2 path was taken.
+    let src = format!("dir:{}", fixture("imported-ami").display());
+    let imds = ImdsServer::start(&["--source", &src, "--require-token"]);
+    let port = imds.addr.rsplit(':').next().unwrap().to_string();
+    let serial = boot_imds(None, &["02:00:c0:a8:01:06"], "vmctx.ec2", Some(&port));
+    assert!(serial.contains("VMCTX_EC2 rc="), "{serial}");
+    assert!(serial.contains("=== HOSTNAME ami-import-0"), "{serial}");
+    assert!(
+        serial_section(&serial, "KEYS")
+            .iter()
+            .any(|l| l.ends_with("gsg-keypair")),
+        "{serial}"
+    );
+    // The primary NIC stays on DHCP, as on EC2: the lease, not a static address.
+    assert!(
+        serial_section(&serial, "ADDR")
+            .iter()
+            .any(|l| l.contains("inet 169.254.0.15/16")),
+        "{serial}"
+    );
+}
+
+#[test]
+fn imported_ami_guest_serves_its_own_metadata() {
+    if initramfs().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(iso) = context_iso("imported-ami", t.path()) else {
+        return;
+    };
+    let serial = boot(Some(&iso), &["02:00:c0:a8:01:06"], "vmctx.guestimds");
+    let show = serial_section(&serial, "SHOW").join("\n");
+    let v: Value = serde_json::from_str(show.trim()).unwrap_or_else(|e| panic!("{e}:\n{serial}"));
+    assert_eq!(v["instance_id"], "i-0a1b2c3d4e5f60718", "{serial}");
+    assert_eq!(v["hostname"]["name"], "ami-import-0");
+    assert!(v["ssh_keys"][0].as_str().unwrap().ends_with("gsg-keypair"));
+    assert!(
+        serial_section(&serial, "ADDR")
+            .iter()
+            .any(|l| l.contains("inet 192.168.1.6/24")),
+        "{serial}"
+    );
 }
