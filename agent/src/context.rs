@@ -87,6 +87,28 @@ pub struct Nic {
     pub mtu: Option<u32>,
 }
 
+impl Nic {
+    /// A NIC with no addressing yet.
+    pub fn new(index: u32, mac: MacAddr, method: Method, ip6_method: Ip6Method) -> Nic {
+        Nic {
+            index,
+            mac,
+            method,
+            ip6_method,
+            addresses: Vec::new(),
+            ipv4_from_mac: false,
+            gateway: None,
+            metric: None,
+            gateway6: None,
+            metric6: None,
+            routes: Vec::new(),
+            dns: Vec::new(),
+            search: Vec::new(),
+            mtu: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {

@@ -852,3 +852,10 @@ pub fn tree_answer(leaves: &[(&str, &str)], path: &str) -> Option<String> {
     }
     (!out.is_empty()).then(|| out.join("\n"))
 }
+
+/// Whether a line of section `name` of the serial log contains `needle`.
+pub fn section_has(serial: &str, name: &str, needle: &str) -> bool {
+    serial_section(serial, name)
+        .iter()
+        .any(|l| l.contains(needle))
+}

@@ -239,6 +239,7 @@ fn a_script_past_its_timeout_is_killed_and_reported() {
         &format!("VMID='41'\nSTART_SCRIPT_TIMEOUT='1'\nSTART_SCRIPT='(sleep 30; touch {m}/child-survived) &\nsleep 30\ntouch {m}/finished'\n"),
         &[],
     );
+    vmctx_bin(); // built (once) before the clock starts
     let started = std::time::Instant::now();
     let o = vmctx(&[
         "apply",

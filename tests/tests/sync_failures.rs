@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use vmctx_tests::{
-    context_dir, free_port, moto_server_bin, stderr, stdout, ImdsServer, Moto, SyncCase,
+    context_dir, free_port, moto_server_bin, stderr, stdout, vmctx_bin, ImdsServer, Moto, SyncCase,
 };
 
 fn local_snapshot(c: &SyncCase) -> Vec<(String, String)> {
@@ -81,6 +81,7 @@ fn a_closed_endpoint_fails_fast_and_changes_nothing() {
     };
     c.write("local.ipynb", "local");
     let port = free_port(); // nothing listens there
+    vmctx_bin(); // built (once) before the clock starts
     let t = Instant::now();
     let o = c
         .command(&["--endpoint", &format!("http://127.0.0.1:{port}")])
@@ -162,6 +163,7 @@ fn a_killed_download_leaves_no_partial_file_and_the_next_run_completes() {
         .spawn()
         .unwrap();
     let part = c.dir().join(".big file.bin.vmctx-part");
+    vmctx_bin(); // built (once) before the clock starts
     let t = Instant::now();
     while std::fs::metadata(&part).map_or(0, |m| m.len()) < 256 << 10 {
         assert!(

@@ -270,9 +270,7 @@ fn ec2_guest_reads_the_host_imds_with_a_token() {
     );
     // The primary NIC stays on DHCP, as on EC2: the lease, not a static address.
     assert!(
-        serial_section(&serial, "ADDR")
-            .iter()
-            .any(|l| l.contains("inet 169.254.0.15/16")),
+        section_has(&serial, "ADDR", "inet 169.254.0.15/16"),
         "{serial}"
     );
 }
@@ -293,9 +291,7 @@ fn imported_ami_guest_serves_its_own_metadata() {
     assert_eq!(v["hostname"]["name"], "ami-import-0");
     assert!(v["ssh_keys"][0].as_str().unwrap().ends_with("gsg-keypair"));
     assert!(
-        serial_section(&serial, "ADDR")
-            .iter()
-            .any(|l| l.contains("inet 192.168.1.6/24")),
+        section_has(&serial, "ADDR", "inet 192.168.1.6/24"),
         "{serial}"
     );
 }

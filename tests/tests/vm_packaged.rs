@@ -134,9 +134,7 @@ fn packaged_units_configure_the_guest_once() {
         "local before final"
     );
     assert!(
-        serial_section(&serial, "ADDR")
-            .iter()
-            .any(|l| l.contains("inet 10.0.3.40/24")),
+        section_has(&serial, "ADDR", "inet 10.0.3.40/24"),
         "{serial}"
     );
     assert!(
@@ -190,9 +188,7 @@ fn packaged_units_configure_the_guest_once() {
         "{serial}"
     );
     assert!(
-        serial_section(&serial, "ADDR")
-            .iter()
-            .any(|l| l.contains("inet 10.0.3.40/24")),
+        section_has(&serial, "ADDR", "inet 10.0.3.40/24"),
         "{serial}"
     );
     assert!(serial.contains("=== REAPPLY   \"changed\": 0,"), "{serial}");
@@ -207,9 +203,7 @@ fn cloud_init_reads_the_emulated_metadata() {
     let serial = boot_disk(&img, &iso, "02:00:c0:a8:01:06", "");
     assert_eq!(unit(&serial, "vmctx-imds.service").0, "active", "{serial}");
     assert!(
-        serial_section(&serial, "ADDR")
-            .iter()
-            .any(|l| l.contains("inet 192.168.1.6/24")),
+        section_has(&serial, "ADDR", "inet 192.168.1.6/24"),
         "{serial}"
     );
     assert!(serial.contains("=== HOSTNAME ami-import-0"), "{serial}");
@@ -220,10 +214,5 @@ fn cloud_init_reads_the_emulated_metadata() {
         "{serial}"
     );
     assert!(result.contains("\"errors\": []"), "{serial}");
-    assert!(
-        serial_section(&serial, "KEYS")
-            .iter()
-            .any(|l| l.contains("gsg-keypair")),
-        "{serial}"
-    );
+    assert!(section_has(&serial, "KEYS", "gsg-keypair"), "{serial}");
 }

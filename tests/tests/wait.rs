@@ -29,6 +29,7 @@ fn waits_for_the_cd_to_appear() {
             std::fs::rename(r.join("dev/.sr0"), r.join("dev/sr0")).unwrap();
         }
     });
+    vmctx_bin(); // built (once) before the clock starts
     let started = Instant::now();
     let o = vmctx(&[
         "apply",
@@ -58,6 +59,7 @@ fn waits_for_the_cd_to_appear() {
 fn gives_up_after_the_bound() {
     let root = fake_root();
     std::fs::create_dir_all(root.path().join("sys/class/block/sr0")).unwrap();
+    vmctx_bin(); // built (once) before the clock starts
     let started = Instant::now();
     let o = vmctx(&[
         "apply",
@@ -84,6 +86,7 @@ fn gives_up_after_the_bound() {
 #[test]
 fn no_cdrom_drive_no_wait() {
     let root = fake_root();
+    vmctx_bin(); // built (once) before the clock starts
     let started = Instant::now();
     let o = vmctx(&[
         "apply",

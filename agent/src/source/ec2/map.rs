@@ -221,20 +221,9 @@ fn nic(
         }
     }
     Nic {
-        index,
-        mac,
-        method: Method::Static,
-        ip6_method: Ip6Method::Auto,
         addresses,
-        ipv4_from_mac: false,
         gateway,
-        metric: None,
-        gateway6: None,
-        metric6: None,
-        routes: Vec::new(),
-        dns: Vec::new(),
-        search: Vec::new(),
-        mtu: None,
+        ..Nic::new(index, mac, Method::Static, Ip6Method::Auto)
     }
 }
 

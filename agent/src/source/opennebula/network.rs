@@ -159,22 +159,7 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>
             Ip6Method::Static
         }
     };
-    let mut nic = Nic {
-        index: idx,
-        mac,
-        method,
-        ip6_method,
-        addresses: Vec::new(),
-        ipv4_from_mac: false,
-        gateway: None,
-        metric: None,
-        gateway6: None,
-        metric6: None,
-        routes: Vec::new(),
-        dns: Vec::new(),
-        search: Vec::new(),
-        mtu: None,
-    };
+    let mut nic = Nic::new(idx, mac, method, ip6_method);
     if method == Method::Skip {
         return Some(nic);
     }
