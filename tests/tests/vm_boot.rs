@@ -244,6 +244,15 @@ fn broken_context_cds_leave_the_guest_alone() {
     );
     assert!(serial_section(&serial, "ADDR").is_empty(), "{serial}");
 
+    // An EC2 metadata service that never answers: one clear error within the budget, exit 1,
+    // and the guest still boots.
+    let serial = boot(None, &["02:00:0a:00:03:28"], "vmctx.ec2");
+    assert!(serial.contains("VMCTX_EC2 rc=1"), "{serial}");
+    assert!(
+        serial.contains("no complete answer within the 10000 ms budget"),
+        "{serial}"
+    );
+
     // No CD at all: nothing to do, and it says so.
     let serial = boot(None, &["02:00:0a:00:03:28"], "");
     assert_eq!(vmctx_rc(&serial), 0, "{serial}");
