@@ -246,7 +246,11 @@ fn broken_context_cds_leave_the_guest_alone() {
 
     // An EC2 metadata service that never answers: one clear error within the budget, exit 1,
     // and the guest still boots.
-    let serial = boot(None, &["02:00:0a:00:03:28"], "vmctx.ec2");
+    // The forward leads to a socket that accepts and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let serial = boot_imds(None, &["02:00:0a:00:03:28"], "vmctx.ec2", Some(&port));
+    drop(silent);
     assert!(serial.contains("VMCTX_EC2 rc=1"), "{serial}");
     assert!(
         serial.contains("no complete answer within the 10000 ms budget"),
