@@ -114,16 +114,7 @@ fn user_data(r: &mut Reader) -> Option<UserData> {
             return None;
         }
     };
-    let kind = if body.starts_with(&[0x1f, 0x8b]) {
-        "gzip".to_string()
-    } else {
-        let first = body.split(|b| *b == b'\n').next().unwrap_or(&[]);
-        String::from_utf8_lossy(first)
-            .trim()
-            .chars()
-            .take(40)
-            .collect()
-    };
+    let kind = crate::userdata::kind(&body);
     Some(UserData {
         bytes: body.len(),
         body,
