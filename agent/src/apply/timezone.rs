@@ -1,0 +1,170 @@
+//! `TIMEZONE`: `/etc/localtime` becomes a link to `../usr/share/zoneinfo/<zone>` (made at a
+//! temporary name and renamed over the old one), and Debian's `/etc/timezone` names the zone.
+//! The name's form is checked when the context is read; that the zone exists in this system's
+//! tzdata is checked by [`check`] before apply changes anything.
+
+use super::files::{NewFile, Root};
+use super::Apply;
+use crate::context::System;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+const ZONEINFO: &str = "/usr/share/zoneinfo";
+const LOCALTIME: &str = "/etc/localtime";
+
+/// An error when `TIMEZONE` names no zone of this system's tzdata (a TZif file inside
+/// `/usr/share/zoneinfo`). Without tzdata at all there is nothing to check against: apply
+/// reports that instead.
+pub fn check(root: &Root, sys: &System) -> Option<String> {
+    let zone = sys.timezone.as_deref()?;
+    let dir = root.path(ZONEINFO);
+    if !dir.is_dir() {
+        return None;
+    }
+    match zone_file(&dir, zone) {
+        Ok(_) => None,
+        Err(why) => Some(format!("TIMEZONE={zone:?}: {why}")),
+    }
+}
+
+/// The zone's file, when it is a TZif file that stays inside `dir` (links resolved).
+pub fn zone_file(dir: &Path, zone: &str) -> Result<PathBuf, String> {
+    let not_found = || format!("no such zone in {ZONEINFO}");
+    let base = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
+    let real = std::fs::canonicalize(dir.join(zone)).map_err(|_| not_found())?;
+    if !real.starts_with(&base) {
+        return Err(format!("leads outside {ZONEINFO}"));
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(&real)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|_| not_found())?;
+    if &magic != b"TZif" {
+        return Err(format!("not a zone file of {ZONEINFO}"));
+    }
+    Ok(real)
+}
+
+pub fn apply(ap: &mut Apply, sys: &System) {
+    let Some(zone) = sys.timezone.as_deref() else {
+        return;
+    };
+    if !ap.root.path(ZONEINFO).is_dir() {
+        return ap.skipped(
+            "timezone",
+            zone,
+            format!("no {ZONEINFO} (tzdata is not installed): time zone not set"),
+        );
+    }
+    let target = format!("..{ZONEINFO}/{zone}");
+    let link = ap.root.path(LOCALTIME);
+    let current = std::fs::read_link(&link).ok();
+    if current.as_deref() == Some(Path::new(&target)) {
+        ap.unchanged("timezone", LOCALTIME, format!("→ {target}"));
+    } else if ap.dry_run {
+        ap.changed("timezone", LOCALTIME, format!("would link → {target}"));
+    } else {
+        let was = match &current {
+            Some(c) => c.display().to_string(),
+            None if link.exists() => "a file".to_string(),
+            None => "none".to_string(),
+        };
+        match replace_link(&link, &target) {
+            Ok(()) => ap.changed("timezone", LOCALTIME, format!("→ {target} (was {was})")),
+            Err(e) => ap.failed("timezone", LOCALTIME, e),
+        }
+    }
+    // Debian's name of the zone, beside the link (tools such as tzdata's debconf read it).
+    let tz = ap.root.path("/etc/timezone");
+    if tz.exists() || ap.root.path("/etc/debian_version").exists() {
+        ap.file(
+            "timezone",
+            &tz,
+            format!("{zone}\n").as_bytes(),
+            NewFile::mode(0o644),
+        );
+    }
+}
+
+/// A symlink at a temporary name in the same folder, renamed over `link`.
+fn replace_link(link: &Path, target: &str) -> std::io::Result<()> {
+    let dir = link
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent folder"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".localtime.vmctx-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    if let Err(e) = std::fs::rename(&tmp, link) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tzdata() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let z = t.path().join("usr/share/zoneinfo");
+        std::fs::create_dir_all(z.join("Europe")).unwrap();
+        std::fs::write(z.join("Europe/Prague"), b"TZif2\0\0rest").unwrap();
+        std::fs::write(z.join("zone.tab"), b"CZ\t+5005+01426\tEurope/Prague\n").unwrap();
+        std::os::unix::fs::symlink("Europe/Prague", z.join("CET-ish")).unwrap();
+        std::fs::create_dir_all(t.path().join("etc")).unwrap();
+        std::fs::write(t.path().join("etc/secret"), b"TZif but not a zone").unwrap();
+        std::os::unix::fs::symlink("../../../etc/secret", z.join("Escape")).unwrap();
+        t
+    }
+
+    fn sys(zone: &str) -> System {
+        System {
+            timezone: Some(zone.into()),
+            ..System::default()
+        }
+    }
+
+    #[test]
+    fn zones_are_checked_against_tzdata() {
+        let t = tzdata();
+        let root = Root::new(t.path());
+        assert_eq!(check(&root, &sys("Europe/Prague")), None);
+        assert_eq!(
+            check(&root, &sys("CET-ish")),
+            None,
+            "links inside tzdata are zones"
+        );
+        for bad in ["Europe/Atlantis", "Europe", "zone.tab", "Escape"] {
+            let e = check(&root, &sys(bad)).unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.starts_with(&format!("TIMEZONE={bad:?}: ")), "{e}");
+        }
+        assert_eq!(check(&root, &System::default()), None, "no TIMEZONE");
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            check(&Root::new(empty.path()), &sys("Europe/Atlantis")),
+            None,
+            "no tzdata: apply reports it, the context is not refused"
+        );
+    }
+
+    #[test]
+    fn link_replaced_atomically() {
+        let t = tzdata();
+        let link = t.path().join("etc/localtime");
+        std::fs::write(&link, b"TZif copied file").unwrap();
+        replace_link(&link, "../usr/share/zoneinfo/Europe/Prague").unwrap();
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            Path::new("../usr/share/zoneinfo/Europe/Prague")
+        );
+        assert_eq!(std::fs::read(&link).unwrap(), b"TZif2\0\0rest", "resolves");
+        let names: Vec<_> = std::fs::read_dir(t.path().join("etc"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary link left: {names:?}");
+    }
+}
