@@ -22,6 +22,11 @@ pub struct Context {
     pub update: Option<UpdateSchedule>,
     pub sync: Option<SyncSettings>,
     pub ec2: Option<Ec2Settings>,
+    /// `REPORT_READY`, `ONEGATE_ENDPOINT` and the OneGate token: tell OpenNebula when the
+    /// final stage is done.
+    pub onegate: Option<OneGate>,
+    /// Disks, time zone and SSH host keys: the image made this instance's own.
+    pub system: System,
     /// What user-data asks for beyond the fields above (its hostname, keys and `vmctx:`
     /// settings are merged into them): see `crate::userdata`.
     pub cloud_config: Option<CloudConfig>,
@@ -291,6 +296,52 @@ pub struct Ec2Settings {
 pub struct IamRole {
     pub name: String,
     pub credentials: Option<AwsCredentials>,
+}
+
+/// What makes a copied image this instance's own, beyond network and users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct System {
+    /// `GROW_ROOTFS` (default yes): grow `/`'s partition and filesystem to the disk.
+    pub grow_rootfs: bool,
+    /// `GROW_FS`: other mount points to grow, in order.
+    pub grow_fs: Vec<String>,
+    /// `TIMEZONE`, a name under `/usr/share/zoneinfo` such as `Europe/Prague`.
+    pub timezone: Option<String>,
+    /// `SSH_HOST_KEYS`: what a new instance does with the image's SSH host keys.
+    pub ssh_host_keys: HostKeys,
+}
+
+impl Default for System {
+    fn default() -> Self {
+        System {
+            grow_rootfs: true,
+            grow_fs: Vec::new(),
+            timezone: None,
+            ssh_host_keys: HostKeys::Regenerate,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostKeys {
+    /// Remove the image's keys and make new ones, once per instance (the default: every copy
+    /// of an image must not share one host identity).
+    Regenerate,
+    /// Keep the image's keys; only missing ones are made.
+    Keep,
+}
+
+/// OneGate (OpenNebula's in-guest API), for `REPORT_READY=YES`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OneGate {
+    /// `ONEGATE_ENDPOINT`, e.g. `http://192.168.0.1:5030` (no trailing `/`).
+    pub endpoint: String,
+    pub vmid: String,
+    /// `ONEGATE_TOKEN`; else the CD's `token.txt` is read when the report is sent.
+    pub token: Option<Secret>,
+    /// The context CD has a `token.txt` (`TOKEN=YES` in the template).
+    pub token_file: bool,
 }
 
 /// A value that must never be printed or logged. It serializes as `"<redacted>"`.

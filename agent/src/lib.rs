@@ -6,15 +6,20 @@
 //! running system what it has.
 
 pub mod apply;
+pub mod clean;
 pub mod context;
 pub mod derive;
 pub mod facts;
 pub mod imds_serve;
 pub mod imds_tree;
+pub mod onegate;
 pub mod os;
 pub mod plan;
+pub mod reconfigure;
 pub mod schedule;
 pub mod source;
+pub mod stage;
 pub mod state;
+pub mod status;
 pub mod sync;
 pub mod userdata;

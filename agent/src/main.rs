@@ -27,7 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Say which context source is present (CONTEXT volume, DMI, IMDS probe), and the evidence.
+    /// Say which context source is present, and the evidence. Order: a CONTEXT or config-2
+    /// volume (CD-ROMs first, ISO9660 or FAT), then DMI (EC2 → its IMDS; OpenStack Nova → its
+    /// metadata service, EC2 tree as fallback), then a short IMDS probe.
     Detect {
         #[arg(long)]
         json: bool,
@@ -41,7 +43,8 @@ enum Command {
     },
     /// What apply would change, changing nothing.
     Plan {
-        /// auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH, ec2[:URL]
+        /// auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH, ec2[:URL],
+        /// configdrive[:DEVICE_IMAGE_OR_DIR], openstack[:URL]
         #[arg(long, default_value = "auto")]
         source: Source,
         /// Lines `MAC=ifname` standing in for this machine's links.
@@ -62,6 +65,47 @@ enum Command {
         /// Seconds to wait for the CONTEXT device to appear (udev may be slower than vmctx).
         #[arg(long, value_name = "SECS", default_value_t = 0)]
         wait: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-apply the local stage after a NIC or the context CD changed (udev starts it through
+    /// vmctx-reconfigure.service); per-instance work runs only for a new instance id.
+    Reconfigure {
+        #[arg(long, default_value = "auto")]
+        source: Source,
+        /// Milliseconds links and context must stay unchanged before applying.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        settle_ms: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which stages ran this boot, when, how long, what failed (exit 0 done, 1 a stage failed,
+    /// 3 not run yet or still running).
+    Status {
+        /// Wait until the boot's contextualization finished.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (exit 3); default: no limit.
+        #[arg(long, value_name = "SECS", requires = "wait")]
+        timeout: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reset vmctx's state (and optionally logs, SSH host keys, machine id) before capturing
+    /// an image, so its next boot is a first boot.
+    Clean {
+        /// Also the scripts' logs and /var/log/vmctx*.
+        #[arg(long)]
+        logs: bool,
+        /// Also the SSH host keys (/etc/ssh/ssh_host_*key*).
+        #[arg(long)]
+        host_keys: bool,
+        /// Also the machine id (/etc/machine-id emptied, /var/lib/dbus/machine-id removed).
+        #[arg(long)]
+        machine_id: bool,
+        /// Say what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -256,39 +300,100 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             json,
             wait,
         } => {
-            let wait = Duration::from_secs(wait);
-            let local = stage == vmctx::apply::Stage::Local;
-            if local && matches!(source, Source::Ec2(_)) {
-                eprintln!("vmctx: {source} is read in the final stage (after the network is up); nothing to do now");
-                return Ok(ExitCode::SUCCESS);
+            let name = match stage {
+                vmctx::apply::Stage::Local => "local",
+                vmctx::apply::Stage::Final => "final",
+                vmctx::apply::Stage::All => "all",
+            };
+            // A dry run changes nothing, so it neither waits for nor records a stage.
+            let _lock = (!dry_run).then(|| vmctx::status::lock(root));
+            let rec = (!dry_run).then(|| vmctx::status::Recorder::begin(root, name));
+            let (result, end) = vmctx::stage::apply_stage(root, source, stage, dry_run, json, wait);
+            if let Some(rec) = rec {
+                rec.finish(end);
             }
-            let read = if local {
-                source::read_local(&source, root, wait)
-            } else {
-                source::read_waiting(&source, root, wait)
-            };
-            let raw = match read {
-                Ok(raw) => raw,
-                // A VM without any context: nothing to do, and not a failure.
-                Err(source::SourceError::NotFound(why)) if source == Source::Auto => {
-                    if local {
-                        return Ok(local_without_cd(root, &why));
+            result
+        }
+        Command::Reconfigure {
+            source,
+            settle_ms,
+            json,
+        } => {
+            let _lock = vmctx::status::lock(root);
+            let rec = vmctx::status::Recorder::begin(root, "reconfigure");
+            let settle = Duration::from_millis(settle_ms);
+            match vmctx::reconfigure::run(&source, root, settle) {
+                Ok(r) => {
+                    let mut end = match r.rounds.last() {
+                        Some(last) => vmctx::status::StageEnd::from_report(
+                            &last.report,
+                            r.source.as_deref().unwrap_or(""),
+                        ),
+                        None => vmctx::status::StageEnd {
+                            no_context: true,
+                            ..Default::default()
+                        },
+                    };
+                    end.changed = r.changed();
+                    rec.finish(end);
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+                        );
+                    } else {
+                        print!("{}", r.summary());
                     }
-                    eprintln!("vmctx: no context found ({why}); nothing to do");
-                    return Ok(ExitCode::SUCCESS);
+                    Ok(if r.failed() == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
                 }
-                // Not readable: say so and leave the working configuration as it is.
-                Err(e) => return Err(format!("{e}; nothing was changed")),
+                Err(e) => {
+                    rec.finish(vmctx::status::StageEnd::error(e.clone()));
+                    Err(e)
+                }
+            }
+        }
+        Command::Status {
+            wait,
+            timeout,
+            json,
+        } => {
+            use vmctx::status;
+            let (o, st) = if wait {
+                status::wait(root, timeout.map(Duration::from_secs))
+            } else {
+                let mut st = status::read(root);
+                (status::overall(root, &mut st), st)
             };
-            let ctx =
-                source::to_context_checked(raw).map_err(|e| format!("{e}; nothing was changed"))?;
-            let links = facts::live_links().map_err(|e| format!("{e}; nothing was changed"))?;
-            let facts = facts::Facts {
-                links,
-                managers: facts::Managers::detect(root),
+            if json {
+                let v = status::to_json(o, &st);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", status::summary(o, &st));
+            }
+            Ok(ExitCode::from(o.exit_code()))
+        }
+        Command::Clean {
+            logs,
+            host_keys,
+            machine_id,
+            dry_run,
+            json,
+        } => {
+            let opts = vmctx::clean::Options {
+                logs,
+                host_keys,
+                machine_id,
+                dry_run,
             };
-            let report = vmctx::apply::apply(&ctx, &facts, root, stage, dry_run)
-                .map_err(|e| e.to_string())?;
+            let _lock = (!dry_run).then(|| vmctx::status::lock(root));
+            let report = vmctx::clean::clean(root, opts);
             if json {
                 println!(
                     "{}",
@@ -297,7 +402,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             } else {
                 print!("{}", report.summary());
             }
-            Ok(if report.failed == 0 {
+            Ok(if report.errors.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -387,27 +492,6 @@ fn exit_for(errors: &[String]) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
-}
-
-/// The local stage found no CONTEXT volume. When DMI names a cloud, its metadata service is
-/// read in the final stage: leave the flag that lets `vmctx.service` start.
-fn local_without_cd(root: &Path, why: &str) -> ExitCode {
-    let mut evidence = Vec::new();
-    match source::detect::dmi_cloud(root, &mut evidence) {
-        Some(cloud) => {
-            let flag = vmctx::apply::files::Root::new(root).path("/run/vmctx/context");
-            let new = vmctx::apply::files::NewFile::mode(0o644);
-            if let Err(e) = vmctx::apply::files::write_atomic(&flag, b"ec2\n", new) {
-                eprintln!("vmctx: {}: {e}", flag.display());
-                return ExitCode::from(1);
-            }
-            eprintln!(
-                "vmctx: no context CD; DMI says {cloud}: its metadata is read in the final stage"
-            );
-        }
-        None => eprintln!("vmctx: no context found ({why}); nothing to do"),
-    }
-    ExitCode::SUCCESS
 }
 
 fn detect(root: &Path, json: bool) -> Result<ExitCode, String> {

@@ -689,6 +689,8 @@ pub struct FakeReq {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// The body (as long as its Content-Length).
+    pub body: Vec<u8>,
 }
 
 impl FakeReq {
@@ -802,10 +804,18 @@ fn serve_one(
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len.min(1 << 20)];
+    std::io::Read::read_exact(&mut reader, &mut body)?;
     let req = FakeReq {
         method,
         path,
         headers,
+        body,
     };
     let n = {
         let mut l = log.lock().unwrap();

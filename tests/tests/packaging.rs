@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use vmctx_tests::*;
 
-const UNITS: [&str; 7] = [
+const UNITS: [&str; 8] = [
     "vmctx-local.service",
+    "vmctx-reconfigure.service",
     "vmctx.service",
     "vmctx-imds.service",
     "vmctx-sync.service",
@@ -57,6 +58,7 @@ fn deb_contents_and_metadata() {
         );
     }
     assert!(t.path().join("etc/default/vmctx").exists());
+    assert!(t.path().join("lib/udev/rules.d/90-vmctx.rules").exists());
     let info = sh(&[
         "dpkg-deb",
         "-f",
@@ -95,6 +97,8 @@ fn rpm_contents() {
     for f in [
         "/usr/bin/vmctx",
         "/usr/lib/systemd/system/vmctx-local.service",
+        "/usr/lib/systemd/system/vmctx-reconfigure.service",
+        "/usr/lib/udev/rules.d/90-vmctx.rules",
         "/etc/sysconfig/vmctx",
     ] {
         assert!(list.lines().any(|l| l == f), "{f} not in {list}");
@@ -134,6 +138,7 @@ fn units_verify() {
         (bin.as_path(), "vmctx"),
         (Path::new("/bin/sh"), "sh"),
         (Path::new("/bin/kill"), "kill"),
+        (Path::new("/bin/udevadm"), "udevadm"),
     ] {
         std::fs::copy(
             std::fs::canonicalize(from).unwrap(),

@@ -4,11 +4,14 @@
 
 mod cloud_users;
 pub mod files;
+pub mod growfs;
+mod hostkeys;
 mod identity;
 pub mod network;
 mod packages;
 pub mod schedule;
 mod scripts;
+pub mod timezone;
 mod users;
 mod write_files;
 
@@ -36,6 +39,8 @@ pub enum Outcome {
     Changed,
     Unchanged,
     Failed,
+    /// Not done, and not an error: a tool it needs is missing, or there is nothing to act on.
+    Skipped,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,7 +84,7 @@ impl Apply {
         detail: impl Into<String>,
     ) {
         let detail = detail.into();
-        if result == Outcome::Failed {
+        if matches!(result, Outcome::Failed | Outcome::Skipped) {
             tracing::warn!("{kind} {target}: {detail}");
         }
         self.actions.push(Action {
@@ -97,6 +102,10 @@ impl Apply {
     }
     pub fn failed(&mut self, kind: &'static str, target: &str, detail: impl std::fmt::Display) {
         self.push(kind, target, Outcome::Failed, detail.to_string());
+    }
+    /// A warning: reported and logged, but apply goes on and exits 0.
+    pub fn skipped(&mut self, kind: &'static str, target: &str, detail: impl Into<String>) {
+        self.push(kind, target, Outcome::Skipped, detail);
     }
 
     /// Writes a whole file (atomically) when its content differs.
@@ -162,8 +171,11 @@ pub fn apply(
     stage: Stage,
     dry_run: bool,
 ) -> Result<Report, ApplyError> {
-    if !ctx.errors.is_empty() {
-        return Err(ApplyError::Invalid(ctx.errors.clone()));
+    // What can only be checked against this system (the zone exists) refuses the context too.
+    let mut errors = ctx.errors.clone();
+    errors.extend(timezone::check(&Root::new(root), &ctx.system));
+    if !errors.is_empty() {
+        return Err(ApplyError::Invalid(errors));
     }
     let plan = plan::build(ctx, facts);
     let mut ap = Apply {
@@ -177,7 +189,7 @@ pub fn apply(
 
     // Network sources (EC2) are read after the network is up: their network, hostname, users
     // and keys are applied in the final stage.
-    let from_network = ctx.source.starts_with("ec2");
+    let from_network = crate::source::origin_is_network(&ctx.source);
     let identity_stage = if from_network {
         Stage::Final
     } else {
@@ -201,6 +213,15 @@ pub fn apply(
             users::apply(&mut ap, user, &ctx.ssh_keys);
         }
         cloud_users::apply(&mut ap, ctx);
+        growfs::apply(&mut ap, &ctx.system, &state, &ctx.instance_id);
+        timezone::apply(&mut ap, &ctx.system);
+        hostkeys::apply(
+            &mut ap,
+            ctx.system.ssh_host_keys,
+            new_instance,
+            &state,
+            &ctx.instance_id,
+        );
     }
     if new_instance {
         let detail = format!("was {}", previous.as_deref().unwrap_or("none"));
@@ -218,6 +239,13 @@ pub fn apply(
         schedule::sync(&mut ap, ctx);
         write_files::apply(&mut ap, ctx, &state);
         scripts::run(&mut ap, ctx, &state);
+        // Last: tell OneGate the VM is ready (REPORT_READY=YES), when nothing failed.
+        let failed = ap
+            .actions
+            .iter()
+            .filter(|a| a.result == Outcome::Failed)
+            .count();
+        crate::onegate::report(&mut ap, ctx, &state, failed);
     }
     if !dry_run {
         if let Err(e) = state.save_plan(&ctx.instance_id, &plan.to_json()) {
@@ -336,6 +364,7 @@ impl Report {
         {
             let verb = match (a.result, self.dry_run) {
                 (Outcome::Failed, _) => "FAILED",
+                (Outcome::Skipped, _) => "skipped",
                 (_, true) => "would change",
                 _ => "changed",
             };

@@ -9,7 +9,7 @@ pub use managers::{ManagerFile, MANAGED_DIRS};
 pub use network::{Ethernet, Netplan};
 
 use crate::context::{
-    Context, Ec2Settings, Hostname, Password, ScriptMode, SyncSettings, UpdateSchedule,
+    Context, Ec2Settings, Hostname, Password, ScriptMode, SyncSettings, System, UpdateSchedule,
 };
 use crate::facts::Facts;
 use serde::Serialize;
@@ -31,6 +31,8 @@ pub struct Plan {
     pub update: Option<UpdateSchedule>,
     pub sync: Option<SyncSettings>,
     pub ec2: Option<Ec2Settings>,
+    /// Disks to grow, time zone, SSH host keys.
+    pub system: System,
     pub warnings: Vec<String>,
     /// Values that were set but are invalid: what they configure is left out of the plan.
     pub errors: Vec<String>,
@@ -113,6 +115,7 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
         update: ctx.update.clone(),
         sync: ctx.sync.clone(),
         ec2: ctx.ec2.clone(),
+        system: ctx.system.clone(),
         warnings,
         errors: ctx.errors.clone(),
     }

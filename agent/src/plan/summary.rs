@@ -1,7 +1,7 @@
 //! The readable form of a plan (`vmctx plan` without `--json`).
 
 use super::Plan;
-use crate::context::{Schedule, ScriptMode, SyncMode};
+use crate::context::{HostKeys, Schedule, ScriptMode, SyncMode};
 use std::fmt::Write;
 
 pub(super) fn render(p: &Plan) -> String {
@@ -121,6 +121,30 @@ pub(super) fn render(p: &Plan) -> String {
             );
         }
     }
+    let sys = &p.system;
+    let mut grow: Vec<&str> = Vec::new();
+    if sys.grow_rootfs {
+        grow.push("/");
+    }
+    grow.extend(sys.grow_fs.iter().map(String::as_str));
+    if !grow.is_empty() {
+        let _ = writeln!(
+            o,
+            "disks     grow {} to the disk's size, once per instance and disk size",
+            grow.join(" ")
+        );
+    }
+    if let Some(tz) = &sys.timezone {
+        let _ = writeln!(o, "timezone  {tz}");
+    }
+    let _ = writeln!(
+        o,
+        "host keys {}",
+        match sys.ssh_host_keys {
+            HostKeys::Regenerate => "new SSH host keys on a new instance",
+            HostKeys::Keep => "the image's SSH host keys kept (SSH_HOST_KEYS=KEEP)",
+        }
+    );
     for (title, list) in [("warning", &p.warnings), ("error", &p.errors)] {
         for w in list {
             let _ = writeln!(o, "{title}: {w}");

@@ -1,9 +1,16 @@
-//! Which source is present, cheap checks first: the CONTEXT volume among the block devices
-//! (each one's primary volume descriptor: no mount, no blkid, one 2 KiB read per device), then
-//! DMI (`/sys/class/dmi/id`), then a short IMDS probe. Every path is taken under `--root`.
+//! Which source is present, cheap checks first:
+//! 1. a local volume among the block devices, CD-ROMs first: OpenNebula's `CONTEXT` or an
+//!    OpenStack config drive (`config-2`/`CONFIG-2`, ISO9660 or FAT) — each device's volume
+//!    descriptor or boot sector is read (no mount, no blkid, a few KiB per device);
+//! 2. DMI (`/sys/class/dmi/id`): EC2 → its IMDS; OpenStack Nova → its metadata service (with
+//!    the EC2-compatible tree as fallback);
+//! 3. a short IMDS probe at 169.254.169.254.
+//!
+//! Every path is taken under `--root`.
 
 use super::iso9660::read_volume_id;
 use super::opennebula::CONTEXT_LABEL;
+use super::openstack::drive::is_drive_label;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -18,10 +25,21 @@ pub struct Probe {
     pub found: String,
 }
 
+/// Which kind of local volume was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Volume {
+    /// OpenNebula's context CD.
+    Context,
+    /// OpenStack's config drive.
+    ConfigDrive,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Detection {
-    /// The CONTEXT device, if any.
+    /// The CONTEXT or config-2 device, if any.
     pub device: Option<PathBuf>,
+    pub kind: Option<Volume>,
     /// Every device looked at, in order, with what it held: the evidence for the decision.
     pub probes: Vec<Probe>,
 }
@@ -37,14 +55,15 @@ impl Detection {
             .map(|p| format!("{} ({})", p.device, p.found))
             .collect();
         format!(
-            "no volume labelled {CONTEXT_LABEL} among {}",
+            "no volume labelled {CONTEXT_LABEL} or config-2 among {}",
             seen.join(", ")
         )
     }
 }
 
-/// Looks at `<root>/sys/class/block/*` and reads `<root>/dev/<name>`; CD-ROMs first.
-pub fn find_context_volume(root: &Path) -> Detection {
+/// Looks at `<root>/sys/class/block/*` and reads `<root>/dev/<name>`; CD-ROMs first. The
+/// first CONTEXT or config-2 volume wins.
+pub fn find_volume(root: &Path) -> Detection {
     let mut names: Vec<String> = match std::fs::read_dir(root.join("sys/class/block")) {
         Ok(rd) => rd
             .filter_map(|e| e.ok())
@@ -58,24 +77,30 @@ pub fn find_context_volume(root: &Path) -> Detection {
     for name in names {
         let dev = root.join("dev").join(&name);
         let found = probe(root, &name, &dev);
-        let is_context = found.as_deref() == Ok(CONTEXT_LABEL);
+        let kind = match &found {
+            Ok((_, label)) if label == CONTEXT_LABEL => Some(Volume::Context),
+            Ok((_, label)) if is_drive_label(label) => Some(Volume::ConfigDrive),
+            _ => None,
+        };
         probes.push(Probe {
             device: dev.display().to_string(),
             found: match found {
-                Ok(label) if label.is_empty() => "ISO9660, no label".into(),
-                Ok(label) => format!("ISO9660 {label:?}"),
+                Ok((fs, label)) if label.is_empty() => format!("{fs}, no label"),
+                Ok((fs, label)) => format!("{fs} {label:?}"),
                 Err(why) => why,
             },
         });
-        if is_context {
+        if kind.is_some() {
             return Detection {
                 device: Some(dev),
+                kind,
                 probes,
             };
         }
     }
     Detection {
         device: None,
+        kind: None,
         probes,
     }
 }
@@ -105,9 +130,8 @@ pub fn dmi_cloud(root: &Path, evidence: &mut Vec<Probe>) -> Option<String> {
             "sys_vendor" | "bios_vendor" | "chassis_asset_tag" if lower.contains("amazon ec2") => {
                 Some("EC2")
             }
-            "product_name" | "chassis_asset_tag" if lower.starts_with("openstack") => {
-                Some("OpenStack (EC2-style metadata)")
-            }
+            "product_name" | "chassis_asset_tag" if is_openstack(&lower) => Some(OPENSTACK),
+            "sys_vendor" if lower == "openstack foundation" => Some(OPENSTACK),
             _ => None,
         };
         evidence.push(Probe {
@@ -138,6 +162,23 @@ pub fn dmi_cloud(root: &Path, evidence: &mut Vec<Probe>) -> Option<String> {
     cloud
 }
 
+const OPENSTACK: &str = "OpenStack";
+
+/// Nova's DMI names (`[Nova] product=` may override them) and the asset tags of clouds built
+/// on it (cloud-init's list).
+fn is_openstack(lower: &str) -> bool {
+    [
+        "openstack nova",
+        "openstack compute",
+        "opentelekomcloud",
+        "sap ccloud vm",
+        "huaweicloud",
+        "samsung cloud platform",
+    ]
+    .iter()
+    .any(|n| lower.starts_with(n))
+}
+
 /// The whole decision: a source, or none, with every check's evidence.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
@@ -148,14 +189,19 @@ pub struct Decision {
     pub summary: String,
 }
 
-/// CONTEXT volume, then DMI, then (when `imds` is given) a short IMDS probe there. DMI naming
+/// A local volume, then DMI, then (when `imds` is given) a short IMDS probe there. DMI naming
 /// a cloud decides without the probe: its IMDS may only answer once the network is up.
 pub fn decide(root: &Path, imds: Option<&str>) -> Decision {
-    let cd = find_context_volume(root);
+    let cd = find_volume(root);
     let mut evidence = Vec::new();
-    if let Some(dev) = &cd.device {
+    if let (Some(dev), Some(kind)) = (&cd.device, cd.kind) {
+        let dev = Some(dev.clone());
+        let source = match kind {
+            Volume::Context => super::Source::OpenNebula(dev),
+            Volume::ConfigDrive => super::Source::ConfigDrive(dev),
+        };
         return Decision {
-            source: Some(super::Source::OpenNebula(Some(dev.clone())).to_string()),
+            source: Some(source.to_string()),
             probes: cd.probes,
             evidence,
             summary: String::new(),
@@ -164,8 +210,13 @@ pub fn decide(root: &Path, imds: Option<&str>) -> Decision {
     let mut summary = cd.summary();
     let ec2 = |url: Option<&str>| super::Source::Ec2(url.map(str::to_string)).to_string();
     if let Some(cloud) = dmi_cloud(root, &mut evidence) {
+        let source = if cloud == OPENSTACK {
+            super::Source::OpenStack(imds.map(str::to_string)).to_string()
+        } else {
+            ec2(imds)
+        };
         return Decision {
-            source: Some(ec2(imds)),
+            source: Some(source),
             probes: cd.probes,
             evidence: {
                 evidence.push(Probe {
@@ -238,7 +289,8 @@ fn rank(name: &str) -> usize {
         .unwrap_or(CANDIDATES.len())
 }
 
-fn probe(root: &Path, name: &str, dev: &Path) -> Result<String, String> {
+/// The filesystem and label of `dev`: ISO9660's volume id, else a FAT volume label.
+fn probe(root: &Path, name: &str, dev: &Path) -> Result<(&'static str, String), String> {
     // An empty CD drive reports size 0: don't wait on it.
     let size = std::fs::read_to_string(root.join("sys/class/block").join(name).join("size"));
     if size.is_ok_and(|s| s.trim() == "0") {
@@ -248,10 +300,15 @@ fn probe(root: &Path, name: &str, dev: &Path) -> Result<String, String> {
         Some(123) => "no medium".to_string(), // ENOMEDIUM
         _ => format!("cannot open: {e}"),
     })?;
-    match read_volume_id(file) {
-        Ok(Some(label)) => Ok(label),
-        Ok(None) => Err("not ISO9660".into()),
-        Err(e) => Err(format!("unreadable: {e}")),
+    match read_volume_id(&file) {
+        Ok(Some(label)) => return Ok(("ISO9660", label)),
+        Ok(None) => {}
+        Err(e) => return Err(format!("unreadable: {e}")),
+    }
+    match super::vfat::read_label(&file) {
+        Ok(Some(label)) => Ok(("FAT", label)),
+        Ok(None) => Err("neither ISO9660 nor FAT".into()),
+        Err(e) => Err(format!("unreadable FAT: {e}")),
     }
 }
 
@@ -289,7 +346,7 @@ mod tests {
             ("sr0", Some("DATA")),
             ("loop0", Some("CONTEXT")),
         ]);
-        let d = find_context_volume(root.path());
+        let d = find_volume(root.path());
         assert_eq!(d.device, Some(root.path().join("dev/sr1")));
         let looked: Vec<&str> = d
             .probes
@@ -306,11 +363,11 @@ mod tests {
     #[test]
     fn reports_what_it_saw() {
         let root = fake_root(&[("vda", None), ("sr0", Some("DATA"))]);
-        let d = find_context_volume(root.path());
+        let d = find_volume(root.path());
         assert!(d.device.is_none());
         let s = d.summary();
         assert!(
-            s.contains("sr0 (ISO9660 \"DATA\")") && s.contains("vda (not ISO9660)"),
+            s.contains("sr0 (ISO9660 \"DATA\")") && s.contains("vda (neither ISO9660 nor FAT)"),
             "{s}"
         );
     }
@@ -319,7 +376,7 @@ mod tests {
     fn empty_drive_is_skipped() {
         let root = fake_root(&[("sr0", Some("CONTEXT"))]);
         std::fs::write(root.path().join("sys/class/block/sr0/size"), "0\n").unwrap();
-        let d = find_context_volume(root.path());
+        let d = find_volume(root.path());
         assert!(d.device.is_none());
         assert_eq!(d.probes[0].found, "no medium");
     }
@@ -347,7 +404,7 @@ mod tests {
     fn nothing_to_look_at() {
         let t = tempfile::tempdir().unwrap();
         assert_eq!(
-            find_context_volume(t.path()).summary(),
+            find_volume(t.path()).summary(),
             "no CD-ROM or disk in /sys/class/block"
         );
     }

@@ -7,6 +7,8 @@ pub mod detect;
 pub mod ec2;
 pub mod iso9660;
 pub mod opennebula;
+pub mod openstack;
+pub mod vfat;
 
 use crate::context::Context;
 use context_sh::Parsed;
@@ -29,6 +31,24 @@ pub enum Source {
     Dir(PathBuf),
     /// The EC2 metadata service: `http://169.254.169.254` or this base URL (an IP literal).
     Ec2(Option<String>),
+    /// An OpenStack config drive (`config-2`): auto-detected, or this device, image file or
+    /// unpacked folder.
+    ConfigDrive(Option<PathBuf>),
+    /// OpenStack: the config drive if there is one, else the metadata service at
+    /// `http://169.254.169.254`; with a URL, only the service there.
+    OpenStack(Option<String>),
+}
+
+impl Source {
+    /// Read over the network (after it is up, in the final stage), not from a local volume.
+    pub fn is_network(&self) -> bool {
+        matches!(self, Source::Ec2(_) | Source::OpenStack(Some(_)))
+    }
+}
+
+/// Whether a context's origin (`Context::source`) is a metadata service.
+pub fn origin_is_network(origin: &str) -> bool {
+    origin.starts_with("ec2") || origin.starts_with("openstack:http")
 }
 
 impl FromStr for Source {
@@ -51,8 +71,12 @@ impl FromStr for Source {
             ("opennebula", Some(a)) => Ok(Source::OpenNebula(Some(path(a)?))),
             ("dir", Some(a)) => Ok(Source::Dir(path(a)?)),
             ("ec2", a) => Ok(Source::Ec2(a.map(str::to_string))),
+            ("configdrive", None) => Ok(Source::ConfigDrive(None)),
+            ("configdrive", Some(a)) => Ok(Source::ConfigDrive(Some(path(a)?))),
+            ("openstack", a) => Ok(Source::OpenStack(a.map(str::to_string))),
             _ => Err(format!(
-                "{s:?} is not a source: use auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH or ec2[:URL]"
+                "{s:?} is not a source: use auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH, ec2[:URL], \
+                 configdrive[:DEVICE_IMAGE_OR_DIR] or openstack[:URL]"
             )),
         }
     }
@@ -67,6 +91,10 @@ impl fmt::Display for Source {
             Source::Dir(p) => write!(f, "dir:{}", p.display()),
             Source::Ec2(None) => f.write_str("ec2"),
             Source::Ec2(Some(u)) => write!(f, "ec2:{u}"),
+            Source::ConfigDrive(None) => f.write_str("configdrive"),
+            Source::ConfigDrive(Some(p)) => write!(f, "configdrive:{}", p.display()),
+            Source::OpenStack(None) => f.write_str("openstack"),
+            Source::OpenStack(Some(u)) => write!(f, "openstack:{u}"),
         }
     }
 }
@@ -95,7 +123,19 @@ pub enum SourceError {
         source: ec2::Ec2Error,
     },
     #[error("{origin}: {why}")]
-    Ec2Data { origin: String, why: String },
+    Data { origin: String, why: String },
+    #[error("{origin}: {source}")]
+    OpenStack {
+        origin: String,
+        source: openstack::OpenStackError,
+    },
+}
+
+/// Metadata read from a cloud's service or drive instead of a `context.sh`.
+#[derive(Debug, Clone)]
+pub enum Cloud {
+    Ec2(ec2::Metadata),
+    OpenStack(openstack::Metadata),
 }
 
 /// A context as read, before normalization.
@@ -108,32 +148,91 @@ pub struct Raw {
     pub files: Vec<String>,
     /// Not fatal, but worth saying (e.g. an unexpected volume label).
     pub warnings: Vec<String>,
-    /// Read from an EC2-style metadata service instead of a `context.sh` (`parsed` is empty).
-    pub ec2: Option<ec2::Metadata>,
+    /// Read from a cloud's metadata instead of a `context.sh` (`parsed` is empty).
+    pub cloud: Option<Cloud>,
 }
 
 /// Reads the context named by `source`. `root` prefixes the paths searched by detection
 /// (`/sys/class/block`, `/dev`); explicit paths are used as given.
 pub fn read(source: &Source, root: &Path) -> Result<Raw, SourceError> {
     match source {
-        Source::OpenNebula(None) => {
-            let found = detect::find_context_volume(root);
-            match found.device {
-                Some(dev) => opennebula::read_cd(&dev, false),
-                None => Err(SourceError::NotFound(found.summary())),
-            }
-        }
+        Source::OpenNebula(None) => read_volume(root, Some(detect::Volume::Context)),
+        Source::ConfigDrive(None) => read_volume(root, Some(detect::Volume::ConfigDrive)),
         Source::Auto => {
             let d = detect::decide(root, detect::probe_url(root).as_deref());
             match d.source.as_deref().map(str::parse::<Source>) {
                 Some(Ok(Source::OpenNebula(Some(dev)))) => opennebula::read_cd(&dev, false),
-                Some(Ok(s @ Source::Ec2(_))) => read_ec2(&s),
+                Some(Ok(Source::ConfigDrive(Some(dev)))) => read_config_drive(&dev),
+                Some(Ok(s @ (Source::Ec2(_) | Source::OpenStack(_)))) => read(&s, root),
                 _ => Err(SourceError::NotFound(d.summary)),
             }
         }
         Source::OpenNebula(Some(path)) => opennebula::read_cd(path, true),
         Source::Dir(path) => read_dir(path),
         Source::Ec2(_) => read_ec2(source),
+        Source::ConfigDrive(Some(path)) => read_config_drive(path),
+        // The drive first, always: the service may be unreachable where a drive exists.
+        Source::OpenStack(None) => match read_volume(root, Some(detect::Volume::ConfigDrive)) {
+            Err(SourceError::NotFound(_)) => read_openstack_service(None),
+            other => other,
+        },
+        Source::OpenStack(Some(url)) => read_openstack_service(Some(url)),
+    }
+}
+
+/// The first local volume of kind `want` (any kind: `None`) among the block devices.
+fn read_volume(root: &Path, want: Option<detect::Volume>) -> Result<Raw, SourceError> {
+    let found = detect::find_volume(root);
+    match (&found.device, found.kind) {
+        (Some(dev), Some(kind)) if want.map_or(true, |w| w == kind) => match kind {
+            detect::Volume::Context => opennebula::read_cd(dev, false),
+            detect::Volume::ConfigDrive => read_config_drive(dev),
+        },
+        _ => Err(SourceError::NotFound(found.summary())),
+    }
+}
+
+fn read_config_drive(path: &Path) -> Result<Raw, SourceError> {
+    let origin = Source::ConfigDrive(Some(path.to_path_buf())).to_string();
+    let md = openstack::read_drive(path).map_err(|source| SourceError::OpenStack {
+        origin: origin.clone(),
+        source,
+    })?;
+    Ok(Raw {
+        origin,
+        parsed: Parsed::default(),
+        files: Vec::new(),
+        warnings: Vec::new(),
+        cloud: Some(Cloud::OpenStack(md)),
+    })
+}
+
+/// Nova's metadata service; where it has no `/openstack`, its EC2-compatible tree.
+fn read_openstack_service(url: Option<&str>) -> Result<Raw, SourceError> {
+    const BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+    let fail = |e| SourceError::Ec2 {
+        origin: Source::OpenStack(url.map(str::to_string)).to_string(),
+        source: e,
+    };
+    let opts = ec2::Options::from_env_budget(url, BUDGET).map_err(fail)?;
+    let origin = Source::OpenStack(Some(opts.endpoint.url.clone())).to_string();
+    match openstack::read_service(&opts) {
+        Ok(openstack::ServiceAnswer::OpenStack(md)) => Ok(Raw {
+            origin,
+            parsed: Parsed::default(),
+            files: Vec::new(),
+            warnings: Vec::new(),
+            cloud: Some(Cloud::OpenStack(md)),
+        }),
+        Ok(openstack::ServiceAnswer::NoOpenStack) => {
+            let mut raw = read_ec2(&Source::Ec2(Some(opts.endpoint.url.clone())))?;
+            raw.warnings.push(format!(
+                "{}/openstack answers 404: read as an EC2-style metadata service",
+                opts.endpoint.url
+            ));
+            Ok(raw)
+        }
+        Err(source) => Err(SourceError::OpenStack { origin, source }),
     }
 }
 
@@ -143,11 +242,12 @@ pub fn read_local(
     root: &Path,
     wait: std::time::Duration,
 ) -> Result<Raw, SourceError> {
-    let local = match source {
-        Source::Auto => Source::OpenNebula(None),
-        other => other.clone(),
-    };
-    read_waiting(&local, root, wait)
+    match source {
+        // Either volume (CONTEXT or config-2): the first found.
+        Source::Auto => waiting(root, wait, || read_volume(root, None)),
+        Source::OpenStack(None) => read_waiting(&Source::ConfigDrive(None), root, wait),
+        other => read_waiting(other, root, wait),
+    }
 }
 
 fn read_ec2(source: &Source) -> Result<Raw, SourceError> {
@@ -165,7 +265,7 @@ fn read_ec2(source: &Source) -> Result<Raw, SourceError> {
         parsed: Parsed::default(),
         files: Vec::new(),
         warnings: Vec::new(),
-        ec2: Some(md),
+        cloud: Some(Cloud::Ec2(md)),
     })
 }
 
@@ -177,13 +277,26 @@ pub fn read_waiting(
     root: &Path,
     wait: std::time::Duration,
 ) -> Result<Raw, SourceError> {
+    match source {
+        Source::Auto | Source::OpenNebula(None) | Source::ConfigDrive(None) => {
+            waiting(root, wait, || read(source, root))
+        }
+        _ => read(source, root),
+    }
+}
+
+/// Calls `read` until it finds a volume, `wait` passes, or (after a short grace) it is clear
+/// that the machine has no CD-ROM drive.
+fn waiting(
+    root: &Path,
+    wait: std::time::Duration,
+    read: impl Fn() -> Result<Raw, SourceError>,
+) -> Result<Raw, SourceError> {
     const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
     let started = std::time::Instant::now();
     loop {
-        match read(source, root) {
-            Err(SourceError::NotFound(why))
-                if matches!(source, Source::Auto | Source::OpenNebula(None)) =>
-            {
+        match read() {
+            Err(SourceError::NotFound(why)) => {
                 let elapsed = started.elapsed();
                 let no_drive = !detect::has_cdrom(root) && elapsed >= GRACE;
                 if elapsed >= wait || no_drive {
@@ -204,20 +317,24 @@ pub fn load(source: &Source, root: &Path) -> Result<Context, SourceError> {
 
 /// Normalizes; EC2 metadata too broken to map (an unusable instance id) is an error.
 pub fn to_context_checked(raw: Raw) -> Result<Context, SourceError> {
-    if let Some(md) = &raw.ec2 {
-        let mut ctx =
-            ec2::map::to_context(md, &raw.origin).map_err(|why| SourceError::Ec2Data {
-                origin: raw.origin.clone(),
-                why,
-            })?;
-        crate::userdata::merge(&mut ctx);
-        return Ok(ctx);
-    }
-    Ok(to_context(raw))
+    let mapped = match &raw.cloud {
+        None => return Ok(to_context(raw)),
+        Some(Cloud::Ec2(md)) => ec2::map::to_context(md, &raw.origin),
+        Some(Cloud::OpenStack(md)) => openstack::map::to_context(md, &raw.origin),
+    };
+    let mut ctx = mapped.map_err(|why| SourceError::Data {
+        origin: raw.origin.clone(),
+        why,
+    })?;
+    let mut warnings = raw.warnings;
+    warnings.append(&mut ctx.warnings);
+    ctx.warnings = warnings;
+    crate::userdata::merge(&mut ctx);
+    Ok(ctx)
 }
 
 pub fn to_context(raw: Raw) -> Context {
-    if raw.ec2.is_some() {
+    if raw.cloud.is_some() {
         let origin = raw.origin.clone();
         return to_context_checked(raw).unwrap_or_else(|e| broken(&origin, e.to_string()));
     }
@@ -276,8 +393,8 @@ pub fn read_files(source: &Source, limit: u64) -> Result<Vec<(String, Vec<u8>)>,
             out.sort();
             Ok(out)
         }
-        // A metadata service has no files beside its user-data.
-        Source::Ec2(_) => Ok(Vec::new()),
+        // A metadata service or config drive has no files beside its user-data.
+        Source::Ec2(_) | Source::ConfigDrive(_) | Source::OpenStack(_) => Ok(Vec::new()),
         other => Err(SourceError::Unsupported(other.to_string())),
     }
 }
@@ -323,7 +440,7 @@ fn read_dir(path: &Path) -> Result<Raw, SourceError> {
         parsed: context_sh::parse(&bytes),
         files,
         warnings: Vec::new(),
-        ec2: None,
+        cloud: None,
     })
 }
 

@@ -56,10 +56,16 @@ async fn converge(
     let mut rules = nl.rules().await?;
     for want in wants {
         let Some(link) = live.iter().find(|l| l.mac == want.mac) else {
+            if let Some(mine) = added.remove(&want.mac) {
+                forget_gone(ap, nl, want.mac, &want.label, mine, added, &mut rules).await;
+            }
             ap.unchanged(
                 "link",
                 &want.label,
-                format!("no link with MAC {}; nothing done", want.mac),
+                format!(
+                    "no link with MAC {} (not attached); configured when it appears",
+                    want.mac
+                ),
             );
             continue;
         };
@@ -88,8 +94,10 @@ async fn converge(
             };
             let mine = added.get_mut(&mac).expect("listed above");
             remove_unwanted(ap, nl, link, &release, mine, &mut rules).await?;
+            added.remove(&mac);
+        } else if let Some(mine) = added.remove(&mac) {
+            forget_gone(ap, nl, mac, &mac.to_string(), mine, added, &mut rules).await;
         }
-        added.remove(&mac);
     }
     added.retain(|_, a| !a.is_empty());
     Ok(())
@@ -210,6 +218,60 @@ fn ipv6_sysctls(ap: &mut Apply, link: &LiveLink, want: &LinkWant, target: &str) 
                 Err(e) => ap.failed("sysctl", &what, e),
             }
         }
+    }
+}
+
+/// A link vmctx configured is gone (detached): its addresses and routes went with it, and are
+/// forgotten; its `from` rules name no link and stay in the kernel, so they are removed (one
+/// that cannot be is kept in the state, to be removed later).
+async fn forget_gone(
+    ap: &mut Apply,
+    nl: &Netlink,
+    mac: MacAddr,
+    label: &str,
+    mine: Added,
+    added: &mut BTreeMap<MacAddr, Added>,
+    rules: &mut Vec<(RuleWant, rtnetlink::packet_route::rule::RuleMessage)>,
+) {
+    let mut kept = Vec::new();
+    for r in mine.rules {
+        let what = format!("from {} lookup {}", r.from, r.table);
+        if let Some(pos) = rules.iter().position(|(l, _)| *l == r) {
+            let (_, msg) = rules.remove(pos);
+            if !act(
+                ap,
+                "rule",
+                &what,
+                "removed (its link is gone)",
+                nl.del_rule(msg),
+            )
+            .await
+            {
+                kept.push(r);
+            }
+        }
+    }
+    if !mine.addresses.is_empty() || !mine.routes.is_empty() {
+        let list: Vec<String> = mine.addresses.iter().map(|a| a.to_string()).collect();
+        ap.unchanged(
+            "link",
+            label,
+            format!(
+                "gone: forgot the {} address(es) ({}) and {} route(s) vmctx had added",
+                mine.addresses.len(),
+                list.join(", "),
+                mine.routes.len()
+            ),
+        );
+    }
+    if !kept.is_empty() {
+        added.insert(
+            mac,
+            Added {
+                rules: kept,
+                ..Added::default()
+            },
+        );
     }
 }
 

@@ -4,7 +4,7 @@
 //! Token rules (spec §3, §6): `PUT /latest/api/token` (TTL 21600, short timeout) first; only a
 //! PUT that fails outright — a timeout, 403, 404 or 405 — falls back to IMDSv1; a 400 is an
 //! error. A 401 on a GET gets one fresh token for the whole read. Transient failures (connect
-//! errors, timeouts, 5xx, 429) are retried with backoff inside the total budget, and never
+//! errors, timeouts, 5xx, 429, 408) are retried with backoff inside the total budget, and never
 //! read as "no data".
 
 use super::{Ec2Error, Endpoint};
@@ -51,6 +51,7 @@ pub struct Client {
     token: tokio::sync::Mutex<Token>,
     refreshed: Mutex<bool>,
     permits: tokio::sync::Semaphore,
+    max_attempts: u32,
     /// Said once per read: a fallback to IMDSv1, a token refresh.
     pub notes: Mutex<Vec<String>>,
     pub requests: AtomicU32,
@@ -65,8 +66,19 @@ impl Client {
             token: tokio::sync::Mutex::new(Token::Unknown),
             refreshed: Mutex::new(false),
             permits: tokio::sync::Semaphore::new(concurrency.max(1)),
+            max_attempts: MAX_ATTEMPTS,
             notes: Mutex::new(Vec::new()),
             requests: AtomicU32::new(0),
+        }
+    }
+
+    /// For a service without IMDSv2 tokens (OpenStack's): plain GETs, and as many retries as
+    /// the budget holds (such a service is often slow to answer early in boot).
+    pub fn tokenless(endpoint: Endpoint, budget: Duration, concurrency: usize) -> Client {
+        Client {
+            token: tokio::sync::Mutex::new(Token::V1),
+            max_attempts: u32::MAX,
+            ..Client::new(endpoint, budget, concurrency)
         }
     }
 
@@ -141,7 +153,7 @@ impl Client {
     /// Sleeps before attempt `n + 1`; false when the budget has no room for it.
     async fn backoff(&self, n: u32) -> bool {
         let wait = FIRST_BACKOFF * 2u32.pow(n.min(5));
-        if n + 1 >= MAX_ATTEMPTS || self.remaining() <= wait {
+        if n + 1 >= self.max_attempts || self.remaining() <= wait {
             return false;
         }
         tokio::time::sleep(wait).await;
@@ -305,5 +317,5 @@ impl Client {
 }
 
 fn is_transient(s: StatusCode) -> bool {
-    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
 }

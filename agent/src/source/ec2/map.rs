@@ -89,6 +89,8 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
             hop_limit: 1,
             iam: None,
         }),
+        onegate: None,
+        system: crate::context::System::default(),
         cloud_config: None,
         warnings,
         errors,

@@ -2,7 +2,7 @@
 //! IMDS, and vmctx's own emulator): token first, a pruned parallel crawl of the tree, then the
 //! mapping to the context model ([`map`]).
 
-mod client;
+pub(crate) mod client;
 mod crawl;
 pub mod map;
 
@@ -118,6 +118,11 @@ impl Options {
     /// from `VMCTX_IMDS_TIMEOUT` (seconds, fractions allowed), the concurrency from
     /// `VMCTX_IMDS_CONCURRENCY` (1 crawls serially).
     pub fn from_env(url: Option<&str>) -> Result<Options, Ec2Error> {
+        Options::from_env_budget(url, DEFAULT_BUDGET)
+    }
+
+    /// As [`Options::from_env`], with another default budget (OpenStack's service: 60 s).
+    pub fn from_env_budget(url: Option<&str>, default: Duration) -> Result<Options, Ec2Error> {
         let env_url = std::env::var(ENV_URL).ok().filter(|u| !u.is_empty());
         let url = url
             .map(str::to_string)
@@ -127,7 +132,7 @@ impl Options {
             .ok()
             .and_then(|s| s.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-            .map_or(DEFAULT_BUDGET, Duration::from_secs_f64);
+            .map_or(default, Duration::from_secs_f64);
         let concurrency = std::env::var(ENV_CONCURRENCY)
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
@@ -141,7 +146,7 @@ impl Options {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Ec2Error> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Ec2Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -114,6 +114,7 @@ impl<R: Read + Seek> IsoImage<R> {
                 is_dir: raw.flags & FLAG_DIRECTORY != 0,
                 size: raw.size,
                 mode: None,
+                link: None,
             },
             sector: raw.sector,
             multi_extent: false,
@@ -139,6 +140,7 @@ impl<R: Read + Seek> IsoImage<R> {
                     node.interleaved = target.interleaved;
                 }
                 node.entry.mode = rr.mode;
+                node.entry.link = rr.link;
                 rr.name.unwrap_or_else(|| iso_name(raw.ident))
             }
             Names::Joliet => joliet::decode_name(raw.ident),
@@ -164,6 +166,7 @@ impl<R: Read + Seek> IsoImage<R> {
                     is_dir: true,
                     size: dot.size,
                     mode: None,
+                    link: None,
                 },
                 sector: dot.sector,
                 multi_extent: false,

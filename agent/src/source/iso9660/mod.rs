@@ -69,6 +69,8 @@ pub struct DirEntry {
     pub size: u64,
     /// POSIX `st_mode` (file type and permission bits) from a Rock Ridge `PX` entry.
     pub mode: Option<u32>,
+    /// The target of a Rock Ridge symbolic link (`mode` then has `S_IFLNK`).
+    pub link: Option<String>,
 }
 
 /// Where the names returned by [`IsoImage::list`] come from.
@@ -364,6 +366,7 @@ fn root_node(vd: &[u8], which: &str) -> Result<Node, IsoError> {
             is_dir: true,
             size: root.size,
             mode: None,
+            link: None,
         },
         sector: root.sector,
         multi_extent: false,

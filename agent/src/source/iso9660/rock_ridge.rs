@@ -3,8 +3,8 @@
 //!
 //! Only what a reader of context CDs needs: `SP` (detection and skip length),
 //! `CE` (continuation areas), `ST`, `NM` (names, possibly split over several
-//! entries with the CONTINUE flag), `PX` (mode), `RE` and `CL` (relocated
-//! directories). Everything else (`SL`, `TF`, `ER`, ...) is skipped.
+//! entries with the CONTINUE flag), `PX` (mode), `SL` (symbolic link targets), `RE` and `CL`
+//! (relocated directories). Everything else (`TF`, `ER`, ...) is skipped.
 
 use std::borrow::Cow;
 
@@ -18,6 +18,10 @@ pub(super) const MAX_NAME_BYTES: usize = 1024;
 const NM_CONTINUE: u8 = 0x01;
 const NM_CURRENT: u8 = 0x02;
 const NM_PARENT: u8 = 0x04;
+const SL_CONTINUE: u8 = 0x01;
+const SL_CURRENT: u8 = 0x02;
+const SL_PARENT: u8 = 0x04;
+const SL_ROOT: u8 = 0x08;
 
 /// Where a `CE` entry says the system use entries continue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +36,8 @@ pub(super) struct Continuation {
 pub(super) struct RockRidge {
     pub name: Option<String>,
     pub mode: Option<u32>,
+    /// `SL`: the target of a symbolic link, as written (`2018-08-27`, `../x`, `/abs`).
+    pub link: Option<String>,
     /// `RE`: this is a relocated directory; its real place is a `CL` entry elsewhere.
     pub relocated: bool,
     /// `CL`: this placeholder stands for the directory at this sector.
@@ -55,6 +61,7 @@ pub(super) fn parse(
     let mut rr = RockRidge::default();
     let mut name = Vec::new();
     let mut name_done = false;
+    let mut link = SymlinkTarget::default();
     let mut area = Cow::Borrowed(system_use);
     for hop in 0..=MAX_CONTINUATIONS {
         let mut next = None;
@@ -83,6 +90,7 @@ pub(super) fn parse(
                     name_done = flags & NM_CONTINUE == 0;
                 }
                 b"PX" if data.len() >= 4 => rr.mode = Some(le32(data, 0)),
+                b"SL" => link.add(data)?,
                 b"RE" => rr.relocated = true,
                 b"CL" if data.len() >= 4 => rr.child_link = Some(u64::from(le32(data, 0))),
                 _ => {}
@@ -108,7 +116,76 @@ pub(super) fn parse(
     if !name.is_empty() {
         rr.name = Some(String::from_utf8_lossy(&name).into_owned());
     }
+    rr.link = link.finish();
     Ok(rr)
+}
+
+/// A symbolic link's target, assembled from one or more `SL` entries (RRIP 4.1.3): each holds
+/// component records `[flags, len, bytes…]`; a component flagged CONTINUE goes on in the next.
+#[derive(Default)]
+struct SymlinkTarget {
+    parts: Vec<Vec<u8>>,
+    /// The last component continues in the next record.
+    open: bool,
+    seen: bool,
+    done: bool,
+}
+
+impl SymlinkTarget {
+    fn add(&mut self, data: &[u8]) -> Result<(), IsoError> {
+        let Some((&flags, mut records)) = data.split_first() else {
+            return Ok(());
+        };
+        if self.done {
+            return Ok(());
+        }
+        self.seen = true;
+        while let [cflags, len, rest @ ..] = records {
+            let len = usize::from(*len);
+            let Some(bytes) = rest.get(..len) else {
+                return Err(IsoError::Malformed(
+                    "Rock Ridge symbolic link component runs past its entry".into(),
+                ));
+            };
+            let piece: &[u8] = if cflags & SL_CURRENT != 0 {
+                b"."
+            } else if cflags & SL_PARENT != 0 {
+                b".."
+            } else if cflags & SL_ROOT != 0 {
+                b""
+            } else {
+                bytes
+            };
+            match self.parts.last_mut() {
+                Some(last) if self.open => last.extend_from_slice(piece),
+                _ => self.parts.push(piece.to_vec()),
+            }
+            if self.parts.iter().map(Vec::len).sum::<usize>() > MAX_NAME_BYTES * 4 {
+                return Err(IsoError::Malformed(
+                    "Rock Ridge symbolic link target is too long".into(),
+                ));
+            }
+            self.open = cflags & SL_CONTINUE != 0;
+            records = &rest[len..];
+        }
+        self.done = flags & SL_CONTINUE == 0;
+        Ok(())
+    }
+
+    fn finish(self) -> Option<String> {
+        if !self.seen {
+            return None;
+        }
+        let joined = self.parts.join(&b'/');
+        // A ROOT component is empty and yields the leading "/".
+        Some(String::from_utf8_lossy(&joined).into_owned()).map(|s| {
+            if s.is_empty() {
+                "/".into()
+            } else {
+                s
+            }
+        })
+    }
 }
 
 /// The SUSP entries of an area as (signature, data after the 4-byte header),

@@ -95,7 +95,8 @@ fn plain_names_and_volume_id() {
             name: "SUB".into(),
             is_dir: true,
             size: 2048,
-            mode: None
+            mode: None,
+            link: None,
         }
     );
     assert_eq!(iso.read_file("/CONTEXT.SH", 100).unwrap(), b"hello\n");

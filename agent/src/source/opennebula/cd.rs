@@ -46,7 +46,7 @@ pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
         parsed: context_sh::parse(&bytes),
         files,
         warnings,
-        ec2: None,
+        cloud: None,
     })
 }
 

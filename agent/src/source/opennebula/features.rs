@@ -3,8 +3,8 @@
 
 use super::Reader;
 use crate::context::{
-    AwsCredentials, Ec2Settings, IamRole, ScriptMode, Scripts, Secret, StartScript, SyncMode,
-    SyncSettings, UpdateSchedule, UserData,
+    AwsCredentials, Ec2Settings, HostKeys, IamRole, ScriptMode, Scripts, Secret, StartScript,
+    SyncMode, SyncSettings, System, UpdateSchedule, UserData,
 };
 use crate::schedule;
 use base64::Engine;
@@ -335,6 +335,78 @@ pub(super) fn ec2(r: &mut Reader) -> Option<Ec2Settings> {
         hop_limit,
         iam,
     })
+}
+
+/// `GROW_ROOTFS`, `GROW_FS`, `TIMEZONE` and `SSH_HOST_KEYS`. Whether the zone exists is
+/// checked against the system by apply (`apply::timezone::check`).
+pub(super) fn system(r: &mut Reader) -> System {
+    let grow_rootfs = r.flag("GROW_ROOTFS", true);
+    let mut grow_fs: Vec<String> = Vec::new();
+    for m in r.get("GROW_FS").unwrap_or("").split_whitespace() {
+        match mount_point(m) {
+            Ok(m) if !grow_fs.contains(&m) => grow_fs.push(m),
+            Ok(_) => {}
+            Err(e) => r.error("GROW_FS", m, e),
+        }
+    }
+    let timezone = r.parse_with("TIMEZONE", timezone_name);
+    let ssh_host_keys = match r
+        .get("SSH_HOST_KEYS")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("regenerate") => HostKeys::Regenerate,
+        Some("keep") => HostKeys::Keep,
+        Some(other) => {
+            r.error(
+                "SSH_HOST_KEYS",
+                other,
+                "expected REGENERATE (new keys for a new instance) or KEEP",
+            );
+            HostKeys::Regenerate
+        }
+    };
+    System {
+        grow_rootfs,
+        grow_fs,
+        timezone,
+        ssh_host_keys,
+    }
+}
+
+/// An absolute path without `.`/`..` components; trailing slashes dropped.
+fn mount_point(v: &str) -> Result<String, String> {
+    if !v.starts_with('/') {
+        return Err("must be an absolute mount point".into());
+    }
+    if v.split('/').any(|c| c == "." || c == "..") {
+        return Err("must not contain . or .. components".into());
+    }
+    let trimmed = v.trim_end_matches('/');
+    let mut out = String::new();
+    for c in trimmed.split('/').filter(|c| !c.is_empty()) {
+        out.push('/');
+        out.push_str(c);
+    }
+    Ok(if out.is_empty() { "/".into() } else { out })
+}
+
+/// A zone name as tzdata spells them (`Europe/Prague`, `Etc/GMT+1`, `UTC`): relative, no
+/// `.`/`..` components, letters, digits and `_+-`.
+pub(crate) fn timezone_name(v: &str) -> Result<String, String> {
+    if v.starts_with('/') {
+        return Err("a zone name such as Europe/Prague, not a path".into());
+    }
+    if v.len() > 64
+        || v.split('/')
+            .any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with('.'))
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b))
+    {
+        return Err("not a zone name such as Europe/Prague".into());
+    }
+    Ok(v.to_string())
 }
 
 fn aws_id(v: &str, prefix: &str) -> Result<String, String> {

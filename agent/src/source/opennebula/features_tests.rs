@@ -91,3 +91,53 @@ fn ec2_settings() {
     let c = ctx("EC2_METADATA='YES'\nEC2_INSTANCE_ID='vm-6'\nEC2_IMDS_HOP_LIMIT='0'\n");
     assert_eq!(c.errors.len(), 2, "{:?}", c.errors);
 }
+
+#[test]
+fn system_defaults_grow_root_and_regenerate_host_keys() {
+    use crate::context::HostKeys;
+    let s = ctx("VMID='1'\n").system;
+    assert!(s.grow_rootfs);
+    assert!(s.grow_fs.is_empty());
+    assert_eq!(s.timezone, None);
+    assert_eq!(s.ssh_host_keys, HostKeys::Regenerate);
+    let s = ctx("GROW_ROOTFS='NO'\nGROW_FS='/data /srv/ /data'\nTIMEZONE='Europe/Prague'\nSSH_HOST_KEYS='keep'\n")
+        .system;
+    assert!(!s.grow_rootfs);
+    assert_eq!(
+        s.grow_fs,
+        ["/data", "/srv"],
+        "trailing slash dropped, duplicates once"
+    );
+    assert_eq!(s.timezone.as_deref(), Some("Europe/Prague"));
+    assert_eq!(s.ssh_host_keys, HostKeys::Keep);
+}
+
+#[test]
+fn system_bad_values_are_errors() {
+    for (text, var) in [
+        ("GROW_ROOTFS='maybe'\n", "GROW_ROOTFS="),
+        ("GROW_FS='data'\n", "GROW_FS="),
+        ("GROW_FS='/data/../etc'\n", "GROW_FS="),
+        ("TIMEZONE='../../etc/shadow'\n", "TIMEZONE="),
+        ("TIMEZONE='/usr/share/zoneinfo/UTC'\n", "TIMEZONE="),
+        ("TIMEZONE='Europe/./Prague'\n", "TIMEZONE="),
+        ("TIMEZONE='Europe/Pra gue'\n", "TIMEZONE="),
+        ("SSH_HOST_KEYS='rotate'\n", "SSH_HOST_KEYS="),
+    ] {
+        let c = ctx(text);
+        assert!(
+            c.errors.iter().any(|e| e.starts_with(var)),
+            "{text}: {:?}",
+            c.errors
+        );
+    }
+    assert_eq!(ctx("TIMEZONE='../../etc/shadow'\n").system.timezone, None);
+    for ok in [
+        "UTC",
+        "Etc/GMT+1",
+        "America/Argentina/Buenos_Aires",
+        "Asia/Ust-Nera",
+    ] {
+        assert!(ctx(&format!("TIMEZONE='{ok}'\n")).errors.is_empty(), "{ok}");
+    }
+}

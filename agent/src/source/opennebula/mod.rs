@@ -9,6 +9,7 @@ mod cd;
 mod features;
 mod identity;
 mod network;
+mod onegate;
 
 pub use cd::{read_cd, read_cd_files, CONTEXT_LABEL};
 
@@ -29,6 +30,8 @@ pub fn to_context(vars: &Vars, files: &[String], source: &str) -> Context {
     let update = features::update(&mut r);
     let sync = features::sync(&mut r);
     let ec2 = features::ec2(&mut r);
+    let onegate = onegate::onegate(&mut r, files);
+    let system = features::system(&mut r);
     let instance_id = instance_id(&mut r, &network);
     Context {
         instance_id,
@@ -41,6 +44,8 @@ pub fn to_context(vars: &Vars, files: &[String], source: &str) -> Context {
         update,
         sync,
         ec2,
+        onegate,
+        system,
         cloud_config: None,
         warnings: r.warnings,
         errors: r.errors,

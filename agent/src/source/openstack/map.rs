@@ -1,0 +1,384 @@
+//! OpenStack metadata → [`Context`]: the one place that reads Nova's names.
+//!
+//! NICs are the `links` of network_data.json, matched to the guest by MAC (their `id` is a
+//! host-side tap name and never names a guest NIC); each link's `networks` give its methods,
+//! addresses, routes and DNS. Bonds and VLANs are reported as unsupported, not dropped
+//! silently. Anything malformed is an error naming the file and the field: nothing is applied.
+
+use super::schema::{self, MetaData, Net, NetworkData, Service, META_DATA, NETWORK_DATA};
+use super::Metadata;
+use crate::context::{
+    Cidr, Context, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Password, Route, Scripts,
+    Secret, User, UserData,
+};
+use crate::derive;
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The user the keys go to, as for the other sources: root, unless meta `vmctx_user` names one.
+pub const DEFAULT_USER: &str = "root";
+
+pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
+    let at = |file: &str| format!("{}/{file}", md.version);
+    let meta: MetaData = schema::parse(&at(META_DATA), &md.meta_data)?;
+    let mut warnings = md.notes.clone();
+    let instance_id = meta.uuid.clone().unwrap_or_default();
+    // It names a folder under /var/lib/vmctx/instances: nothing that could leave it.
+    if instance_id.is_empty()
+        || instance_id.len() > 64
+        || !instance_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        || instance_id.starts_with('.')
+    {
+        return Err(format!(
+            "{}: field uuid: {instance_id:?} is not an instance id",
+            at(META_DATA)
+        ));
+    }
+    let hostname = meta.hostname.as_deref().and_then(|raw| {
+        let (name, domain) = derive::sanitize_hostname(raw)?;
+        Some(Hostname {
+            name,
+            domain,
+            from: format!("{} hostname", at(META_DATA)),
+        })
+    });
+    let network = match &md.network_data {
+        Some(bytes) => {
+            let nd: NetworkData = schema::parse(&at(NETWORK_DATA), bytes)?;
+            network(&nd, &at(NETWORK_DATA), &mut warnings)?
+        }
+        None => {
+            warnings.push(format!(
+                "{}: none: the network is left to the image",
+                at(NETWORK_DATA)
+            ));
+            Network::default()
+        }
+    };
+    let user = user(&meta, &mut warnings)?;
+    if !meta.files.is_empty() {
+        warnings.push(format!(
+            "{}: {} personality file(s) in files[] are not written (deprecated by Nova)",
+            at(META_DATA),
+            meta.files.len()
+        ));
+    }
+    let user_data = md
+        .user_data
+        .as_ref()
+        .filter(|b| !b.is_empty())
+        .map(|body| UserData {
+            bytes: body.len(),
+            kind: crate::userdata::kind(body),
+            body: body.clone(),
+        });
+    let mut env = vec![("INSTANCE_ID".to_string(), instance_id.clone())];
+    if let Some(az) = &meta.availability_zone {
+        env.push(("AVAILABILITY_ZONE".into(), az.clone()));
+    }
+    Ok(Context {
+        instance_id,
+        source: origin.to_string(),
+        hostname,
+        network,
+        ssh_keys: keys(&meta, &mut warnings),
+        user: Some(user),
+        scripts: Scripts {
+            start: None,
+            init: Vec::new(),
+            user_data,
+        },
+        update: None,
+        sync: None,
+        ec2: None,
+        onegate: None,
+        system: crate::context::System::default(),
+        cloud_config: None,
+        warnings,
+        errors: Vec::new(),
+        env,
+    })
+}
+
+fn user(meta: &MetaData, warnings: &mut Vec<String>) -> Result<User, String> {
+    let text = |k: &str| meta.meta.get(k).map(|v| v.as_text());
+    let name = text("vmctx_user").unwrap_or_else(|| DEFAULT_USER.into());
+    let mut chars = name.chars();
+    let valid = name.len() <= 32
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        return Err(format!(
+            "{META_DATA}: field meta.vmctx_user: {name:?} is not a user name"
+        ));
+    }
+    // Nova generates an admin_pass for every config drive; enabling password logins with it
+    // is an opt-in.
+    let use_pass = text("vmctx_admin_pass")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "yes" | "true" | "1"));
+    let password = match &meta.admin_pass {
+        Some(p) if use_pass && !p.is_empty() => Some(Password::Plain(Secret::new(p.clone()))),
+        Some(_) if !use_pass => {
+            warnings.push(format!(
+                "{META_DATA}: admin_pass is not used (meta vmctx_admin_pass=yes sets it as {name}'s password)"
+            ));
+            None
+        }
+        _ => None,
+    };
+    Ok(User {
+        sudo: name != "root",
+        name,
+        shell: "/bin/bash".into(),
+        password,
+        lock_password: false,
+    })
+}
+
+/// `public_keys` (by key name) then `keys[]` of type ssh; one key per line, duplicates out.
+fn keys(meta: &MetaData, warnings: &mut Vec<String>) -> Vec<String> {
+    let from_keys = meta.keys.iter().filter_map(|k| match k.kind.as_deref() {
+        Some("ssh") | None => k.data.as_deref(),
+        _ => None,
+    });
+    let mut out: Vec<String> = Vec::new();
+    for line in meta
+        .public_keys
+        .values()
+        .map(String::as_str)
+        .chain(from_keys)
+        .flat_map(str::lines)
+        .map(str::trim)
+    {
+        if line.is_empty() || line.starts_with('#') || out.iter().any(|k| k == line) {
+            continue;
+        }
+        if line.contains(['\0', '\r']) || !line.contains(' ') {
+            warnings.push(format!(
+                "{META_DATA}: a public key that is not one (skipped): {:.24}…",
+                line
+            ));
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    out
+}
+
+/// What a link of network_data.json is to vmctx.
+enum LinkKind {
+    Nic(usize),
+    Unsupported(&'static str),
+}
+
+fn network(nd: &NetworkData, file: &str, warnings: &mut Vec<String>) -> Result<Network, String> {
+    let mut nics: Vec<Nic> = Vec::new();
+    let mut links: Vec<(&str, LinkKind)> = Vec::new();
+    for (i, link) in nd.links.iter().enumerate() {
+        let kind = match link.kind.as_str() {
+            "bond" => LinkKind::Unsupported("bond"),
+            "vlan" => LinkKind::Unsupported("VLAN"),
+            _ => {
+                let mac = link.ethernet_mac_address.as_deref().ok_or_else(|| {
+                    format!("{file}: field links[{i}].ethernet_mac_address: missing")
+                })?;
+                let mac: MacAddr = mac
+                    .parse()
+                    .map_err(|e| format!("{file}: field links[{i}].ethernet_mac_address: {e}"))?;
+                let mut nic = Nic::new(nics.len() as u32, mac, Method::Skip, Ip6Method::Skip);
+                nic.mtu = link.mtu.filter(|m| *m > 0);
+                nics.push(nic);
+                LinkKind::Nic(nics.len() - 1)
+            }
+        };
+        if let LinkKind::Unsupported(what) = kind {
+            warnings.push(format!(
+                "{file}: links[{i}] ({:?}) is a {what}: not supported by vmctx yet, not configured",
+                link.id
+            ));
+        }
+        links.push((link.id.as_str(), kind));
+    }
+    let mut dns: Vec<IpAddr> = Vec::new();
+    dns_of(&nd.services, &mut dns);
+    for (j, net) in nd.networks.iter().enumerate() {
+        let field = |f: &str| format!("{file}: field networks[{j}].{f}");
+        let Some((_, kind)) = links.iter().find(|(id, _)| *id == net.link) else {
+            return Err(format!(
+                "{}: {:?} names no entry of links",
+                field("link"),
+                net.link
+            ));
+        };
+        let LinkKind::Nic(n) = kind else {
+            warnings.push(format!(
+                "{file}: networks[{j}] is on link {:?}, which is not configured",
+                net.link
+            ));
+            continue;
+        };
+        let nic = &mut nics[*n];
+        network_on(nic, net, &field, warnings)?;
+    }
+    for nic in &nics {
+        for d in &nic.dns {
+            if !dns.contains(d) {
+                dns.push(*d);
+            }
+        }
+    }
+    for nic in &mut nics {
+        for d in &dns {
+            if !nic.dns.contains(d) && nic.method == Method::Static {
+                nic.dns.push(*d);
+            }
+        }
+    }
+    Ok(Network {
+        configure: true,
+        nics,
+        dns,
+        ..Network::default()
+    })
+}
+
+/// One network of a link: its method, address, routes and DNS.
+fn network_on(
+    nic: &mut Nic,
+    net: &Net,
+    field: &dyn Fn(&str) -> String,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let v6 = match net.kind.as_str() {
+        "ipv4" => false,
+        "ipv6" => true,
+        "ipv4_dhcp" => {
+            if nic.method == Method::Skip {
+                nic.method = Method::Dhcp;
+            }
+            return Ok(());
+        }
+        "ipv6_slaac" => {
+            nic.ip6_method = Ip6Method::Auto;
+            return Ok(());
+        }
+        "ipv6_dhcp" | "ipv6_dhcpv6-stateless" | "ipv6_dhcpv6-stateful" => {
+            nic.ip6_method = Ip6Method::Dhcp;
+            return Ok(());
+        }
+        other => {
+            warnings.push(format!(
+                "{}: {other:?} is not a network type vmctx knows; skipped",
+                field("type")
+            ));
+            return Ok(());
+        }
+    };
+    let ip = net
+        .ip_address
+        .as_deref()
+        .ok_or_else(|| format!("{}: missing for a static network", field("ip_address")))?;
+    let addr = address(ip, net.netmask.as_deref(), v6)
+        .map_err(|e| format!("{}: {e}", field("ip_address")))?;
+    if v6 {
+        nic.ip6_method = Ip6Method::Static;
+    } else {
+        nic.method = Method::Static;
+    }
+    if !nic.addresses.contains(&addr) {
+        nic.addresses.push(addr);
+    }
+    let mut default = |via: IpAddr, warnings: &mut Vec<String>| match via {
+        IpAddr::V4(g) if nic.gateway.is_none() => nic.gateway = Some(g),
+        IpAddr::V6(g) if nic.gateway6.is_none() => nic.gateway6 = Some(g),
+        _ => warnings.push(format!(
+            "{}: a second default route (via {via}) is ignored",
+            field("routes")
+        )),
+    };
+    if let Some(g) = &net.gateway {
+        let via: IpAddr = g
+            .parse()
+            .map_err(|_| format!("{}: {g:?} is not an address", field("gateway")))?;
+        default(via, warnings);
+    }
+    for (k, r) in net.routes.iter().enumerate() {
+        let rf = |f: &str| field(&format!("routes[{k}].{f}"));
+        let to = address(&r.network, Some(&r.netmask), v6)
+            .map_err(|e| format!("{}: {e}", rf("network")))?
+            .network();
+        let via: IpAddr = r
+            .gateway
+            .parse()
+            .map_err(|_| format!("{}: {:?} is not an address", rf("gateway"), r.gateway))?;
+        if to.prefix == 0 {
+            default(via, warnings);
+        } else {
+            nic.routes.push(Route { to, via });
+        }
+        dns_of(&r.services, &mut nic.dns);
+    }
+    dns_of(&net.services, &mut nic.dns);
+    Ok(())
+}
+
+fn dns_of(services: &[Service], out: &mut Vec<IpAddr>) {
+    for s in services.iter().filter(|s| s.kind == "dns") {
+        if let Some(ip) = s.address.as_deref().and_then(|a| a.trim().parse().ok()) {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+}
+
+/// `ip` with `netmask` in any of the forms seen: dotted IPv4, IPv6 in mask form
+/// (`ffff:ffff:ffff:ffff::`), a prefix length, or `ip/prefix` with no netmask. No netmask at
+/// all means /24 or /64, as cloud-init assumes.
+fn address(ip: &str, netmask: Option<&str>, v6: bool) -> Result<Cidr, String> {
+    let (ip, inline) = match ip.trim().split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (ip.trim(), None),
+    };
+    let addr: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an address"))?;
+    if addr.is_ipv6() != v6 {
+        return Err(format!(
+            "{ip:?} is not an IPv{} address",
+            if v6 { 6 } else { 4 }
+        ));
+    }
+    let mask = netmask.map(str::trim).filter(|m| !m.is_empty()).or(inline);
+    let prefix = match (mask, addr) {
+        (None, IpAddr::V4(_)) => 24,
+        (None, IpAddr::V6(_)) => 64,
+        (Some(m), IpAddr::V4(_)) => derive::mask_to_prefix(m)?,
+        (Some(m), IpAddr::V6(_)) => v6_prefix(m)?,
+    };
+    Cidr::new(addr, prefix)
+}
+
+fn v6_prefix(mask: &str) -> Result<u8, String> {
+    if let Ok(n) = mask.trim_start_matches('/').parse::<u8>() {
+        return if n <= 128 {
+            Ok(n)
+        } else {
+            Err(format!("{mask:?} is not a netmask (prefix over 128)"))
+        };
+    }
+    let m: Ipv6Addr = mask
+        .parse()
+        .map_err(|_| format!("{mask:?} is not a netmask"))?;
+    let bits = u128::from(m);
+    let prefix = bits.leading_ones();
+    if bits.checked_shl(prefix).unwrap_or(0) != 0 {
+        return Err(format!("{mask:?} is not a contiguous netmask"));
+    }
+    Ok(prefix as u8)
+}
+
+#[cfg(test)]
+#[path = "map_tests.rs"]
+mod tests;
