@@ -415,3 +415,24 @@ fn service_without_openstack_is_read_as_ec2() {
         "{v}"
     );
 }
+
+#[test]
+fn probe_without_dmi_tells_nova_from_ec2() {
+    let svc = FakeImds::start(|r, n| match r.path.as_str() {
+        "/latest/meta-data/instance-id" => FakeResp::new(200, "i-0nova0000000001"),
+        _ => nova(r, n),
+    });
+    let root = fake_root(&[], &[("sys_vendor", "QEMU")]);
+    let o = Command::new(vmctx_bin())
+        .args(["--root", root.path().to_str().unwrap(), "detect"])
+        .env("VMCTX_IMDS_URL", svc.url())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with(&format!("openstack:{}\n", svc.url())),
+        "{out}"
+    );
+    assert!(out.contains("/openstack answers too"), "{out}");
+}

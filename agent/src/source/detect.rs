@@ -232,9 +232,16 @@ pub fn decide(root: &Path, imds: Option<&str>) -> Decision {
     let mut source = None;
     match imds {
         Some(url) => {
-            let found = match super::ec2::Endpoint::parse(url)
-                .and_then(|e| super::ec2::probe(&e, super::ec2::PROBE_BUDGET))
-            {
+            let endpoint = super::ec2::Endpoint::parse(url).map_err(|e| e.to_string());
+            let answer = endpoint.as_ref().map_err(Clone::clone).and_then(|e| {
+                super::ec2::probe(e, super::ec2::PROBE_BUDGET).map_err(|e| e.to_string())
+            });
+            let found = match answer {
+                // Nova serves an EC2 tree too: its own `/openstack` says which cloud this is.
+                Ok(id) if endpoint.as_ref().is_ok_and(super::openstack::has_service) => {
+                    source = Some(super::Source::OpenStack(Some(url.to_string())).to_string());
+                    format!("answered: instance {id}; /openstack answers too (OpenStack)")
+                }
                 Ok(id) => {
                     source = Some(ec2(Some(url)));
                     format!("answered: instance {id}")

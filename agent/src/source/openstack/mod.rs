@@ -12,7 +12,7 @@ pub mod schema;
 mod service;
 
 pub use drive::{read_drive, DRIVE_LABEL};
-pub use service::{read_service, ServiceAnswer};
+pub use service::{has_service, read_service, ServiceAnswer};
 
 /// The document read from the chosen version folder, as bytes (parsed by [`map`], so that a
 /// malformed one is reported with its file and field).

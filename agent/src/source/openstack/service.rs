@@ -53,3 +53,13 @@ pub fn read_service(opts: &Options) -> Result<ServiceAnswer, OpenStackError> {
         }))
     })
 }
+
+/// Whether `endpoint` answers `GET /openstack` within the probe budget (one try).
+pub fn has_service(endpoint: &ec2::Endpoint) -> bool {
+    let client = Client::tokenless(endpoint.clone(), ec2::PROBE_BUDGET, 1);
+    let Ok(rt) = ec2::runtime() else {
+        return false;
+    };
+    rt.block_on(client.get("openstack"))
+        .is_ok_and(|b| b.is_some_and(|b| b.starts_with(b"20") || b.ends_with(b"latest")))
+}
