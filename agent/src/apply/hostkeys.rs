@@ -71,10 +71,27 @@ pub fn apply(ap: &mut Apply, mode: HostKeys, new_instance: bool, state: &State, 
     } else {
         "missing host keys generated"
     };
+    if regenerate && ap.root.is_real() {
+        restart_running_sshd();
+    }
     if let Err(e) = state.mark_done(id, "ssh-host-keys", &fingerprints.join("\n")) {
         ap.failed("state", "ssh-host-keys", e);
     }
     ap.changed(KIND, TARGET, format!("{detail}: {}", short(&fingerprints)));
+}
+
+/// A network source (EC2, Nova's service) is applied after sshd started: it still holds the
+/// image's keys until restarted. `try-restart` leaves a stopped sshd stopped (the local stage
+/// runs before it); `--no-block` because this may run inside a unit ordered before it.
+fn restart_running_sshd() {
+    if !Path::new("/run/systemd/system").is_dir() {
+        return;
+    }
+    let _ = Command::new("systemctl")
+        .args(["--no-block", "try-restart", "ssh.service", "sshd.service"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 fn has_keygen() -> bool {
