@@ -1,0 +1,250 @@
+//! End to end on OpenStack: the release binary in the busybox initramfs (as in `vm_boot.rs`),
+//! booted under qemu (TCG) with the GPU notebook's config drive attached the two ways Nova
+//! attaches one — an ISO9660 `config-2` CD-ROM, or a FAT `CONFIG-2` disk — and a NIC with the
+//! drive's MAC. vmctx runs with `--source auto` as on the OpenNebula boots (the local stage),
+//! then the final stage (`vmctx.final`) for the user_data. The serial log is the oracle.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use vmctx_tests::*;
+
+const MAC: &str = "fa:16:3e:5a:0b:14";
+const INSTANCE: &str = "7d3c2a1b-5e4f-4a6b-9c8d-0e1f2a3b4c5d";
+const KEY_ENDS: [&str; 2] = [
+    "ForTheLabOnlyAAAAA researcher@lab",
+    "ForTheGpuClusterOnlyAAAAA admins@lab",
+];
+
+/// The static release binary the packages also use (CI builds it once, before the tests).
+fn release_bin() -> Option<PathBuf> {
+    let p = workspace().join("target/x86_64-unknown-linux-gnu/release/vmctx");
+    need(
+        "the release binary (cargo build --release -p vmctx)",
+        p.exists(),
+    )
+    .then_some(p)
+}
+
+fn have_vm_tools() -> bool {
+    let kernel = std::fs::read_dir("/boot")
+        .map(|d| {
+            d.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("vmlinuz") && n.ends_with("-cloud-amd64")
+            })
+        })
+        .unwrap_or(false);
+    need("qemu-system-x86_64", have_tool("qemu-system-x86_64"))
+        && need("busybox-static", Path::new("/bin/busybox").exists())
+        && need("the cloud kernel (linux-image-cloud-amd64)", kernel)
+}
+
+/// One initramfs per test process, around the release binary.
+fn initramfs() -> Option<&'static Path> {
+    static INITRD: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
+    INITRD
+        .get_or_init(|| {
+            if !have_vm_tools() {
+                return None;
+            }
+            let bin = release_bin()?;
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("initrd.cpio.gz");
+            sh(&[
+                workspace()
+                    .join("vm-fixtures/build-initramfs")
+                    .to_str()
+                    .unwrap(),
+                bin.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ]);
+            Some((dir, out))
+        })
+        .as_ref()
+        .map(|(_, p)| p.as_path())
+}
+
+/// The fixture's drive, built by the project's builder; `None` (skipped) without its tools.
+fn config_drive(out: &Path, vfat: bool) -> Option<PathBuf> {
+    let tools: &[&str] = if vfat {
+        &["mkfs.vfat", "mcopy"]
+    } else {
+        &["xorriso"]
+    };
+    if !tools.iter().all(|t| need(t, have_tool(t))) {
+        return None;
+    }
+    let mut cmd = Command::new(workspace().join("vm-fixtures/build-config-drive"));
+    if vfat {
+        cmd.arg("--vfat");
+    }
+    let o = cmd
+        .arg(workspace().join("vm-fixtures/configdrive/gpu-notebook"))
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "build-config-drive: {}", stderr(&o));
+    Some(out.to_path_buf())
+}
+
+/// Boots with the drive as `--cdrom` or `--drive` (a virtio disk) and one NIC; the serial log.
+fn boot(media: &[&str]) -> String {
+    let initrd = initramfs().expect("checked by the caller");
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("serial.log");
+    let o = Command::new(workspace().join("vm-fixtures/boot"))
+        .args(["--initrd", initrd.to_str().unwrap()])
+        .args(["--log", log.to_str().unwrap()])
+        .args(["--append", "vmctx.final", "--timeout", "240", "--nic", MAC])
+        .args(media)
+        .output()
+        .unwrap();
+    let serial = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .replace('\r', "");
+    assert!(o.status.success(), "qemu: {}\n{serial}", stderr(&o));
+    assert!(
+        serial.contains("T_DONE"),
+        "the guest did not finish:\n{serial}"
+    );
+    serial
+}
+
+fn marker_field(serial: &str, marker: &str, field: &str) -> String {
+    let line = serial
+        .lines()
+        .find(|l| l.starts_with(marker))
+        .unwrap_or_else(|| panic!("no {marker}:\n{serial}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{field}=")))
+        .unwrap()
+        .to_string()
+}
+
+fn uptime(serial: &str, marker: &str) -> f64 {
+    marker_field(serial, marker, "uptime").parse().unwrap()
+}
+
+/// What both boots must show: detection picked `device`, the network, hostname and keys of the
+/// local stage, and the user_data run by the final stage.
+fn assert_configured(serial: &str, device: &str) {
+    assert_eq!(marker_field(serial, "VMCTX_END", "rc"), "0", "{serial}");
+    assert_eq!(marker_field(serial, "VMCTX_FINAL", "rc"), "0", "{serial}");
+    assert!(
+        serial
+            .lines()
+            .any(|l| l == format!("=== SOURCE configdrive:{device}")),
+        "detection did not pick {device}:\n{serial}"
+    );
+    // `vmctx detect` on the booted guest: the same decision, and its evidence.
+    let detect = serial_section(serial, "DETECT");
+    assert_eq!(
+        detect.first().copied(),
+        Some(format!("configdrive:{device}").as_str()),
+        "{serial}"
+    );
+    assert!(
+        detect
+            .iter()
+            .any(|l| l.starts_with(&format!("  {device}: "))
+                && l.to_ascii_lowercase().ends_with("\"config-2\"")),
+        "{serial}"
+    );
+    assert!(
+        serial
+            .lines()
+            .any(|l| l.starts_with("APPLY instance ") && l.contains(INSTANCE)),
+        "{serial}"
+    );
+    // Nothing failed (growing the initramfs' rootfs is skipped, not failed).
+    let failed: Vec<&str> = serial
+        .lines()
+        .filter(|l| l.starts_with("APPLY FAILED") || l.starts_with("FINAL FAILED"))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}\n{serial}");
+
+    assert!(
+        section_has(serial, "ADDR", "eth0    inet 10.0.5.20/24 "),
+        "{serial}"
+    );
+    assert!(
+        serial_section(serial, "MTU")
+            .iter()
+            .any(|l| *l == format!("eth0 {MAC} 1450")),
+        "{serial}"
+    );
+    let routes = serial_section(serial, "ROUTE");
+    for want in [
+        "default via 10.0.5.1 dev eth0",
+        "10.10.0.0/16 via 10.0.5.254 dev eth0",
+    ] {
+        assert!(
+            routes.iter().any(|l| l.starts_with(want)),
+            "{want}:\n{serial}"
+        );
+    }
+    assert!(
+        serial.lines().any(|l| l == "=== HOSTNAME gpu-notebook-01"),
+        "{serial}"
+    );
+    let keys = serial_section(serial, "KEYS");
+    for k in KEY_ENDS {
+        assert_eq!(
+            keys.iter().filter(|l| l.ends_with(k)).count(),
+            1,
+            "{k}:\n{serial}"
+        );
+    }
+    assert!(
+        serial
+            .lines()
+            .any(|l| l.starts_with("FINAL changed")
+                && l.contains("user-data-1-user-data: ran: exit 0")),
+        "{serial}"
+    );
+    assert_eq!(
+        serial_section(serial, "FIXTURE RUN"),
+        [format!(
+            "/run/vmctx-fixture/user_data.log:gpu-notebook user_data ran as root for {INSTANCE}"
+        )],
+        "{serial}"
+    );
+    eprintln!(
+        "boot figure ({device}): vmctx apply --stage local took {:.2} s, --stage final {:.2} s \
+         of guest uptime (TCG)",
+        uptime(serial, "VMCTX_END") - uptime(serial, "VMCTX_START"),
+        uptime(serial, "VMCTX_FINAL") - uptime(serial, "VMCTX_END"),
+    );
+}
+
+#[test]
+fn iso_config_drive_on_the_cdrom() {
+    if initramfs().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(iso) = config_drive(&t.path().join("config-2.iso"), false) else {
+        return;
+    };
+    let serial = boot(&["--cdrom", iso.to_str().unwrap()]);
+    assert_configured(&serial, "/dev/sr0");
+}
+
+#[test]
+fn vfat_config_drive_on_a_virtio_disk() {
+    if initramfs().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(img) = config_drive(&t.path().join("config-2.img"), true) else {
+        return;
+    };
+    let serial = boot(&["--drive", img.to_str().unwrap()]);
+    assert_configured(&serial, "/dev/vda");
+    // The CD-ROM drive (empty) is looked at first, then the disk.
+    assert!(
+        section_has(&serial, "DETECT", "  /dev/sr0: no medium"),
+        "{serial}"
+    );
+}
