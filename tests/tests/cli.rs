@@ -112,7 +112,11 @@ fn detect_finds_the_cd_under_root() {
     std::fs::remove_file(root.join("dev/sr0")).unwrap();
     let o = vmctx(&["detect", "--root", r]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("vda (neither ISO9660 nor FAT)"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("vda (neither ISO9660 nor FAT)"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
