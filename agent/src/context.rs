@@ -344,6 +344,25 @@ pub struct OneGate {
     pub token_file: bool,
 }
 
+/// An instance id names a folder under `/var/lib/vmctx/instances`: nothing that could leave
+/// it, nothing odd in a path.
+pub fn valid_instance_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !id.starts_with('.')
+}
+
+/// A portable user name (`useradd`'s default rule): lower-case, digits, `_` and `-`.
+pub fn valid_username(n: &str) -> bool {
+    let mut chars = n.chars();
+    n.len() <= 32
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
 /// A value that must never be printed or logged. It serializes as `"<redacted>"`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

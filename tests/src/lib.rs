@@ -869,3 +869,99 @@ pub fn section_has(serial: &str, name: &str, needle: &str) -> bool {
         .iter()
         .any(|l| l.contains(needle))
 }
+
+/// The `.deb` that `packaging/build` left in `target/packages`, or a skip (fail under CI).
+pub fn packaged_deb() -> Option<PathBuf> {
+    let dir = workspace().join("target/packages");
+    let found = std::fs::read_dir(dir).ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+    });
+    need("a .deb from packaging/build", found.is_some()).then(|| found.unwrap())
+}
+
+/// What a boot of the packaged Debian image needs (root, debootstrap, qemu, xorriso and
+/// `extra` tools): the `.deb`, or a skip (fail under CI).
+pub fn packaged_vm_ready(extra: &[&str]) -> Option<PathBuf> {
+    let tools = need("root (debootstrap, chroot)", is_root())
+        && ["debootstrap", "qemu-system-x86_64", "xorriso"]
+            .iter()
+            .chain(extra)
+            .all(|t| need(t, have_tool(t)));
+    if !tools {
+        return None;
+    }
+    packaged_deb()
+}
+
+/// The static release binary the packages also use (CI builds it once, before the tests).
+pub fn release_bin() -> Option<PathBuf> {
+    let p = workspace().join("target/x86_64-unknown-linux-gnu/release/vmctx");
+    need(
+        "the release binary (cargo build --release -p vmctx)",
+        p.exists(),
+    )
+    .then_some(p)
+}
+
+fn have_vm_tools() -> bool {
+    let kernel = std::fs::read_dir("/boot")
+        .map(|d| {
+            d.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("vmlinuz") && n.ends_with("-cloud-amd64")
+            })
+        })
+        .unwrap_or(false);
+    need("qemu-system-x86_64", have_tool("qemu-system-x86_64"))
+        && need("busybox-static", Path::new("/bin/busybox").exists())
+        && need("the cloud kernel (linux-image-cloud-amd64)", kernel)
+}
+
+/// The busybox initramfs around the release binary (`vm-fixtures/build-initramfs`), built once
+/// per test process; `None` (skipped) without the VM tools.
+pub fn initramfs() -> Option<&'static Path> {
+    static INITRD: std::sync::OnceLock<Option<(tempfile::TempDir, PathBuf)>> =
+        std::sync::OnceLock::new();
+    INITRD
+        .get_or_init(|| {
+            if !have_vm_tools() {
+                return None;
+            }
+            let bin = release_bin()?;
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("initrd.cpio.gz");
+            sh(&[
+                workspace()
+                    .join("vm-fixtures/build-initramfs")
+                    .to_str()
+                    .unwrap(),
+                bin.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ]);
+            Some((dir, out))
+        })
+        .as_ref()
+        .map(|(_, p)| p.as_path())
+}
+
+/// An OpenStack config drive from `dir` (holding `openstack/`) by `vm-fixtures/build-config-drive`
+/// (`vfat`: a FAT image, else ISO9660); `None` (skipped) when its tools are missing outside CI.
+pub fn build_config_drive(dir: &Path, out: &Path, vfat: bool) -> Option<PathBuf> {
+    let tools: &[&str] = if vfat {
+        &["mkfs.vfat", "mcopy"]
+    } else {
+        &["xorriso"]
+    };
+    if !tools.iter().all(|t| need(t, have_tool(t))) {
+        return None;
+    }
+    let mut cmd = Command::new(workspace().join("vm-fixtures/build-config-drive"));
+    if vfat {
+        cmd.arg("--vfat");
+    }
+    let o = cmd.arg(dir).arg(out).output().unwrap();
+    assert!(o.status.success(), "build-config-drive: {}", stderr(&o));
+    Some(out.to_path_buf())
+}

@@ -16,28 +16,6 @@ fn latest(name: &str) -> Vec<u8> {
     std::fs::read(fixture_dir().join("openstack/latest").join(name)).unwrap()
 }
 
-/// Builds a drive from `dir` with vm-fixtures/build-config-drive; None (skip) without the tools.
-fn drive(dir: &Path, out: &Path, vfat: bool) -> Option<PathBuf> {
-    let tools: &[&str] = if vfat {
-        &["mkfs.vfat", "mcopy"]
-    } else {
-        &["xorriso"]
-    };
-    if !tools
-        .iter()
-        .all(|t| need(&format!("{t} (config drives)"), have_tool(t)))
-    {
-        return None;
-    }
-    let mut c = Command::new(workspace().join("vm-fixtures/build-config-drive"));
-    if vfat {
-        c.arg("--vfat");
-    }
-    let o = c.arg(dir).arg(out).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    Some(out.to_path_buf())
-}
-
 fn plan_json(source: &str) -> serde_json::Value {
     let o = vmctx(&[
         "plan",
@@ -72,13 +50,13 @@ fn iso_fat_and_folder_drives_plan_alike() {
     ] {
         assert!(s.contains(needle), "{needle} missing in {s}");
     }
-    if let Some(iso) = drive(&fixture_dir(), &t.path().join("cd.iso"), false) {
+    if let Some(iso) = build_config_drive(&fixture_dir(), &t.path().join("cd.iso"), false) {
         assert_eq!(
             plan_json(&format!("configdrive:{}", iso.display())),
             from_dir
         );
     }
-    if let Some(img) = drive(&fixture_dir(), &t.path().join("cd.img"), true) {
+    if let Some(img) = build_config_drive(&fixture_dir(), &t.path().join("cd.img"), true) {
         assert_eq!(
             plan_json(&format!("configdrive:{}", img.display())),
             from_dir
@@ -198,7 +176,7 @@ fn bad_drives_name_file_and_field_and_change_nothing() {
     let d = drive_with(&["2018-08-27"]);
     std::os::unix::fs::symlink("2020-10-14", d.path().join("openstack/latest")).unwrap();
     let mut sources = vec![format!("configdrive:{}", d.path().display())];
-    if let Some(iso) = drive(d.path(), &t.path().join("dangling.iso"), false) {
+    if let Some(iso) = build_config_drive(d.path(), &t.path().join("dangling.iso"), false) {
         sources.push(format!("configdrive:{}", iso.display()));
     }
     for s in sources {
@@ -215,7 +193,7 @@ fn bad_drives_name_file_and_field_and_change_nothing() {
     // A link that resolves is followed.
     let d = drive_with(&["2018-08-27"]);
     std::os::unix::fs::symlink("2018-08-27", d.path().join("openstack/latest")).unwrap();
-    if let Some(iso) = drive(d.path(), &t.path().join("linked.iso"), false) {
+    if let Some(iso) = build_config_drive(d.path(), &t.path().join("linked.iso"), false) {
         let o = vmctx(&[
             "show",
             "--json",
@@ -266,8 +244,8 @@ fn fake_root(devs: &[(&str, &Path)], dmi: &[(&str, &str)]) -> tempfile::TempDir 
 fn detection_finds_drives_and_nova() {
     let t = tempfile::tempdir().unwrap();
     let (Some(iso), Some(img)) = (
-        drive(&fixture_dir(), &t.path().join("cd.iso"), false),
-        drive(&fixture_dir(), &t.path().join("cd.img"), true),
+        build_config_drive(&fixture_dir(), &t.path().join("cd.iso"), false),
+        build_config_drive(&fixture_dir(), &t.path().join("cd.img"), true),
     ) else {
         return;
     };

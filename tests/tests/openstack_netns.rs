@@ -23,28 +23,6 @@ fn drive_dir() -> PathBuf {
     workspace().join("vm-fixtures/configdrive/gpu-notebook")
 }
 
-/// The drive built by the project's builder (`--vfat` for FAT); `None` (skipped) when its tools
-/// are missing outside CI.
-fn build_drive(dir: &Path, out: &Path, vfat: bool) -> Option<PathBuf> {
-    let tools: &[&str] = if vfat {
-        &["mkfs.vfat", "mcopy"]
-    } else {
-        &["xorriso"]
-    };
-    for t in tools {
-        if !need(t, have_tool(t)) {
-            return None;
-        }
-    }
-    let mut cmd = Command::new(workspace().join("vm-fixtures/build-config-drive"));
-    if vfat {
-        cmd.arg("--vfat");
-    }
-    let o = cmd.arg(dir).arg(out).output().unwrap();
-    assert!(o.status.success(), "build-config-drive: {}", stderr(&o));
-    Some(out.to_path_buf())
-}
-
 /// `vmctx ARGS --root ROOT` in the guest's network and UTS namespaces and in a private mount
 /// namespace whose `/run` is `run` (a scratch folder).
 fn vmctx_in(g: &Guest, run: &Path, args: &[&str]) -> Output {
@@ -101,7 +79,7 @@ fn gpu_notebook_config_drive_applied_then_nothing_changes() {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let Some(iso) = build_drive(&drive_dir(), &t.path().join("config-2.iso"), false) else {
+    let Some(iso) = build_config_drive(&drive_dir(), &t.path().join("config-2.iso"), false) else {
         return;
     };
     let src = format!("configdrive:{}", iso.display());
@@ -204,10 +182,10 @@ fn gpu_notebook_config_drive_applied_then_nothing_changes() {
 #[test]
 fn vfat_drive_plans_like_the_iso() {
     let t = tempfile::tempdir().unwrap();
-    let Some(iso) = build_drive(&drive_dir(), &t.path().join("config-2.iso"), false) else {
+    let Some(iso) = build_config_drive(&drive_dir(), &t.path().join("config-2.iso"), false) else {
         return;
     };
-    let Some(fat) = build_drive(&drive_dir(), &t.path().join("config-2.img"), true) else {
+    let Some(fat) = build_config_drive(&drive_dir(), &t.path().join("config-2.img"), true) else {
         return;
     };
     let plan = |img: &Path| {

@@ -4,57 +4,7 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use vmctx_tests::*;
-
-/// The static release binary the packages also use (CI builds it once, before the tests).
-fn release_bin() -> Option<PathBuf> {
-    let p = workspace().join("target/x86_64-unknown-linux-gnu/release/vmctx");
-    need(
-        "the release binary (cargo build --release -p vmctx)",
-        p.exists(),
-    )
-    .then_some(p)
-}
-
-fn have_vm_tools() -> bool {
-    let kernel = std::fs::read_dir("/boot")
-        .map(|d| {
-            d.flatten().any(|e| {
-                e.file_name().to_string_lossy().ends_with("-cloud-amd64")
-                    && e.file_name().to_string_lossy().starts_with("vmlinuz")
-            })
-        })
-        .unwrap_or(false);
-    need("qemu-system-x86_64", have_tool("qemu-system-x86_64"))
-        && need("busybox-static", Path::new("/bin/busybox").exists())
-        && need("the cloud kernel (linux-image-cloud-amd64)", kernel)
-}
-
-/// One initramfs per test process, around the release binary.
-fn initramfs() -> Option<&'static Path> {
-    static INITRD: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
-    INITRD
-        .get_or_init(|| {
-            if !have_vm_tools() {
-                return None;
-            }
-            let bin = release_bin()?;
-            let dir = tempfile::tempdir().unwrap();
-            let out = dir.path().join("initrd.cpio.gz");
-            sh(&[
-                workspace()
-                    .join("vm-fixtures/build-initramfs")
-                    .to_str()
-                    .unwrap(),
-                bin.to_str().unwrap(),
-                out.to_str().unwrap(),
-            ]);
-            Some((dir, out))
-        })
-        .as_ref()
-        .map(|(_, p)| p.as_path())
-}
 
 /// Boots and returns the serial log (CR stripped).
 fn boot(cdrom: Option<&Path>, nics: &[&str], append: &str) -> String {

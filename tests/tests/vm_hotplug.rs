@@ -6,31 +6,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vmctx_tests::*;
-
-fn deb() -> Option<PathBuf> {
-    let dir = workspace().join("target/packages");
-    let found = std::fs::read_dir(dir).ok().and_then(|d| {
-        d.flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "deb"))
-    });
-    need("a .deb from packaging/build", found.is_some()).then(|| found.unwrap())
-}
-
-fn ready() -> Option<PathBuf> {
-    let tools = need("root (debootstrap, chroot)", is_root())
-        && need("debootstrap", have_tool("debootstrap"))
-        && need("qemu-system-x86_64", have_tool("qemu-system-x86_64"))
-        && need("xorriso", have_tool("xorriso"));
-    if !tools {
-        return None;
-    }
-    deb()
-}
 
 /// A QMP session: commands and their answers (events in between are skipped).
 struct Qmp {
@@ -97,7 +76,9 @@ fn wait_for(log: &Path, needle: &str, limit: Duration) -> Option<Instant> {
 
 #[test]
 fn a_nic_hot_added_to_a_running_guest_gets_its_address() {
-    let Some(deb) = ready() else { return };
+    let Some(deb) = packaged_vm_ready(&[]) else {
+        return;
+    };
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("rootfs.img");
     let o = Command::new(workspace().join("vm-fixtures/build-rootfs"))

@@ -7,28 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use vmctx_tests::*;
 
-fn deb() -> Option<PathBuf> {
-    let dir = workspace().join("target/packages");
-    let found = std::fs::read_dir(dir).ok().and_then(|d| {
-        d.flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "deb"))
-    });
-    need("a .deb from packaging/build", found.is_some()).then(|| found.unwrap())
-}
-
-fn ready() -> Option<PathBuf> {
-    let tools = need("root (debootstrap, chroot)", is_root())
-        && need("debootstrap", have_tool("debootstrap"))
-        && need("qemu-system-x86_64", have_tool("qemu-system-x86_64"))
-        && need("xorriso", have_tool("xorriso"))
-        && need("sfdisk", have_tool("sfdisk"));
-    if !tools {
-        return None;
-    }
-    deb()
-}
-
 fn boot(img: &Path, cdrom: &Path, log: &Path) -> (String, f64) {
     let start = std::time::Instant::now();
     let o = Command::new(workspace().join("vm-fixtures/boot"))
@@ -86,7 +64,9 @@ fn iso(t: &Path, vmid: u32) -> PathBuf {
 
 #[test]
 fn grown_root_and_host_keys_per_instance() {
-    let Some(deb) = ready() else { return };
+    let Some(deb) = packaged_vm_ready(&["sfdisk"]) else {
+        return;
+    };
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("disk.img");
     let o = Command::new(workspace().join("vm-fixtures/build-rootfs"))

@@ -4,9 +4,7 @@
 //! drive's MAC. vmctx runs with `--source auto` as on the OpenNebula boots (the local stage),
 //! then the final stage (`vmctx.final`) for the user_data. The serial log is the oracle.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use vmctx_tests::*;
 
 const MAC: &str = "fa:16:3e:5a:0b:14";
@@ -15,78 +13,6 @@ const KEY_ENDS: [&str; 2] = [
     "ForTheLabOnlyAAAAA researcher@lab",
     "ForTheGpuClusterOnlyAAAAA admins@lab",
 ];
-
-/// The static release binary the packages also use (CI builds it once, before the tests).
-fn release_bin() -> Option<PathBuf> {
-    let p = workspace().join("target/x86_64-unknown-linux-gnu/release/vmctx");
-    need(
-        "the release binary (cargo build --release -p vmctx)",
-        p.exists(),
-    )
-    .then_some(p)
-}
-
-fn have_vm_tools() -> bool {
-    let kernel = std::fs::read_dir("/boot")
-        .map(|d| {
-            d.flatten().any(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.starts_with("vmlinuz") && n.ends_with("-cloud-amd64")
-            })
-        })
-        .unwrap_or(false);
-    need("qemu-system-x86_64", have_tool("qemu-system-x86_64"))
-        && need("busybox-static", Path::new("/bin/busybox").exists())
-        && need("the cloud kernel (linux-image-cloud-amd64)", kernel)
-}
-
-/// One initramfs per test process, around the release binary.
-fn initramfs() -> Option<&'static Path> {
-    static INITRD: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
-    INITRD
-        .get_or_init(|| {
-            if !have_vm_tools() {
-                return None;
-            }
-            let bin = release_bin()?;
-            let dir = tempfile::tempdir().unwrap();
-            let out = dir.path().join("initrd.cpio.gz");
-            sh(&[
-                workspace()
-                    .join("vm-fixtures/build-initramfs")
-                    .to_str()
-                    .unwrap(),
-                bin.to_str().unwrap(),
-                out.to_str().unwrap(),
-            ]);
-            Some((dir, out))
-        })
-        .as_ref()
-        .map(|(_, p)| p.as_path())
-}
-
-/// The fixture's drive, built by the project's builder; `None` (skipped) without its tools.
-fn config_drive(out: &Path, vfat: bool) -> Option<PathBuf> {
-    let tools: &[&str] = if vfat {
-        &["mkfs.vfat", "mcopy"]
-    } else {
-        &["xorriso"]
-    };
-    if !tools.iter().all(|t| need(t, have_tool(t))) {
-        return None;
-    }
-    let mut cmd = Command::new(workspace().join("vm-fixtures/build-config-drive"));
-    if vfat {
-        cmd.arg("--vfat");
-    }
-    let o = cmd
-        .arg(workspace().join("vm-fixtures/configdrive/gpu-notebook"))
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "build-config-drive: {}", stderr(&o));
-    Some(out.to_path_buf())
-}
 
 /// Boots with the drive as `--cdrom` or `--drive` (a virtio disk) and one NIC; the serial log.
 fn boot(media: &[&str]) -> String {
@@ -224,7 +150,11 @@ fn iso_config_drive_on_the_cdrom() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let Some(iso) = config_drive(&t.path().join("config-2.iso"), false) else {
+    let Some(iso) = build_config_drive(
+        &workspace().join("vm-fixtures/configdrive/gpu-notebook"),
+        &t.path().join("config-2.iso"),
+        false,
+    ) else {
         return;
     };
     let serial = boot(&["--cdrom", iso.to_str().unwrap()]);
@@ -237,7 +167,11 @@ fn vfat_config_drive_on_a_virtio_disk() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let Some(img) = config_drive(&t.path().join("config-2.img"), true) else {
+    let Some(img) = build_config_drive(
+        &workspace().join("vm-fixtures/configdrive/gpu-notebook"),
+        &t.path().join("config-2.img"),
+        true,
+    ) else {
         return;
     };
     let serial = boot(&["--drive", img.to_str().unwrap()]);

@@ -8,27 +8,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 use vmctx_tests::*;
 
-fn deb() -> Option<PathBuf> {
-    let dir = workspace().join("target/packages");
-    let found = std::fs::read_dir(dir).ok().and_then(|d| {
-        d.flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "deb"))
-    });
-    need("a .deb from packaging/build", found.is_some()).then(|| found.unwrap())
-}
-
-fn ready() -> Option<PathBuf> {
-    let tools = need("root (debootstrap, chroot)", is_root())
-        && need("debootstrap", have_tool("debootstrap"))
-        && need("qemu-system-x86_64", have_tool("qemu-system-x86_64"))
-        && need("xorriso", have_tool("xorriso"));
-    if !tools {
-        return None;
-    }
-    deb()
-}
-
 /// A fresh disk for one test: a copy of the image built once per test process from the cached
 /// rootfs with the package installed.
 fn image(deb: &Path, dir: &Path) -> PathBuf {
@@ -107,7 +86,9 @@ fn unit<'a>(serial: &'a str, name: &str) -> (&'a str, &'a str, u64) {
 
 #[test]
 fn packaged_units_configure_the_guest_once() {
-    let Some(deb) = ready() else { return };
+    let Some(deb) = packaged_vm_ready(&[]) else {
+        return;
+    };
     let t = tempfile::tempdir().unwrap();
     let img = image(&deb, t.path());
     // hol02-jupyter's context with a start script that leaves a marker in the guest.
@@ -196,7 +177,9 @@ fn packaged_units_configure_the_guest_once() {
 
 #[test]
 fn cloud_init_reads_the_emulated_metadata() {
-    let Some(deb) = ready() else { return };
+    let Some(deb) = packaged_vm_ready(&[]) else {
+        return;
+    };
     let t = tempfile::tempdir().unwrap();
     let img = image(&deb, t.path());
     let iso = build_iso(&fixture("imported-ami"), &t.path().join("ami.iso")).unwrap();

@@ -20,14 +20,7 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
     let mut warnings: Vec<String> = md.notes.clone();
     let mut errors = Vec::new();
     let instance_id = md.get("instance-id").unwrap_or_default().to_string();
-    // It names a folder under /var/lib/vmctx/instances: nothing that could leave it.
-    if instance_id.is_empty()
-        || instance_id.len() > 64
-        || !instance_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        || instance_id.starts_with('.')
-    {
+    if !crate::context::valid_instance_id(&instance_id) {
         return Err(format!(
             "meta-data/instance-id {instance_id:?} is not an instance id"
         ));

@@ -84,7 +84,7 @@ fn looks_like_key(line: &str) -> bool {
 pub(super) fn user(r: &mut Reader) -> Option<User> {
     let name = match r.get("USERNAME") {
         None => "root".to_string(),
-        Some(n) if valid_username(n) => n.to_string(),
+        Some(n) if crate::context::valid_username(n) => n.to_string(),
         Some(n) => {
             r.error(
                 "USERNAME",
@@ -166,13 +166,6 @@ fn password(r: &mut Reader) -> Option<Password> {
         });
     }
     None
-}
-
-fn valid_username(n: &str) -> bool {
-    let mut chars = n.chars();
-    n.len() <= 32
-        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 #[cfg(test)]

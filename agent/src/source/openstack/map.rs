@@ -22,14 +22,7 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
     let meta: MetaData = schema::parse(&at(META_DATA), &md.meta_data)?;
     let mut warnings = md.notes.clone();
     let instance_id = meta.uuid.clone().unwrap_or_default();
-    // It names a folder under /var/lib/vmctx/instances: nothing that could leave it.
-    if instance_id.is_empty()
-        || instance_id.len() > 64
-        || !instance_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        || instance_id.starts_with('.')
-    {
+    if !crate::context::valid_instance_id(&instance_id) {
         return Err(format!(
             "{}: field uuid: {instance_id:?} is not an instance id",
             at(META_DATA)
@@ -104,11 +97,7 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
 fn user(meta: &MetaData, warnings: &mut Vec<String>) -> Result<User, String> {
     let text = |k: &str| meta.meta.get(k).map(|v| v.as_text());
     let name = text("vmctx_user").unwrap_or_else(|| DEFAULT_USER.into());
-    let mut chars = name.chars();
-    let valid = name.len() <= 32
-        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if !valid {
+    if !crate::context::valid_username(&name) {
         return Err(format!(
             "{META_DATA}: field meta.vmctx_user: {name:?} is not a user name"
         ));
