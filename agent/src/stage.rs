@@ -97,7 +97,7 @@ fn local_without_cd(root: &Path, why: &str) -> ExitCode {
         Some(cloud) => {
             let flag = crate::apply::files::Root::new(root).path("/run/vmctx/context");
             let new = crate::apply::files::NewFile::mode(0o644);
-            let which: &[u8] = if cloud == "OpenStack" {
+            let which: &[u8] = if cloud == source::detect::OPENSTACK {
                 b"openstack\n"
             } else {
                 b"ec2\n"

@@ -965,3 +965,46 @@ pub fn build_config_drive(dir: &Path, out: &Path, vfat: bool) -> Option<PathBuf>
     assert!(o.status.success(), "build-config-drive: {}", stderr(&o));
     Some(out.to_path_buf())
 }
+
+/// Every file under a scratch root with its content, sorted: what a test compares before and
+/// after. Left out: `run/vmctx` (the status and lock every apply keeps, even a refused one)
+/// and a [`Guest`]'s `.uts` handle.
+pub fn root_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.ends_with("run/vmctx") {
+                stack.push(p);
+            } else if !p.is_dir() && !p.ends_with(".uts") {
+                out.push((
+                    p.display().to_string(),
+                    std::fs::read(&p).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs `vm-fixtures/boot ARGS --log LOG` to its end: the serial log (CR stripped), after
+/// asserting that qemu exited cleanly and the guest reached `T_DONE`.
+pub fn boot_vm(args: &[&str], log: &Path) -> String {
+    let o = Command::new(workspace().join("vm-fixtures/boot"))
+        .args(args)
+        .arg("--log")
+        .arg(log)
+        .output()
+        .unwrap();
+    let serial = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .replace('\r', "");
+    assert!(o.status.success(), "qemu: {}\n{serial}", stderr(&o));
+    assert!(
+        serial.contains("T_DONE"),
+        "the guest did not finish:\n{serial}"
+    );
+    serial
+}

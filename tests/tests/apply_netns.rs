@@ -212,7 +212,7 @@ fn invalid_or_unreadable_context_changes_nothing() {
         ("eth0", "02:00:0a:00:03:28"),
         ("peer0", "02:00:0a:00:03:99"),
     );
-    let before_tree = tree(g.root.path());
+    let before_tree = root_files(g.root.path());
     for body in [
         "SET_HOSTNAME='x'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.400'\n",
         "SET_HOSTNAME='x'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nETH0_MASK='255.0.255.0'\n",
@@ -232,7 +232,7 @@ fn invalid_or_unreadable_context_changes_nothing() {
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
     }
-    assert_eq!(tree(g.root.path()), before_tree, "files changed");
+    assert_eq!(root_files(g.root.path()), before_tree, "files changed");
     assert!(!g.ip(&["addr", "show", "eth0"]).contains("10.0.3.40"));
     assert_ne!(g.hostname(), "x");
 }
@@ -245,32 +245,10 @@ fn dry_run_changes_nothing() {
         return;
     };
     g.veth(("dmz0", "02:00:0a:00:01:0a"), ("res0", "02:00:0a:00:03:05"));
-    let before = tree(g.root.path());
+    let before = root_files(g.root.path());
     let (code, v) = apply(&g, &src, &["--dry-run", "--stage", "local"]);
     assert_eq!(code, Some(0), "{v}");
     assert!(changed(&v) > 5, "{v}");
-    assert_eq!(tree(g.root.path()), before);
+    assert_eq!(root_files(g.root.path()), before);
     assert!(!g.ip(&["addr"]).contains("10.0.1.10"));
-}
-
-/// Every file under `dir` with its content (the UTS handle excluded).
-fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            // /run/vmctx: the status (`vmctx status`) and lock of every apply, even a refused one.
-            if p.is_dir() && !p.ends_with("run/vmctx") {
-                stack.push(p);
-            } else if !p.is_dir() && !p.ends_with(".uts") {
-                out.push((
-                    p.display().to_string(),
-                    std::fs::read(&p).unwrap_or_default(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
 }

@@ -234,7 +234,7 @@ fn a_network_on_a_missing_link_changes_nothing() {
 
     let run = t.path().join("run");
     std::fs::create_dir(&run).unwrap();
-    let before = tree(g.root.path());
+    let before = root_files(g.root.path());
     let src = format!("configdrive:{}", t.path().display());
     let o = vmctx_in(&g, &run, &["apply", "--stage", "all", "--source", &src]);
     let err = stderr(&o);
@@ -244,7 +244,7 @@ fn a_network_on_a_missing_link_changes_nothing() {
         "{err}"
     );
     assert!(err.contains("tap-gone"), "{err}");
-    assert_eq!(tree(g.root.path()), before, "files changed");
+    assert_eq!(root_files(g.root.path()), before, "files changed");
     assert!(
         !g.ip(&["addr", "show", "eth0"]).contains("10.0.5.20"),
         "an address was added"
@@ -255,26 +255,4 @@ fn a_network_on_a_missing_link_changes_nothing() {
         std::fs::read_dir(&run).unwrap().next().is_none(),
         "user_data ran"
     );
-}
-
-/// Every file under `dir` with its content: the UTS handle and `/run/vmctx` (the status and lock
-/// every apply keeps, even a refused one) left out.
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.ends_with("run/vmctx") {
-                stack.push(p);
-            } else if !p.is_dir() && !p.ends_with(".uts") {
-                out.push((
-                    p.display().to_string(),
-                    std::fs::read(&p).unwrap_or_default(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
 }

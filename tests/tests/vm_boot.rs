@@ -3,7 +3,6 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use vmctx_tests::*;
 
 /// Boots and returns the serial log (CR stripped).
@@ -16,36 +15,24 @@ fn boot_imds(cdrom: Option<&Path>, nics: &[&str], append: &str, imds: Option<&st
     let initrd = initramfs().expect("checked by the caller");
     let t = tempfile::tempdir().unwrap();
     let log = t.path().join("serial.log");
-    let mut cmd = Command::new(workspace().join("vm-fixtures/boot"));
-    cmd.args([
+    let mut args = vec![
         "--initrd",
         initrd.to_str().unwrap(),
-        "--log",
-        log.to_str().unwrap(),
         "--append",
         append,
         "--timeout",
         "240",
-    ]);
+    ];
     if let Some(c) = cdrom {
-        cmd.args(["--cdrom", c.to_str().unwrap()]);
+        args.extend(["--cdrom", c.to_str().unwrap()]);
     }
     for n in nics {
-        cmd.args(["--nic", n]);
+        args.extend(["--nic", n]);
     }
     if let Some(port) = imds {
-        cmd.args(["--imds", port]);
+        args.extend(["--imds", port]);
     }
-    let o = cmd.output().unwrap();
-    let serial = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .replace('\r', "");
-    assert!(o.status.success(), "qemu: {}\n{serial}", stderr(&o));
-    assert!(
-        serial.contains("T_DONE"),
-        "the guest did not finish:\n{serial}"
-    );
-    serial
+    boot_vm(&args, &log)
 }
 
 fn vmctx_rc(serial: &str) -> i32 {

@@ -9,28 +9,24 @@ use vmctx_tests::*;
 
 fn boot(img: &Path, cdrom: &Path, log: &Path) -> (String, f64) {
     let start = std::time::Instant::now();
-    let o = Command::new(workspace().join("vm-fixtures/boot"))
-        .args(["--disk", img.to_str().unwrap(), "--root-dev", "/dev/vda1"])
-        .args([
+    let serial = boot_vm(
+        &[
+            "--disk",
+            img.to_str().unwrap(),
+            "--root-dev",
+            "/dev/vda1",
             "--cdrom",
             cdrom.to_str().unwrap(),
             "--nic",
             "02:00:0a:00:03:28",
-        ])
-        .args(["--append", "cloud-init=disabled", "--timeout", "400"])
-        .args(["--log", log.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    let serial = std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .replace('\r', "");
-    assert!(o.status.success(), "qemu: {}\n{serial}", stderr(&o));
-    assert!(
-        serial.contains("T_DONE"),
-        "the guest did not finish:\n{serial}"
+            "--append",
+            "cloud-init=disabled",
+            "--timeout",
+            "400",
+        ],
+        log,
     );
-    (serial, secs)
+    (serial, start.elapsed().as_secs_f64())
 }
 
 /// `/`'s size in bytes (df) from the report.

@@ -4,7 +4,6 @@
 //! drive's MAC. vmctx runs with `--source auto` as on the OpenNebula boots (the local stage),
 //! then the final stage (`vmctx.final`) for the user_data. The serial log is the oracle.
 
-use std::process::Command;
 use vmctx_tests::*;
 
 const MAC: &str = "fa:16:3e:5a:0b:14";
@@ -19,22 +18,10 @@ fn boot(media: &[&str]) -> String {
     let initrd = initramfs().expect("checked by the caller");
     let t = tempfile::tempdir().unwrap();
     let log = t.path().join("serial.log");
-    let o = Command::new(workspace().join("vm-fixtures/boot"))
-        .args(["--initrd", initrd.to_str().unwrap()])
-        .args(["--log", log.to_str().unwrap()])
-        .args(["--append", "vmctx.final", "--timeout", "240", "--nic", MAC])
-        .args(media)
-        .output()
-        .unwrap();
-    let serial = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .replace('\r', "");
-    assert!(o.status.success(), "qemu: {}\n{serial}", stderr(&o));
-    assert!(
-        serial.contains("T_DONE"),
-        "the guest did not finish:\n{serial}"
-    );
-    serial
+    let mut args = vec!["--initrd", initrd.to_str().unwrap()];
+    args.extend(["--append", "vmctx.final", "--timeout", "240", "--nic", MAC]);
+    args.extend(media);
+    boot_vm(&args, &log)
 }
 
 fn marker_field(serial: &str, marker: &str, field: &str) -> String {

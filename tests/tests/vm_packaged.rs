@@ -40,34 +40,21 @@ fn image(deb: &Path, dir: &Path) -> PathBuf {
 
 fn boot_disk(img: &Path, cdrom: &Path, nic: &str, append: &str) -> String {
     let log = img.with_extension("log");
-    let o = Command::new(workspace().join("vm-fixtures/boot"))
-        .args([
+    boot_vm(
+        &[
             "--disk",
             img.to_str().unwrap(),
             "--cdrom",
             cdrom.to_str().unwrap(),
             "--nic",
             nic,
-        ])
-        .args([
             "--append",
             append,
             "--timeout",
             "400",
-            "--log",
-            log.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let serial = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .replace('\r', "");
-    assert!(o.status.success(), "qemu: {}\n{serial}", stderr(&o));
-    assert!(
-        serial.contains("T_DONE"),
-        "the guest did not finish:\n{serial}"
-    );
-    serial
+        ],
+        &log,
+    )
 }
 
 /// `(ActiveState, Result, ExecMainStartTimestampMonotonic)` of a unit from the report.

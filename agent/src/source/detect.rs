@@ -162,7 +162,8 @@ pub fn dmi_cloud(root: &Path, evidence: &mut Vec<Probe>) -> Option<String> {
     cloud
 }
 
-const OPENSTACK: &str = "OpenStack";
+/// What [`dmi_cloud`] says for Nova and the clouds built on it.
+pub const OPENSTACK: &str = "OpenStack";
 
 /// Nova's DMI names (`[Nova] product=` may override them) and the asset tags of clouds built
 /// on it (cloud-init's list).

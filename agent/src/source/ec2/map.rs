@@ -42,15 +42,7 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
             .filter(|a| a.len() > 1)
             .map(|a| a[..a.len() - 1].to_string())
     });
-    let user_data = md
-        .user_data
-        .as_ref()
-        .filter(|b| !b.is_empty())
-        .map(|body| UserData {
-            bytes: body.len(),
-            kind: crate::userdata::kind(body),
-            body: body.clone(),
-        });
+    let user_data = md.user_data.clone().and_then(UserData::from_body);
     Ok(Context {
         instance_id: instance_id.clone(),
         source: origin.to_string(),

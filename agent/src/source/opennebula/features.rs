@@ -114,12 +114,7 @@ fn user_data(r: &mut Reader) -> Option<UserData> {
             return None;
         }
     };
-    let kind = crate::userdata::kind(&body);
-    Some(UserData {
-        bytes: body.len(),
-        body,
-        kind,
-    })
+    UserData::from_body(body)
 }
 
 /// Base64 as OpenNebula users paste it: line breaks and blanks allowed, padding optional.

@@ -57,15 +57,7 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
             meta.files.len()
         ));
     }
-    let user_data = md
-        .user_data
-        .as_ref()
-        .filter(|b| !b.is_empty())
-        .map(|body| UserData {
-            bytes: body.len(),
-            kind: crate::userdata::kind(body),
-            body: body.clone(),
-        });
+    let user_data = md.user_data.clone().and_then(UserData::from_body);
     let mut env = vec![("INSTANCE_ID".to_string(), instance_id.clone())];
     if let Some(az) = &meta.availability_zone {
         env.push(("AVAILABILITY_ZONE".into(), az.clone()));
