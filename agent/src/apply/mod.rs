@@ -103,6 +103,10 @@ impl Apply {
     pub fn failed(&mut self, kind: &'static str, target: &str, detail: impl std::fmt::Display) {
         self.push(kind, target, Outcome::Failed, detail.to_string());
     }
+    fn count(&self, result: Outcome) -> usize {
+        self.actions.iter().filter(|a| a.result == result).count()
+    }
+
     /// A warning: reported and logged, but apply goes on and exits 0.
     pub fn skipped(&mut self, kind: &'static str, target: &str, detail: impl Into<String>) {
         self.push(kind, target, Outcome::Skipped, detail);
@@ -187,7 +191,7 @@ pub fn apply(
     let previous = state.instance_id();
     let new_instance = previous.as_deref() != Some(ctx.instance_id.as_str());
 
-    // Network sources (EC2) are read after the network is up: their network, hostname, users
+    // Network sources (EC2, Nova's metadata service) are read after the network is up: their network, hostname, users
     // and keys are applied in the final stage.
     let from_network = crate::source::origin_is_network(&ctx.source);
     let identity_stage = if from_network {
@@ -240,11 +244,7 @@ pub fn apply(
         write_files::apply(&mut ap, ctx, &state);
         scripts::run(&mut ap, ctx, &state);
         // Last: tell OneGate the VM is ready (REPORT_READY=YES), when nothing failed.
-        let failed = ap
-            .actions
-            .iter()
-            .filter(|a| a.result == Outcome::Failed)
-            .count();
+        let failed = ap.count(Outcome::Failed);
         crate::onegate::report(&mut ap, ctx, &state, failed);
     }
     if !dry_run {
@@ -252,16 +252,8 @@ pub fn apply(
             ap.failed("state", "plan", e);
         }
     }
-    let changed = ap
-        .actions
-        .iter()
-        .filter(|a| a.result == Outcome::Changed)
-        .count();
-    let failed = ap
-        .actions
-        .iter()
-        .filter(|a| a.result == Outcome::Failed)
-        .count();
+    let changed = ap.count(Outcome::Changed);
+    let failed = ap.count(Outcome::Failed);
     Ok(Report {
         instance_id: ctx.instance_id.clone(),
         new_instance,
