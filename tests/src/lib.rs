@@ -58,11 +58,39 @@ pub fn need(what: &str, met: bool) -> bool {
     false
 }
 
+/// Whether a command is on PATH. Only tools listed in `.ci/tools` may be asked for (a test that
+/// needs a new tool panics until the line that installs it under CI is added there).
 pub fn have_tool(name: &str) -> bool {
+    assert!(
+        ci_tools().iter().any(|(cmd, _)| cmd == name),
+        "the tests ask for `{name}`, which .ci/tools does not list: add `{name} PACKAGE` there"
+    );
     Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// Every tool in `tools` is present: [`need`] for each (a skip, or a failure under CI).
+pub fn need_tools(tools: &[&str]) -> bool {
+    tools.iter().all(|t| need(t, have_tool(t)))
+}
+
+/// `.ci/tools`: (command, source) pairs, a Debian package or `@script` for each command.
+pub fn ci_tools() -> &'static [(String, String)] {
+    static TOOLS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    TOOLS.get_or_init(|| {
+        std::fs::read_to_string(workspace().join(".ci/tools"))
+            .expect(".ci/tools")
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let mut w = l.split_whitespace();
+                let cmd = w.next().unwrap_or_default().to_string();
+                (cmd, w.next().unwrap_or_default().to_string())
+            })
+            .collect()
+    })
 }
 
 pub fn is_root() -> bool {
@@ -885,14 +913,27 @@ pub fn packaged_deb() -> Option<PathBuf> {
 /// `extra` tools): the `.deb`, or a skip (fail under CI).
 pub fn packaged_vm_ready(extra: &[&str]) -> Option<PathBuf> {
     let tools = need("root (debootstrap, chroot)", is_root())
-        && ["debootstrap", "qemu-system-x86_64", "xorriso"]
-            .iter()
-            .chain(extra)
-            .all(|t| need(t, have_tool(t)));
+        && need_tools(&script_tools("build-rootfs"))
+        && need_tools(&["qemu-system-x86_64", "xorriso"])
+        && need_tools(extra);
     if !tools {
         return None;
     }
     packaged_deb()
+}
+
+/// The tools a script of `vm-fixtures/` declares on its `# tools:` line (which
+/// `tests/tests/ci_tools.rs` checks against `.ci/tools`).
+pub fn script_tools(script: &str) -> Vec<&'static str> {
+    let text = std::fs::read_to_string(workspace().join("vm-fixtures").join(script))
+        .unwrap_or_else(|e| panic!("vm-fixtures/{script}: {e}"));
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# tools:"))
+        .unwrap_or_else(|| panic!("vm-fixtures/{script} has no `# tools:` line"));
+    line.split_whitespace()
+        .map(|t| &*Box::leak(t.to_string().into_boxed_str()))
+        .collect()
 }
 
 /// The static release binary the packages also use (CI builds it once, before the tests).
@@ -914,7 +955,8 @@ fn have_vm_tools() -> bool {
             })
         })
         .unwrap_or(false);
-    need("qemu-system-x86_64", have_tool("qemu-system-x86_64"))
+    need_tools(&script_tools("boot"))
+        && need_tools(&script_tools("build-initramfs"))
         && need("busybox-static", Path::new("/bin/busybox").exists())
         && need("the cloud kernel (linux-image-cloud-amd64)", kernel)
 }
@@ -954,7 +996,7 @@ pub fn build_config_drive(dir: &Path, out: &Path, vfat: bool) -> Option<PathBuf>
     } else {
         &["xorriso"]
     };
-    if !tools.iter().all(|t| need(t, have_tool(t))) {
+    if !need_tools(tools) {
         return None;
     }
     let mut cmd = Command::new(workspace().join("vm-fixtures/build-config-drive"));

@@ -408,7 +408,7 @@ fn grow_fs_on_loop_devices() {
     let Some(g) = Guest::new("growfs") else {
         return;
     };
-    let tools = [
+    if !need_tools(&[
         "losetup",
         "sfdisk",
         "growpart",
@@ -419,8 +419,7 @@ fn grow_fs_on_loop_devices() {
         "xfs_growfs",
         "mkfs.btrfs",
         "btrfs",
-    ];
-    if !tools.iter().all(|t| need(t, have_tool(t))) {
+    ]) {
         return;
     }
     let loop_ok = Command::new("losetup")
