@@ -239,3 +239,16 @@ pub enum IsoOp {
     /// Write a file's contents to standard output.
     Cat { image: PathBuf, path: String },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Clap's own checks of the definitions (conflicting names, bad `requires`, …), which
+    /// parsing alone only runs for the arguments it meets.
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -17,7 +17,12 @@ fn generate() -> tempfile::TempDir {
 /// The subcommand paths, checked to hold known ones so a broken help parser cannot pass.
 fn paths() -> Vec<Vec<String>> {
     let paths = command_paths();
-    for known in [&["apply"][..], &["imds", "serve"], &["iso", "cat"], &["sync"]] {
+    for known in [
+        &["apply"][..],
+        &["imds", "serve"],
+        &["iso", "cat"],
+        &["sync"],
+    ] {
         assert!(
             paths.iter().any(|p| p == known),
             "{known:?} not in {paths:?}"
@@ -39,7 +44,10 @@ fn a_page_for_every_subcommand_and_no_other() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     have.sort();
-    assert_eq!(have, want, "pages: the hidden generator and `help` get none");
+    assert_eq!(
+        have, want,
+        "pages: the hidden generator and `help` get none"
+    );
 }
 
 /// The page rendered by man-db, as words: no wrapping (so no hyphenation), no pager, no bold.
@@ -53,7 +61,12 @@ fn man_words(page: &Path) -> Vec<String> {
         .env_remove("MAN_KEEP_FORMATTING")
         .output()
         .unwrap();
-    assert!(o.status.success(), "man -l {}: {}", page.display(), stderr(&o));
+    assert!(
+        o.status.success(),
+        "man -l {}: {}",
+        page.display(),
+        stderr(&o)
+    );
     words(&stdout(&o))
 }
 
@@ -65,8 +78,50 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn contains(haystack: &[String], needle: &[String]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+fn find(haystack: &[String], needle: &[String]) -> Option<usize> {
+    haystack
+        .windows(needle.len().max(1))
+        .position(|w| w == needle)
+}
+
+/// Splits the bracketed notes (`[default: /]`) off a help line. Clap's compact layout puts them
+/// after the help text, the man page right after the option; `[possible values: a, b]` becomes
+/// the man page's list, `Possible values: a b`.
+fn split_notes(line: &str) -> (String, Vec<String>) {
+    let mut text = line.to_string();
+    let mut notes = Vec::new();
+    for kind in ["default", "possible values", "env", "aliases"] {
+        let open = format!("[{kind}: ");
+        while let Some(at) = text.find(&open) {
+            let end = at + text[at..].find(']').expect("note closed");
+            let body = &text[at + open.len()..end];
+            notes.push(match kind {
+                "possible values" => format!("Possible values: {}", body.replace(',', "")),
+                _ => text[at..=end].to_string(),
+            });
+            text.replace_range(at..=end, "");
+        }
+    }
+    (text, notes)
+}
+
+/// Whether the man page's words hold what a help line says: its pieces (option, help text:
+/// the compact layout separates them by two spaces) in order, and its notes after the option.
+fn says(man: &[String], line: &str) -> bool {
+    let (text, notes) = split_notes(line.trim());
+    let mut from = 0;
+    let mut start = None;
+    for piece in text.split("  ").map(words).filter(|w| !w.is_empty()) {
+        let Some(i) = find(&man[from..], &piece) else {
+            return false;
+        };
+        start.get_or_insert(from + i);
+        from += i + piece.len();
+    }
+    let after = start.unwrap_or(0);
+    notes
+        .iter()
+        .all(|n| find(&man[after..], &words(n)).is_some())
 }
 
 /// `man vmctx-apply` (and every other page) says each line `vmctx help apply` says: the about
@@ -85,7 +140,7 @@ fn man_pages_say_what_help_says() {
         let help = help(&path);
         let expect = |line: &str| {
             assert!(
-                contains(&man, &words(line)),
+                says(&man, line),
                 "`vmctx help {}` says {line:?}, man {page} does not:\n{}",
                 path.join(" "),
                 man.join(" ")
@@ -108,8 +163,18 @@ fn man_pages_say_what_help_says() {
             checked += 1;
         }
         if path == ["apply"] {
-            for must in ["--dry-run", "--stage", "--wait", "--root", "--source", "--json"] {
-                assert!(man.iter().any(|w| w == must), "{must} not in man vmctx-apply");
+            for must in [
+                "--dry-run",
+                "--stage",
+                "--wait",
+                "--root",
+                "--source",
+                "--json",
+            ] {
+                assert!(
+                    man.iter().any(|w| w == must),
+                    "{must} not in man vmctx-apply"
+                );
             }
         }
     }
