@@ -235,17 +235,16 @@ fn bash_completes_subcommands() {
             .output()
             .unwrap();
         assert!(o.status.success(), "completing {path:?}: {}", stderr(&o));
-        let offered: Vec<String> = stdout(&o)
+        let mut offered: Vec<String> = stdout(&o)
             .lines()
             .filter(|w| !w.starts_with('-'))
             .map(str::to_string)
             .collect();
         let mut want: Vec<String> = commands_in(&help(&path))
             .into_iter()
-            .map(|(n, _)| n)
+            .map(|(name, _)| name)
             .chain(["help".to_string()])
             .collect();
-        let mut offered = offered;
         offered.sort();
         want.sort();
         assert_eq!(offered, want, "bash completion after vmctx {path:?}");
