@@ -1,241 +1,18 @@
 //! The `vmctx` command line: parse, call the library, print, map errors to exit codes
 //! (0 done; 1 failed; 2 usage).
 
-use clap::{Parser, Subcommand};
+mod assets;
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command, ImdsOp, IsoOp};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
-use vmctx::context::MacAddr;
+use vmctx::source;
 use vmctx::source::iso9660::IsoImage;
-use vmctx::source::{self, Source};
 use vmctx::{derive, facts, plan};
-
-#[derive(Parser)]
-#[command(
-    name = "vmctx",
-    version,
-    about = "Make a generic VM image fit the instance it became"
-)]
-struct Cli {
-    /// Take every system path (/sys, /dev, /etc, …) under this directory.
-    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
-    root: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Say which context source is present, and the evidence. Order: a CONTEXT or config-2
-    /// volume (CD-ROMs first, ISO9660 or FAT), then DMI (EC2 → its IMDS; OpenStack Nova → its
-    /// metadata service, EC2 tree as fallback), then a short IMDS probe.
-    Detect {
-        #[arg(long)]
-        json: bool,
-    },
-    /// The normalized context, secrets redacted.
-    Show {
-        #[arg(long, default_value = "auto")]
-        source: Source,
-        #[arg(long)]
-        json: bool,
-    },
-    /// What apply would change, changing nothing.
-    Plan {
-        /// auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH, ec2[:URL],
-        /// configdrive[:DEVICE_IMAGE_OR_DIR], openstack[:URL]
-        #[arg(long, default_value = "auto")]
-        source: Source,
-        /// Lines `MAC=ifname` standing in for this machine's links.
-        #[arg(long, value_name = "FILE")]
-        links_file: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Plan, validate, then change the system: network, hostname, users, keys, scripts.
-    Apply {
-        #[arg(long, default_value = "auto")]
-        source: Source,
-        #[arg(long, value_enum, default_value = "all")]
-        stage: vmctx::apply::Stage,
-        /// Say what would change; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Seconds to wait for the CONTEXT device to appear (udev may be slower than vmctx).
-        #[arg(long, value_name = "SECS", default_value_t = 0)]
-        wait: u64,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Re-apply the local stage after a NIC or the context CD changed (udev starts it through
-    /// vmctx-reconfigure.service); per-instance work runs only for a new instance id.
-    Reconfigure {
-        #[arg(long, default_value = "auto")]
-        source: Source,
-        /// Milliseconds links and context must stay unchanged before applying.
-        #[arg(long, value_name = "MS", default_value_t = 1000)]
-        settle_ms: u64,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Which stages ran this boot, when, how long, what failed (exit 0 done, 1 a stage failed,
-    /// 3 not run yet or still running).
-    Status {
-        /// Wait until the boot's contextualization finished.
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: give up after this many seconds (exit 3); default: no limit.
-        #[arg(long, value_name = "SECS", requires = "wait")]
-        timeout: Option<u64>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Reset vmctx's state (and optionally logs, SSH host keys, machine id) before capturing
-    /// an image, so its next boot is a first boot.
-    Clean {
-        /// Also the scripts' logs and /var/log/vmctx*.
-        #[arg(long)]
-        logs: bool,
-        /// Also the SSH host keys (/etc/ssh/ssh_host_*key*).
-        #[arg(long)]
-        host_keys: bool,
-        /// Also the machine id (/etc/machine-id emptied, /var/lib/dbus/machine-id removed).
-        #[arg(long)]
-        machine_id: bool,
-        /// Say what would be removed; remove nothing.
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// OpenNebula's MAC → IPv4 rule (and the EUI-64 IPv6 address in a /64).
-    Mac2ip {
-        mac: MacAddr,
-        #[arg(long, default_value = "02:00", value_parser = derive::parse_mac_prefix)]
-        mac_prefix: [u8; 2],
-        /// A /64 prefix such as 2001:db8:1:2:: to also print the SLAAC address.
-        #[arg(long, value_name = "P6")]
-        ipv6_prefix: Option<std::net::Ipv6Addr>,
-    },
-    /// Read an ISO9660 image or device without mounting it.
-    Iso {
-        #[command(subcommand)]
-        op: IsoOp,
-    },
-    /// The emulated EC2 instance metadata service.
-    Imds {
-        #[command(subcommand)]
-        op: ImdsOp,
-    },
-    /// Keep a folder and an S3 prefix in step (settings: flags, else /etc/vmctx/sync.toml).
-    Sync(SyncArgs),
-}
-
-#[derive(clap::Args)]
-#[command(args_override_self = true)]
-struct SyncArgs {
-    /// One cycle, then exit (0 in step, 1 on any failure); without it, a cycle every interval.
-    #[arg(long)]
-    once: bool,
-    /// Settings file (default /etc/vmctx/sync.toml, read only when --dir or --bucket is missing).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[arg(long, value_name = "D")]
-    dir: Option<PathBuf>,
-    #[arg(long, value_name = "B")]
-    bucket: Option<String>,
-    #[arg(long, value_name = "P")]
-    prefix: Option<String>,
-    /// S3-compatible endpoint URL (path-style addressing), e.g. http://10.0.0.5:9000.
-    #[arg(long, value_name = "URL")]
-    endpoint: Option<String>,
-    #[arg(long, value_name = "R")]
-    region: Option<String>,
-    /// Extra CA certificates (PEM) to trust, besides the system's.
-    #[arg(long, value_name = "FILE")]
-    ca_file: Option<PathBuf>,
-    /// pull, push or both (default both).
-    #[arg(long, value_name = "MODE")]
-    mode: Option<String>,
-    /// Time between cycles without --once (systemd time span, default 5min).
-    #[arg(long, value_name = "SPAN")]
-    interval: Option<String>,
-    /// Where the per-file state lives (default /var/lib/vmctx/sync).
-    #[arg(long, value_name = "S")]
-    state_dir: Option<PathBuf>,
-    /// Largest share of known files (percent) one cycle may delete (default 50).
-    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
-    max_delete: Option<u8>,
-    /// Skip matching files (`*.tmp`), folders (`build/`) or paths (`a/*.log`); repeatable.
-    #[arg(long, value_name = "GLOB")]
-    exclude: Vec<String>,
-    /// Parallel transfers (default 8).
-    #[arg(long, value_name = "N")]
-    jobs: Option<usize>,
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Subcommand)]
-enum ImdsOp {
-    /// Serve the metadata tree built from the context (or a tree file) until SIGTERM.
-    Serve {
-        #[command(flatten)]
-        tree: ImdsTreeArgs,
-        /// Address to serve on (default with --guest: 169.254.169.254:80; port 0 picks one).
-        #[arg(long, value_name = "ADDR")]
-        listen: Option<std::net::SocketAddr>,
-        /// Inside the guest: add 169.254.169.254/32 to lo (removed on exit) and serve there.
-        #[arg(long, conflicts_with = "host_map")]
-        guest: bool,
-        /// On a host: one tree per VM address, from DIR/<addr>/context.sh or DIR/<addr>.json.
-        #[arg(long, value_name = "DIR", conflicts_with_all = ["source", "tree"])]
-        host_map: Option<PathBuf>,
-        /// Answer 401 to GETs without a valid IMDSv2 token (default: the context's EC2_IMDS_TOKENS).
-        #[arg(long)]
-        require_token: bool,
-        /// IP TTL of token responses, 1..=64 (default: the context's EC2_IMDS_HOP_LIMIT, else 1).
-        #[arg(long, value_name = "N", value_parser = vmctx_imds::policy::parse_hop_limit)]
-        hop_limit: Option<u8>,
-    },
-    /// Print the metadata tree as JSON (the form --tree reads).
-    Tree {
-        #[command(flatten)]
-        tree: ImdsTreeArgs,
-    },
-}
-
-#[derive(clap::Args)]
-struct ImdsTreeArgs {
-    /// auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH
-    #[arg(long, conflicts_with = "tree")]
-    source: Option<Source>,
-    /// A JSON tree: objects are directories, strings are leaves.
-    #[arg(long, value_name = "FILE")]
-    tree: Option<PathBuf>,
-}
-
-impl ImdsTreeArgs {
-    fn from(self) -> vmctx::imds_serve::TreeFrom {
-        use vmctx::imds_serve::TreeFrom;
-        match (self.tree, self.source) {
-            (Some(f), _) => TreeFrom::File(f),
-            (None, s) => TreeFrom::Source(s.unwrap_or(Source::Auto)),
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum IsoOp {
-    /// List a directory (default: the root) and the volume label.
-    Ls {
-        image: PathBuf,
-        path: Option<String>,
-    },
-    /// Write a file's contents to standard output.
-    Cat { image: PathBuf, path: String },
-}
 
 /// Largest file `vmctx iso cat` prints.
 const MAX_CAT: u64 = 64 << 20;
@@ -421,6 +198,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Iso { op } => iso(op),
+        Command::GenerateAssets { out } => {
+            for f in assets::generate(&out)? {
+                println!("{}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Imds { op } => imds(op, root),
         Command::Sync(a) => {
             let flags = vmctx::sync::config::Flags {

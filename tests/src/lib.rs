@@ -1,6 +1,8 @@
 //! Helpers for vmctx's integration tests: the built binary, real context ISOs (xorriso), and
 //! the rule for tests that need a tool or root: skip with a message, but fail under CI.
 
+pub mod cli_help;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -112,6 +112,53 @@ fn rpm_contents() {
     );
 }
 
+/// The man pages (one per subcommand, from `vmctx help`, gzipped) and the completions each
+/// package installs; zsh's folder differs between Debian and Fedora.
+fn man_and_completions(zsh_dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::iter::once(Vec::new())
+        .chain(vmctx_tests::cli_help::command_paths())
+        .map(|p| {
+            let page = vmctx_tests::cli_help::page_name(&p);
+            format!("/usr/share/man/man1/{page}.1.gz")
+        })
+        .collect();
+    assert!(files.iter().any(|f| f.ends_with("/vmctx-imds-serve.1.gz")));
+    files.extend([
+        "/usr/share/bash-completion/completions/vmctx".to_string(),
+        format!("{zsh_dir}/_vmctx"),
+        "/usr/share/fish/vendor_completions.d/vmctx.fish".to_string(),
+    ]);
+    files
+}
+
+#[test]
+fn deb_installs_man_pages_and_completions() {
+    let Some(deb) = package("deb") else { return };
+    if !need_tools(&["dpkg"]) {
+        return;
+    }
+    let list = sh(&["dpkg", "-c", deb.to_str().unwrap()]);
+    // Lines end in the path: `-rw-r--r-- root/root 1234 2026-01-01 00:00 ./usr/share/...`.
+    for f in man_and_completions("/usr/share/zsh/vendor-completions") {
+        assert!(
+            list.lines().any(|l| l.ends_with(&format!(" .{f}"))),
+            "{f} not in dpkg -c:\n{list}"
+        );
+    }
+}
+
+#[test]
+fn rpm_installs_man_pages_and_completions() {
+    let Some(rpm) = package("rpm") else { return };
+    if !need_tools(&["rpm"]) {
+        return;
+    }
+    let list = sh(&["rpm", "-qlp", rpm.to_str().unwrap()]);
+    for f in man_and_completions("/usr/share/zsh/site-functions") {
+        assert!(list.lines().any(|l| l == f), "{f} not in rpm -qlp:\n{list}");
+    }
+}
+
 /// `systemd-analyze verify` in a scratch root holding the system's own units (for the targets
 /// ours name), the shell and kill, and the packaged binary.
 #[test]
