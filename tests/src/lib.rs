@@ -200,14 +200,18 @@ impl Guest {
 
     /// Runs vmctx inside the guest's namespaces with `--root` set to its scratch tree.
     pub fn vmctx(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.netns, "nsenter"])
+        self.command(args).output().unwrap()
+    }
+
+    /// The command [`Guest::vmctx`] runs, to add to its environment first.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, "nsenter"])
             .arg(format!("--uts={}", self.uts.display()))
             .arg(vmctx_bin())
             .args(args)
-            .args(["--root", self.root_str()])
-            .output()
-            .unwrap()
+            .args(["--root", self.root_str()]);
+        c
     }
 
     pub fn hostname(&self) -> String {
