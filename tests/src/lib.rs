@@ -591,8 +591,15 @@ impl SyncCase {
     }
 
     pub fn command(&self, extra: &[&str]) -> Command {
+        let mut c = self.text_command(extra);
+        c.arg("--json");
+        c
+    }
+
+    /// [`SyncCase::command`] without `--json`: the readable output.
+    pub fn text_command(&self, extra: &[&str]) -> Command {
         let mut c = Command::new(vmctx_bin());
-        c.args(["sync", "--once", "--json", "--prefix", "nb/"])
+        c.args(["sync", "--once", "--prefix", "nb/"])
             .arg("--dir")
             .arg(self.dir())
             .args(["--bucket", &self.bucket, "--endpoint", &self.moto.url()])
