@@ -98,7 +98,11 @@ fn written_paths_are_relabelled_once_per_stage() {
 
     let report = apply(&g, ctx.path(), &path);
     let calls_made = calls(&log);
-    assert_eq!(calls_made.len(), 1, "one call for the stage: {calls_made:?}");
+    assert_eq!(
+        calls_made.len(),
+        1,
+        "one call for the stage: {calls_made:?}"
+    );
     let args: Vec<&str> = calls_made[0].split(' ').collect();
     let root = g.root_str();
     let at = |rel: &str| format!("{root}{rel}");
@@ -122,10 +126,15 @@ fn written_paths_are_relabelled_once_per_stage() {
         "/etc/hosts",
         "/etc/localtime",
     ] {
-        assert!(paths.contains(&at(want).as_str()), "{want} not relabelled: {paths:?}");
+        assert!(
+            paths.contains(&at(want).as_str()),
+            "{want} not relabelled: {paths:?}"
+        );
     }
     assert!(
-        !paths.iter().any(|p| *p == at("/etc") || *p == at("/home/alice")),
+        !paths
+            .iter()
+            .any(|p| *p == at("/etc") || *p == at("/home/alice")),
         "only vmctx's files and ~/.ssh: {paths:?}"
     );
     // setfiles descends into ~/.ssh: authorized_keys is in it, and was written.
@@ -147,7 +156,12 @@ fn written_paths_are_relabelled_once_per_stage() {
     let report = apply(&g, off.path(), &path);
     assert_eq!(g.file("/etc/hostname"), "unlabelled\n");
     assert!(selinux_actions(&report).is_empty(), "{report:#}");
-    assert_eq!(calls(&log).len(), 1, "called with SELinux off: {:?}", calls(&log));
+    assert_eq!(
+        calls(&log).len(),
+        1,
+        "called with SELinux off: {:?}",
+        calls(&log)
+    );
 }
 
 #[test]
@@ -158,7 +172,10 @@ fn missing_tool_is_a_warning() {
     selinux_tree(&g);
     // PATH without setfiles: only the system folders vmctx also looks in.
     let system = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
-    if system.iter().any(|d| Path::new(d).join("setfiles").exists()) {
+    if system
+        .iter()
+        .any(|d| Path::new(d).join("setfiles").exists())
+    {
         eprintln!("SKIPPED: setfiles is installed here; its absence cannot be tested");
         return;
     }
@@ -168,7 +185,10 @@ fn missing_tool_is_a_warning() {
     let acts = selinux_actions(&report);
     assert_eq!(acts.len(), 1, "{report:#}");
     assert_eq!(acts[0]["result"], "skipped", "{report:#}");
-    assert!(acts[0]["detail"].as_str().unwrap().contains("not installed"));
+    assert!(acts[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("not installed"));
     assert_eq!(report["failed"], 0, "{report:#}");
 }
 

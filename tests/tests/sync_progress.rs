@@ -69,11 +69,7 @@ fn without_a_terminal_one_line_per_cycle() {
     );
     // --json stays the report alone.
     let o = c.sync(&[]);
-    assert!(
-        summaries(&stdout(&o)).is_empty(),
-        "{}",
-        stdout(&o)
-    );
+    assert!(summaries(&stdout(&o)).is_empty(), "{}", stdout(&o));
     assert_eq!(json(&o)["unchanged"], 5);
 }
 
@@ -117,15 +113,28 @@ fn on_a_terminal_files_and_bytes_of_the_total() {
     let total = format!(" of {files} files, ");
     let bytes = " of 10.0 MiB";
     for f in &frames {
-        assert!(f.contains(&total) && f.ends_with(bytes), "totals from the start: {f:?}");
+        assert!(
+            f.contains(&total) && f.ends_with(bytes),
+            "totals from the start: {f:?}"
+        );
     }
     let done: Vec<usize> = frames
         .iter()
-        .map(|f| f["sync: ".len()..].split(' ').next().unwrap().parse().unwrap())
+        .map(|f| {
+            f["sync: ".len()..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert!(done.windows(2).all(|w| w[0] <= w[1]), "{frames:?}");
     let last = frames.last().unwrap();
-    assert_eq!(*last, format!("sync: {files} of {files} files, 10.0 MiB of 10.0 MiB"));
+    assert_eq!(
+        *last,
+        format!("sync: {files} of {files} files, 10.0 MiB of 10.0 MiB")
+    );
     // Cleared before the summary, which is there once.
     let cleared = out.rfind("\r\x1b[K").expect("the status line is cleared");
     let summary = out.find("sync: 40 downloaded").expect(&out);

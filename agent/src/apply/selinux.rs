@@ -7,7 +7,6 @@
 
 use super::files::Root;
 use super::Apply;
-use serde::Serialize;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,8 +14,7 @@ use std::process::Command;
 /// Whether SELinux labels files on the system under a root: libselinux's
 /// `is_selinux_enabled()` (a read-write selinuxfs and an `/etc/selinux/config`), read from
 /// files, and a policy that is not disabled.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Status {
     /// No selinuxfs (`/sys/fs/selinux/enforce`): a kernel without SELinux, or `selinux=0`.
     #[default]
@@ -88,11 +86,11 @@ impl Status {
 fn read_only(mountinfo: &str, point: &str) -> bool {
     mountinfo
         .lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             (f.len() > 5 && f[4] == point).then(|| f[5].split(',').any(|o| o == "ro"))
         })
-        .last()
         .unwrap_or(false)
 }
 
@@ -113,7 +111,8 @@ pub struct Run {
 /// and label it as such; `setfiles -r DIR` strips DIR before matching and takes the rules of
 /// DIR's own policy (`DIR/etc/selinux/<type>/contexts/files/file_contexts`), which is what
 /// `restorecon` would set once that system runs. setfiles always descends into folders, and is
-/// only given vmctx's files and trees.
+/// only given vmctx's files and trees. Neither follows a symlink given to it (only its folder
+/// is resolved): a `~/.ssh` a user swapped for a link relabels the link alone.
 pub fn runs(root: &Root, policy: &str, files: &[PathBuf], trees: &[PathBuf]) -> Vec<Run> {
     let os = |p: &Path| OsString::from(p.as_os_str());
     if root.is_real() {
@@ -155,7 +154,9 @@ pub fn runs(root: &Root, policy: &str, files: &[PathBuf], trees: &[PathBuf]) -> 
 
 /// The file contexts of the policy under the root.
 fn spec_file(root: &Root, policy: &str) -> PathBuf {
-    root.path(format!("/etc/selinux/{policy}/contexts/files/file_contexts"))
+    root.path(format!(
+        "/etc/selinux/{policy}/contexts/files/file_contexts"
+    ))
 }
 
 /// Relabels what the stage wrote so far (and forgets it), when SELinux is enabled.
@@ -196,14 +197,22 @@ fn execute(ap: &mut Apply, run: &Run) {
         return ap.skipped(KIND, run.program, why);
     }
     if ap.dry_run {
-        return ap.changed(KIND, run.program, format!("would restore the labels of {n} paths"));
+        return ap.changed(
+            KIND,
+            run.program,
+            format!("would restore the labels of {n} paths"),
+        );
     }
     match Command::new(run.program).args(&run.args).output() {
         // -v names each path whose label changed.
         Ok(o) if o.status.success() => {
             let relabelled = String::from_utf8_lossy(&o.stdout).lines().count();
             if relabelled == 0 {
-                ap.unchanged(KIND, run.program, format!("labels of {n} paths already right"));
+                ap.unchanged(
+                    KIND,
+                    run.program,
+                    format!("labels of {n} paths already right"),
+                );
             } else {
                 let detail = format!("labels restored ({relabelled} changed, {n} paths)");
                 ap.changed(KIND, run.program, detail);
@@ -250,10 +259,15 @@ mod tests {
         assert_eq!(Status::read(tree(&[FS, CONFIG]).path()), targeted());
         let old_mount = tree(&[("selinux/enforce", "0"), CONFIG]);
         assert_eq!(Status::read(old_mount.path()), targeted());
-        let permissive = ("etc/selinux/config", "SELINUX=permissive\nSELINUXTYPE=mls\n");
+        let permissive = (
+            "etc/selinux/config",
+            "SELINUX=permissive\nSELINUXTYPE=mls\n",
+        );
         assert_eq!(
             Status::read(tree(&[FS, permissive]).path()),
-            Status::Enabled { policy: "mls".into() }
+            Status::Enabled {
+                policy: "mls".into()
+            }
         );
         assert!(targeted().enabled());
     }
@@ -262,14 +276,21 @@ mod tests {
     fn absent_without_selinuxfs() {
         let t = tree(&[CONFIG]);
         std::fs::create_dir_all(t.path().join("sys/fs/selinux")).unwrap();
-        assert_eq!(Status::read(t.path()), Status::Absent, "an empty mount point");
+        assert_eq!(
+            Status::read(t.path()),
+            Status::Absent,
+            "an empty mount point"
+        );
         assert_eq!(Status::read(tree(&[]).path()), Status::Absent);
         assert!(!Status::Absent.enabled());
     }
 
     #[test]
     fn disabled_in_the_config_or_without_one() {
-        let off = ("etc/selinux/config", "SELINUX=Disabled\nSELINUXTYPE=targeted\n");
+        let off = (
+            "etc/selinux/config",
+            "SELINUX=Disabled\nSELINUXTYPE=targeted\n",
+        );
         assert_eq!(Status::read(tree(&[FS, off]).path()), Status::Disabled);
         assert_eq!(Status::read(tree(&[FS]).path()), Status::NoConfig);
         assert!(!Status::Disabled.enabled() && !Status::NoConfig.enabled());
@@ -282,7 +303,10 @@ mod tests {
             "22 1 0:21 / /sys rw - sysfs sysfs rw\n\
              30 22 0:27 / /sys/fs/selinux ro,relatime - selinuxfs selinuxfs rw\n",
         );
-        assert_eq!(Status::read(tree(&[FS, CONFIG, ro]).path()), Status::ReadOnly);
+        assert_eq!(
+            Status::read(tree(&[FS, CONFIG, ro]).path()),
+            Status::ReadOnly
+        );
         let rw = (
             "proc/self/mountinfo",
             "30 22 0:27 / /sys/fs/selinux rw,relatime - selinuxfs selinuxfs rw\n",
@@ -297,12 +321,18 @@ mod tests {
     }
 
     fn strings(r: &Run) -> Vec<String> {
-        r.args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+        r.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
     fn restorecon_on_the_real_root() {
-        let files = [PathBuf::from("/etc/hostname"), PathBuf::from("/etc/localtime")];
+        let files = [
+            PathBuf::from("/etc/hostname"),
+            PathBuf::from("/etc/localtime"),
+        ];
         let trees = [PathBuf::from("/home/u/.ssh")];
         let r = runs(&Root::new("/"), "targeted", &files, &trees);
         assert_eq!(r.len(), 2);

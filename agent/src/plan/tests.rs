@@ -138,7 +138,10 @@ fn selinux_relabel_is_planned_only_when_enabled() {
     let text = "SET_HOSTNAME='web'\nVMID='3'\n";
     let off = plan(text, "");
     assert!(!off.summary().contains("selinux"));
-    assert!(json(&off).get("selinux_relabel").is_none(), "absent when off");
+    assert!(
+        json(&off).get("selinux_relabel").is_none(),
+        "absent when off"
+    );
     let on = build(
         &ctx(text),
         &Facts {

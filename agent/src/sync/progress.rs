@@ -250,7 +250,10 @@ mod tests {
         let touched = p.meter(50); // moves nothing (same bytes)
         let failed = p.meter(70);
         let retried = p.meter(30);
-        assert_eq!((p.snapshot().files_total, p.snapshot().bytes_total), (4, 250));
+        assert_eq!(
+            (p.snapshot().files_total, p.snapshot().bytes_total),
+            (4, 250)
+        );
         small.add(120);
         failed.add(40);
         let t = retried.transfer();
@@ -258,7 +261,12 @@ mod tests {
         t.restart(); // sent again from the start
         t.add(30);
         assert_eq!(p.bytes_done(), 120 + 40 + 30);
-        for (m, ok) in [(&small, true), (&touched, true), (&failed, false), (&retried, true)] {
+        for (m, ok) in [
+            (&small, true),
+            (&touched, true),
+            (&failed, false),
+            (&retried, true),
+        ] {
             m.finish(ok);
         }
         let end = p.snapshot();

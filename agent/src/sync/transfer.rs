@@ -39,7 +39,6 @@ pub(super) struct Done {
     pub(super) deleted_remote: usize,
 }
 
-
 /// The bytes a step is expected to move (the listing's and the scan's sizes); what it really
 /// moved replaces this when it ends.
 fn estimate(cx: &Cx<'_>, rel: &str, step: &Step) -> u64 {
@@ -77,9 +76,7 @@ pub(super) async fn run_step(cx: &Cx<'_>, rel: String, step: Step, m: Meter) -> 
     let mut d = Done::default();
     let r = match step {
         Step::Download => download_step(cx, &rel, &m, &mut d).await,
-        Step::Upload { if_match } => {
-            upload_step(cx, &rel, if_match.as_deref(), &m, &mut d).await
-        }
+        Step::Upload { if_match } => upload_step(cx, &rel, if_match.as_deref(), &m, &mut d).await,
         Step::DeleteLocal => delete_local(cx, &rel, &mut d),
         Step::DeleteRemote => {
             let r = cx.s3.delete(&format!("{}{rel}", cx.prefix)).await;
