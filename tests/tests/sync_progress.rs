@@ -67,10 +67,24 @@ fn without_a_terminal_one_line_per_cycle() {
         "{}",
         s[0]
     );
+    // Uploads count their bytes as they are read.
+    c.write("new1.ipynb", &"x".repeat(2048));
+    c.write("new2.ipynb", &"y".repeat(2048));
+    let o = c.text_command(&[]).output().unwrap();
+    let s = summaries(&stdout(&o));
+    assert_eq!(s.len(), 1, "{}", stdout(&o));
+    assert!(
+        s[0].starts_with(
+            "sync: 0 downloaded, 2 uploaded, 0 deleted here, 0 deleted in the bucket, \
+             0 conflicts, 5 unchanged, 0 failed; 4.0 KiB in "
+        ),
+        "{}",
+        s[0]
+    );
     // --json stays the report alone.
     let o = c.sync(&[]);
     assert!(summaries(&stdout(&o)).is_empty(), "{}", stdout(&o));
-    assert_eq!(json(&o)["unchanged"], 5);
+    assert_eq!(json(&o)["unchanged"], 7);
 }
 
 /// A shell word in single quotes.

@@ -139,31 +139,7 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
     let mut st = state::load(&state_file).map_err(SyncError::State)?;
     let mut report = Report::default();
 
-    // An unmounted or wiped folder must not read as "the user deleted everything".
-    // A first run may create the folder, but only once the bucket answered.
-    let create = !o.dir.is_dir();
-    if create && !st.files.is_empty() {
-        return Err(SyncError::Refused(format!(
-            "the folder {} is missing, but the last sync left {} files in it",
-            o.dir.display(),
-            st.files.len()
-        )));
-    }
-    report.swept = local::sweep(&o.dir);
-    let scanned = if create {
-        BTreeMap::new()
-    } else {
-        local::scan(&o.dir, &o.excludes, &mut report.warnings)
-            .map_err(|e| SyncError::Config(format!("reading {}: {e}", o.dir.display())))?
-    };
-    if scanned.is_empty() && !st.files.is_empty() {
-        return Err(SyncError::Refused(format!(
-            "the folder {} is empty, but the last sync left {} files in it (remove {} to start over)",
-            o.dir.display(),
-            st.files.len(),
-            state_file.display()
-        )));
-    }
+    let (create, scanned) = scan_folder(o, &st, &state_file, &mut report)?;
 
     let http = http::client(o.ca_file.as_deref())?;
     let creds = creds::resolve(env, o.credentials.as_ref(), &http).await?;
@@ -189,30 +165,7 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
         std::fs::create_dir_all(&o.dir)
             .map_err(|e| SyncError::Config(format!("{}: {e}", o.dir.display())))?;
     }
-    let mut remote = BTreeMap::new();
-    for obj in listing {
-        let Some(rel) = obj.key.strip_prefix(&o.prefix) else {
-            continue;
-        };
-        // Folder markers (`dir/`, the prefix itself) are not files.
-        if rel.is_empty() || rel.ends_with('/') || o.excludes.excluded(rel) {
-            continue;
-        }
-        if !local::safe_rel(rel) {
-            report.warnings.push(format!(
-                "key {:?}: not a safe file name here, skipped",
-                obj.key
-            ));
-            continue;
-        }
-        remote.insert(
-            rel.to_string(),
-            Remote {
-                etag: obj.etag,
-                size: obj.size,
-            },
-        );
-    }
+    let remote = remote_files(listing, o, &mut report.warnings);
 
     let all: BTreeSet<&String> = scanned
         .keys()
@@ -262,6 +215,89 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
     report.requests = requests(&cx.s3);
     drop(cx);
 
+    let changed = merge(&mut report, &mut st, done);
+    report.log.sort();
+    if changed || st.bucket.is_empty() {
+        st.endpoint = endpoint;
+        st.bucket = o.bucket.clone();
+        st.prefix = o.prefix.clone();
+        st.dir = o.dir.display().to_string();
+        state::save(&state_file, &st).map_err(SyncError::State)?;
+    }
+    Ok(report)
+}
+
+/// The folder's files (none when it is to be created). An unmounted or wiped folder must not
+/// read as "the user deleted everything": a missing or empty folder the last sync left files in
+/// is refused. Returns whether the folder is to be created (only once the bucket answered).
+fn scan_folder(
+    o: &Options,
+    st: &state::SyncState,
+    state_file: &std::path::Path,
+    report: &mut Report,
+) -> Result<(bool, BTreeMap<String, decide::Local>), SyncError> {
+    let create = !o.dir.is_dir();
+    if create && !st.files.is_empty() {
+        return Err(SyncError::Refused(format!(
+            "the folder {} is missing, but the last sync left {} files in it",
+            o.dir.display(),
+            st.files.len()
+        )));
+    }
+    report.swept = local::sweep(&o.dir);
+    let scanned = if create {
+        BTreeMap::new()
+    } else {
+        local::scan(&o.dir, &o.excludes, &mut report.warnings)
+            .map_err(|e| SyncError::Config(format!("reading {}: {e}", o.dir.display())))?
+    };
+    if scanned.is_empty() && !st.files.is_empty() {
+        return Err(SyncError::Refused(format!(
+            "the folder {} is empty, but the last sync left {} files in it (remove {} to start over)",
+            o.dir.display(),
+            st.files.len(),
+            state_file.display()
+        )));
+    }
+    Ok((create, scanned))
+}
+
+/// The listing's files under the prefix, by their name in the folder: folder markers,
+/// excluded names and names unsafe here left out (the last with a warning).
+fn remote_files(
+    listing: Vec<s3::Object>,
+    o: &Options,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, Remote> {
+    let mut remote = BTreeMap::new();
+    for obj in listing {
+        let Some(rel) = obj.key.strip_prefix(&o.prefix) else {
+            continue;
+        };
+        // Folder markers (`dir/`, the prefix itself) are not files.
+        if rel.is_empty() || rel.ends_with('/') || o.excludes.excluded(rel) {
+            continue;
+        }
+        if !local::safe_rel(rel) {
+            warnings.push(format!(
+                "key {:?}: not a safe file name here, skipped",
+                obj.key
+            ));
+            continue;
+        }
+        remote.insert(
+            rel.to_string(),
+            Remote {
+                etag: obj.etag,
+                size: obj.size,
+            },
+        );
+    }
+    remote
+}
+
+/// The steps' outcomes into the report and the state; whether the state changed.
+fn merge(report: &mut Report, st: &mut state::SyncState, done: Vec<transfer::Done>) -> bool {
     let mut changed = false;
     for d in done {
         report.downloaded += d.downloaded;
@@ -279,15 +315,7 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
             };
         }
     }
-    report.log.sort();
-    if changed || st.bucket.is_empty() {
-        st.endpoint = endpoint;
-        st.bucket = o.bucket.clone();
-        st.prefix = o.prefix.clone();
-        st.dir = o.dir.display().to_string();
-        state::save(&state_file, &st).map_err(SyncError::State)?;
-    }
-    Ok(report)
+    changed
 }
 
 fn requests(s3: &S3) -> Requests {
