@@ -197,11 +197,9 @@ fn execute(ap: &mut Apply, run: &Run) {
         return ap.skipped(KIND, run.program, why);
     }
     if ap.dry_run {
-        return ap.changed(
-            KIND,
-            run.program,
-            format!("would restore the labels of {n} paths"),
-        );
+        // Not every writer records a path it only would write: no count here.
+        let what = "would restore the policy's labels of what this stage writes";
+        return ap.changed(KIND, run.program, what);
     }
     match Command::new(run.program).args(&run.args).output() {
         // -v names each path whose label changed.
