@@ -51,6 +51,8 @@ impl Managers {
 pub struct Facts {
     pub links: Links,
     pub managers: Managers,
+    /// Whether SELinux labels files here: apply then restores the labels of what it wrote.
+    pub selinux: crate::apply::selinux::Status,
 }
 
 #[derive(Debug, thiserror::Error)]

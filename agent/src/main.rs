@@ -61,6 +61,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let facts = facts::Facts {
                 links,
                 managers: facts::Managers::detect(root),
+                selinux: vmctx::apply::selinux::Status::read(root),
             };
             let plan = plan::build(&ctx, &facts);
             if json {

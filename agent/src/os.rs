@@ -121,6 +121,16 @@ pub fn has_binary(root: &Path, name: &str) -> bool {
         .any(|d| root.join(d).join(name).is_file())
 }
 
+/// A program of the running system: on `PATH` or in the usual system folders (tools act on
+/// this machine's devices and files, also under `--root`).
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(std::path::PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Whether the system under `root` runs systemd: booted with it (`/run/systemd/system`, as
 /// sd_booted(3) checks) or, for an image not booted yet, ships it as its init.
 pub fn has_systemd(root: &Path) -> bool {

@@ -128,6 +128,7 @@ pub fn run(source: &Source, root: &Path, settle: Duration) -> Result<Reconfigure
         let facts = Facts {
             links: seen.links.clone(),
             managers: facts::Managers::detect(root),
+            selinux: apply::selinux::Status::read(root),
         };
         let state = State::new(&apply::files::Root::new(root));
         let new_instance = state.instance_id().as_deref() != Some(ctx.instance_id.as_str());

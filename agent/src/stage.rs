@@ -62,6 +62,7 @@ pub fn apply_stage(
     let facts = facts::Facts {
         links,
         managers: facts::Managers::detect(root),
+        selinux: crate::apply::selinux::Status::read(root),
     };
     let report = match crate::apply::apply(&ctx, &facts, root, stage, dry_run) {
         Ok(r) => r,

@@ -202,14 +202,18 @@ impl Guest {
 
     /// Runs vmctx inside the guest's namespaces with `--root` set to its scratch tree.
     pub fn vmctx(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.netns, "nsenter"])
+        self.command(args).output().unwrap()
+    }
+
+    /// The command [`Guest::vmctx`] runs, to add to its environment first.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, "nsenter"])
             .arg(format!("--uts={}", self.uts.display()))
             .arg(vmctx_bin())
             .args(args)
-            .args(["--root", self.root_str()])
-            .output()
-            .unwrap()
+            .args(["--root", self.root_str()]);
+        c
     }
 
     pub fn hostname(&self) -> String {
@@ -589,8 +593,15 @@ impl SyncCase {
     }
 
     pub fn command(&self, extra: &[&str]) -> Command {
+        let mut c = self.text_command(extra);
+        c.arg("--json");
+        c
+    }
+
+    /// [`SyncCase::command`] without `--json`: the readable output.
+    pub fn text_command(&self, extra: &[&str]) -> Command {
         let mut c = Command::new(vmctx_bin());
-        c.args(["sync", "--once", "--json", "--prefix", "nb/"])
+        c.args(["sync", "--once", "--prefix", "nb/"])
             .arg("--dir")
             .arg(self.dir())
             .args(["--bucket", &self.bucket, "--endpoint", &self.moto.url()])

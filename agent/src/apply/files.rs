@@ -121,6 +121,57 @@ fn libc_o_nofollow() -> i32 {
     nix::fcntl::OFlag::O_NOFOLLOW.bits()
 }
 
+/// A symlink made at a temporary name in the same folder and renamed over `link`: the old
+/// link (or file) is replaced in one step.
+pub fn replace_symlink(link: &Path, target: &str) -> io::Result<()> {
+    let dir = link
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent folder"))?;
+    fs::create_dir_all(dir)?;
+    let name = link.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.vmctx-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    if let Err(e) = fs::rename(&tmp, link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::File::open(dir)?.sync_all()
+}
+
+/// The paths a stage created or replaced, for the SELinux relabel at its end: a file made by
+/// a rename gets its folder's default label, not the one the policy gives its path.
+#[derive(Debug, Default)]
+pub struct Written {
+    files: std::collections::BTreeSet<PathBuf>,
+    /// Folders relabelled with everything in them (`~/.ssh`).
+    trees: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Written {
+    pub fn file(&mut self, path: &Path) {
+        self.files.insert(path.to_path_buf());
+    }
+
+    pub fn tree(&mut self, dir: &Path) {
+        self.trees.insert(dir.to_path_buf());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.trees.is_empty()
+    }
+
+    /// Empties the record: the files outside the trees, and the trees.
+    pub fn take(&mut self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let trees = std::mem::take(&mut self.trees);
+        let files = std::mem::take(&mut self.files)
+            .into_iter()
+            .filter(|f| !trees.iter().any(|t| f.starts_with(t)))
+            .collect();
+        (files, trees.into_iter().collect())
+    }
+}
+
 /// Removes a file vmctx wrote; returns whether it was there.
 pub fn remove(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {
@@ -255,6 +306,39 @@ mod tests {
         assert!(write_atomic(&link, b"x", NewFile::mode(0o600)).is_err());
         assert!(read_optional(&link).is_err());
         assert_eq!(fs::read_to_string(&target).unwrap(), "secret");
+    }
+
+    #[test]
+    fn symlink_replaced_atomically() {
+        let t = tempfile::tempdir().unwrap();
+        let link = t.path().join("localtime");
+        fs::write(&link, b"a copied file").unwrap();
+        replace_symlink(&link, "../usr/share/zoneinfo/Europe/Prague").unwrap();
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            Path::new("../usr/share/zoneinfo/Europe/Prague")
+        );
+        replace_symlink(&link, "../usr/share/zoneinfo/UTC").unwrap();
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            Path::new("../usr/share/zoneinfo/UTC")
+        );
+        let names: Vec<_> = fs::read_dir(t.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "no temporary link left");
+    }
+
+    #[test]
+    fn written_files_inside_trees_go_with_the_tree() {
+        let mut w = Written::default();
+        assert!(w.is_empty());
+        w.file(Path::new("/r/etc/hostname"));
+        w.file(Path::new("/r/home/u/.ssh/authorized_keys"));
+        w.tree(Path::new("/r/home/u/.ssh"));
+        w.file(Path::new("/r/etc/hostname"));
+        let (files, trees) = w.take();
+        assert_eq!(files, [PathBuf::from("/r/etc/hostname")]);
+        assert_eq!(trees, [PathBuf::from("/r/home/u/.ssh")]);
+        assert!(w.is_empty(), "taken");
     }
 
     #[test]

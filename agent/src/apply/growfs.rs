@@ -11,7 +11,7 @@
 use super::Apply;
 use crate::context::System;
 use crate::state::State;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// One line of `/proc/self/mountinfo`.
@@ -361,19 +361,9 @@ fn missing_tools(lay: &Layout, fs: Fs) -> Vec<String> {
     }
     need.push(fs.tool());
     need.into_iter()
-        .filter(|(t, _)| which(t).is_none())
+        .filter(|(t, _)| crate::os::which(t).is_none())
         .map(|(t, p)| format!("{t} ({p})"))
         .collect()
-}
-
-/// A program on `PATH` or in the usual system folders (the running system's: the tools act
-/// on its devices, also under `--root`).
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Grows the partitions (and LVM) under the filesystem; returns what it changed.
@@ -472,6 +462,7 @@ fn fs_size(mount_point: &str) -> u64 {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
 
     const MOUNTINFO: &str = "\
 22 27 0:21 / /proc rw,relatime - proc proc rw

@@ -10,7 +10,7 @@ use crate::context::HostKeys;
 use crate::state::State;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// The key types `ssh-keygen -A` makes (OpenSSH ≥ 7.0 without DSA).
@@ -37,7 +37,7 @@ pub fn apply(ap: &mut Apply, mode: HostKeys, new_instance: bool, state: &State, 
         };
         return ap.unchanged(KIND, TARGET, why);
     }
-    if !has_keygen() {
+    if crate::os::which("ssh-keygen").is_none() {
         return ap.skipped(
             KIND,
             TARGET,
@@ -62,6 +62,9 @@ pub fn apply(ap: &mut Apply, mode: HostKeys, new_instance: bool, state: &State, 
     };
     if let Err(e) = result {
         return ap.failed(KIND, TARGET, e);
+    }
+    for f in host_key_files(&etc_ssh) {
+        ap.wrote(&etc_ssh.join(f)); // sshd_key_t, not the scratch folder's label
     }
     let (fingerprints, keys) = fingerprints(&etc_ssh);
     let block = fingerprint_block(&fingerprints, &keys);
@@ -92,13 +95,6 @@ fn restart_running_sshd() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
-}
-
-fn has_keygen() -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/bin", "/usr/sbin"].map(PathBuf::from))
-        .any(|d| d.join("ssh-keygen").is_file())
 }
 
 /// `ssh-keygen -A` (with `-f ROOT` under a root): makes every missing key type.

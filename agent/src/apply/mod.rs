@@ -11,6 +11,7 @@ pub mod network;
 mod packages;
 pub mod schedule;
 mod scripts;
+pub mod selinux;
 pub mod timezone;
 mod users;
 mod write_files;
@@ -68,11 +69,13 @@ pub enum ApplyError {
     Invalid(Vec<String>),
 }
 
-/// The executors' shared state: where files go, whether to act, and the report so far.
+/// The executors' shared state: where files go, whether to act, the report so far, and what
+/// was written (every write goes through the methods below, which record it for [`selinux`]).
 pub struct Apply {
     pub root: Root,
     pub dry_run: bool,
     actions: Vec<Action>,
+    written: files::Written,
 }
 
 impl Apply {
@@ -107,6 +110,39 @@ impl Apply {
         self.actions.iter().filter(|a| a.result == result).count()
     }
 
+    /// Did an action after the first `before` change something?
+    pub fn changed_since(&self, before: usize) -> bool {
+        self.actions[before.min(self.actions.len())..]
+            .iter()
+            .any(|a| a.result == Outcome::Changed)
+    }
+
+    /// [`files::write_atomic`], recording the path when it changed.
+    pub fn write(&mut self, path: &Path, content: &[u8], new: NewFile) -> std::io::Result<bool> {
+        let changed = files::write_atomic(path, content, new)?;
+        if changed {
+            self.written.file(path);
+        }
+        Ok(changed)
+    }
+
+    /// [`files::replace_symlink`], recording the link.
+    pub fn symlink(&mut self, link: &Path, target: &str) -> std::io::Result<()> {
+        files::replace_symlink(link, target)?;
+        self.written.file(link);
+        Ok(())
+    }
+
+    /// A file made by another program (a host key), to be relabelled with the rest.
+    pub fn wrote(&mut self, path: &Path) {
+        self.written.file(path);
+    }
+
+    /// A folder to relabel with everything in it (`~/.ssh`).
+    pub fn wrote_tree(&mut self, dir: &Path) {
+        self.written.tree(dir);
+    }
+
     /// A warning: reported and logged, but apply goes on and exits 0.
     pub fn skipped(&mut self, kind: &'static str, target: &str, detail: impl Into<String>) {
         self.push(kind, target, Outcome::Skipped, detail);
@@ -128,8 +164,11 @@ impl Apply {
         let target = path.display().to_string();
         match files::differs(path, content, new) {
             Ok(false) => self.unchanged(kind, &target, detail),
-            Ok(true) if self.dry_run => self.changed(kind, &target, detail),
-            Ok(true) => match files::write_atomic(path, content, new) {
+            Ok(true) if self.dry_run => {
+                self.written.file(path);
+                self.changed(kind, &target, detail)
+            }
+            Ok(true) => match self.write(path, content, new) {
                 Ok(_) => self.changed(kind, &target, detail),
                 Err(e) => self.failed(kind, &target, e),
             },
@@ -186,6 +225,7 @@ pub fn apply(
         root: Root::new(root),
         dry_run,
         actions: Vec::new(),
+        written: files::Written::default(),
     };
     let state = State::new(&ap.root);
     let previous = state.instance_id();
@@ -226,6 +266,7 @@ pub fn apply(
             &state,
             &ctx.instance_id,
         );
+        selinux::relabel(&mut ap, &facts.selinux);
     }
     if new_instance {
         let detail = format!("was {}", previous.as_deref().unwrap_or("none"));
@@ -242,6 +283,8 @@ pub fn apply(
         schedule::update(&mut ap, ctx);
         schedule::sync(&mut ap, ctx);
         write_files::apply(&mut ap, ctx, &state);
+        // Before the scripts: they may use what was just written.
+        selinux::relabel(&mut ap, &facts.selinux);
         scripts::run(&mut ap, ctx, &state);
         // Last: tell OneGate the VM is ready (REPORT_READY=YES), when nothing failed.
         let failed = ap.count(Outcome::Failed);

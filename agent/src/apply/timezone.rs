@@ -69,7 +69,7 @@ pub fn apply(ap: &mut Apply, sys: &System) {
             None if link.exists() => "a file".to_string(),
             None => "none".to_string(),
         };
-        match replace_link(&link, &target) {
+        match ap.symlink(&link, &target) {
             Ok(()) => ap.changed("timezone", LOCALTIME, format!("→ {target} (was {was})")),
             Err(e) => ap.failed("timezone", LOCALTIME, e),
         }
@@ -84,22 +84,6 @@ pub fn apply(ap: &mut Apply, sys: &System) {
             NewFile::mode(0o644),
         );
     }
-}
-
-/// A symlink at a temporary name in the same folder, renamed over `link`.
-fn replace_link(link: &Path, target: &str) -> std::io::Result<()> {
-    let dir = link
-        .parent()
-        .ok_or_else(|| std::io::Error::other("no parent folder"))?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".localtime.vmctx-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)?;
-    if let Err(e) = std::fs::rename(&tmp, link) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -147,24 +131,5 @@ mod tests {
             None,
             "no tzdata: apply reports it, the context is not refused"
         );
-    }
-
-    #[test]
-    fn link_replaced_atomically() {
-        let t = tzdata();
-        let link = t.path().join("etc/localtime");
-        std::fs::write(&link, b"TZif copied file").unwrap();
-        replace_link(&link, "../usr/share/zoneinfo/Europe/Prague").unwrap();
-        assert_eq!(
-            std::fs::read_link(&link).unwrap(),
-            Path::new("../usr/share/zoneinfo/Europe/Prague")
-        );
-        assert_eq!(std::fs::read(&link).unwrap(), b"TZif2\0\0rest", "resolves");
-        let names: Vec<_> = std::fs::read_dir(t.path().join("etc"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names.len(), 2, "no temporary link left: {names:?}");
     }
 }

@@ -214,7 +214,7 @@ fn password(ap: &mut Apply, user: &User) {
     if ap.dry_run {
         return ap.changed("password", &user.name, how);
     }
-    match files::write_atomic(&path, text.as_bytes(), NewFile::mode(0o640)) {
+    match ap.write(&path, text.as_bytes(), NewFile::mode(0o640)) {
         Ok(_) => ap.changed("password", &user.name, how),
         Err(e) => ap.failed("password", &user.name, format!("/etc/shadow: {e}")),
     }
@@ -228,6 +228,7 @@ pub(super) fn authorized_keys(ap: &mut Apply, name: &str, acct: &Account, keys: 
     if keys.is_empty() && !path.exists() {
         return;
     }
+    let before = ap.actions.len();
     match std::fs::symlink_metadata(&ssh) {
         Ok(m) if m.file_type().is_symlink() => {
             return ap.failed("ssh_keys", &target, "~/.ssh is a symlink; not followed");
@@ -278,6 +279,10 @@ pub(super) fn authorized_keys(ap: &mut Apply, name: &str, acct: &Account, keys: 
         if keys.len() == 1 { "" } else { "s" }
     );
     ap.file_detail("ssh_keys", &path, text.as_bytes(), new, &detail);
+    // sshd reads only ssh_home_t: the folder and all in it, when anything here changed.
+    if ap.changed_since(before) {
+        ap.wrote_tree(&ssh);
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! with its permissions and owner, or appended to. Once per instance, as cloud-init: an
 //! `append` must not grow the file on every boot.
 
-use super::files::{self, NewFile};
+use super::files::NewFile;
 use super::users::lookup;
 use super::Apply;
 use crate::context::{Context, WriteFile};
@@ -59,7 +59,7 @@ fn owner(ap: &Apply, spec: &str) -> Result<(u32, u32), String> {
     Ok((acct.uid, gid))
 }
 
-fn write(ap: &Apply, f: &WriteFile) -> Result<String, String> {
+fn write(ap: &mut Apply, f: &WriteFile) -> Result<String, String> {
     let path = ap.root.path(&f.path);
     let ids = owner(ap, &f.owner)?;
     let mut content = f.content.clone();
@@ -87,7 +87,7 @@ fn write(ap: &Apply, f: &WriteFile) -> Result<String, String> {
         mode: f.permissions,
         owner: Some(ids),
     };
-    files::write_atomic(&path, &content, new).map_err(|e| e.to_string())?;
+    ap.write(&path, &content, new).map_err(|e| e.to_string())?;
     // An existing file keeps its mode in write_atomic; write_files says what it must be.
     std::fs::set_permissions(&path, PermissionsExt::from_mode(f.permissions))
         .map_err(|e| format!("chmod: {e}"))?;

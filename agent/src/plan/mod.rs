@@ -33,6 +33,9 @@ pub struct Plan {
     pub ec2: Option<Ec2Settings>,
     /// Disks to grow, time zone, SSH host keys.
     pub system: System,
+    /// SELinux is enabled: the files apply writes get the policy's labels back (restorecon).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub selinux_relabel: bool,
     pub warnings: Vec<String>,
     /// Values that were set but are invalid: what they configure is left out of the plan.
     pub errors: Vec<String>,
@@ -116,6 +119,7 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
         sync: ctx.sync.clone(),
         ec2: ctx.ec2.clone(),
         system: ctx.system.clone(),
+        selinux_relabel: facts.selinux.enabled(),
         warnings,
         errors: ctx.errors.clone(),
     }

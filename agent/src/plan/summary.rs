@@ -145,6 +145,9 @@ pub(super) fn render(p: &Plan) -> String {
             HostKeys::Keep => "the image's SSH host keys kept (SSH_HOST_KEYS=KEEP)",
         }
     );
+    if p.selinux_relabel {
+        o.push_str("selinux   enabled: labels restored (restorecon) on the files apply writes\n");
+    }
     for (title, list) in [("warning", &p.warnings), ("error", &p.errors)] {
         for w in list {
             let _ = writeln!(o, "{title}: {w}");

@@ -8,6 +8,7 @@ fn plan(text: &str, links: &str) -> Plan {
         &Facts {
             links: parse_links(links).unwrap(),
             managers: Default::default(),
+            selinux: Default::default(),
         },
     )
 }
@@ -130,4 +131,26 @@ fn plan_never_contains_secrets() {
         "{out}"
     );
     assert_eq!(p.users[0].password, Some("plain"));
+}
+
+#[test]
+fn selinux_relabel_is_planned_only_when_enabled() {
+    let text = "SET_HOSTNAME='web'\nVMID='3'\n";
+    let off = plan(text, "");
+    assert!(!off.summary().contains("selinux"));
+    assert!(
+        json(&off).get("selinux_relabel").is_none(),
+        "absent when off"
+    );
+    let on = build(
+        &ctx(text),
+        &Facts {
+            selinux: crate::apply::selinux::Status::Enabled {
+                policy: "targeted".into(),
+            },
+            ..Facts::default()
+        },
+    );
+    assert!(on.summary().contains("selinux   enabled: labels restored"));
+    assert_eq!(json(&on)["selinux_relabel"], true);
 }

@@ -119,7 +119,12 @@ fn rustls_native_certs_load() -> Vec<rustls_pki_types::CertificateDer<'static>> 
 /// needs no 5 GiB of memory).
 pub enum UploadBody {
     Bytes(Option<Bytes>),
-    File { file: std::fs::File, left: u64 },
+    File {
+        file: std::fs::File,
+        left: u64,
+        /// Counts what is read into the cycle's progress.
+        sent: Option<super::progress::Transfer>,
+    },
 }
 
 impl UploadBody {
@@ -138,7 +143,7 @@ impl Body for UploadBody {
     ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         match self.get_mut() {
             UploadBody::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            UploadBody::File { file, left } => {
+            UploadBody::File { file, left, sent } => {
                 if *left == 0 {
                     return Poll::Ready(None);
                 }
@@ -151,6 +156,9 @@ impl Body for UploadBody {
                     Ok(n) => {
                         buf.truncate(n);
                         *left -= n as u64;
+                        if let Some(s) = sent {
+                            s.add(n as u64);
+                        }
                         Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
                     }
                     Err(e) => Poll::Ready(Some(Err(e))),

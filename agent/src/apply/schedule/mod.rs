@@ -194,10 +194,7 @@ fn install_timer(ap: &mut Apply, kind: &'static str, t: &Timer, dropin: &str, be
         let link = ap.root.path(format!("{WANTS}/{}.timer", t.name));
         symlink(ap, kind, &link, &format!("{UNIT_DIR}/{}.timer", t.name));
     }
-    let changed = ap.actions[before..]
-        .iter()
-        .any(|a| a.result == super::Outcome::Changed);
-    if changed {
+    if ap.changed_since(before) {
         systemctl(ap, kind, &["daemon-reload"]);
         systemctl(ap, kind, &["restart", &format!("{}.timer", t.name)]);
     }
@@ -335,14 +332,7 @@ fn symlink(ap: &mut Apply, kind: &'static str, link: &Path, target: &str) {
     if ap.dry_run {
         return ap.changed(kind, &shown, "enabled");
     }
-    let made = (|| {
-        if let Some(dir) = link.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let _ = std::fs::remove_file(link);
-        std::os::unix::fs::symlink(target, link)
-    })();
-    match made {
+    match ap.symlink(link, target) {
         Ok(()) => ap.changed(kind, &shown, "enabled"),
         Err(e) => ap.failed(kind, &shown, e),
     }
