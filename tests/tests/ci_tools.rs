@@ -139,5 +139,8 @@ fn the_scanner_finds_tools_in_each_form() {
         need("root (namespaces)", is_root());
     "#;
     let found: Vec<String> = tools_in_rust(src).into_iter().collect();
-    assert_eq!(found, ["losetup", "mcopy", "mkfs.vfat", "sfdisk", "xorriso"]);
+    assert_eq!(
+        found,
+        ["losetup", "mcopy", "mkfs.vfat", "sfdisk", "xorriso"]
+    );
 }

@@ -324,7 +324,11 @@ pub fn redacted(doc: &Value) -> Value {
     let mut out = doc.clone();
     let paths: Vec<String> = doc["sensitive_keys"]
         .as_array()
-        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     for p in paths {
         let mut node = &mut out;

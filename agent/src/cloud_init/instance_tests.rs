@@ -45,7 +45,9 @@ fn opennebula_document() {
     assert_eq!(v1["region"], Value::Null);
     assert_eq!(
         v1["public_ssh_keys"],
-        json!(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHol02ResearchTeamKeyForJupyterAccessOnlyAAAA k@x"])
+        json!([
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHol02ResearchTeamKeyForJupyterAccessOnlyAAAA k@x"
+        ])
     );
     assert_eq!(doc["ds"]["meta_data"]["SET_HOSTNAME"], "db-1");
     assert_eq!(doc["ds"]["meta_data"]["PASSWORD"], "hunter2");
@@ -64,7 +66,13 @@ fn opennebula_document() {
     );
     // Redacted: every secret replaced, the rest kept.
     let text = red.to_string();
-    for secret in ["hunter2", "gate-tok", "aws-sec", "db-pw-in-script", "hostname: db-1"] {
+    for secret in [
+        "hunter2",
+        "gate-tok",
+        "aws-sec",
+        "db-pw-in-script",
+        "hostname: db-1",
+    ] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
     assert_eq!(red["ds"]["meta_data"]["PASSWORD"], REDACTED);
@@ -89,7 +97,14 @@ fn secret_variable_names() {
     ] {
         assert!(secret_var(s), "{s}");
     }
-    for p in ["SSH_PUBLIC_KEY", "EC2_PUBLIC_KEY", "SSH_KEY", "ETH0_IP", "SET_HOSTNAME", "VMID"] {
+    for p in [
+        "SSH_PUBLIC_KEY",
+        "EC2_PUBLIC_KEY",
+        "SSH_KEY",
+        "ETH0_IP",
+        "SET_HOSTNAME",
+        "VMID",
+    ] {
         assert!(!secret_var(p), "{p}");
     }
 }
@@ -100,7 +115,10 @@ fn ec2_document() {
         ("instance-id", "i-0abc"),
         ("local-hostname", "ip-10-0-1-5.ec2.internal"),
         ("placement/availability-zone", "cn-north-1a"),
-        ("iam/security-credentials/role", "{\"SecretAccessKey\":\"iam-sec\"}"),
+        (
+            "iam/security-credentials/role",
+            "{\"SecretAccessKey\":\"iam-sec\"}",
+        ),
     ];
     let md = ec2::Metadata {
         leaves: leaves
@@ -124,9 +142,15 @@ fn ec2_document() {
     assert_eq!(doc["v1"]["availability_zone"], "cn-north-1a");
     assert_eq!(doc["v1"]["cloud_id"], "aws-china");
     assert_eq!(doc["v1"]["local_hostname"], "ip-10-0-1-5");
-    assert_eq!(doc["ds"]["meta-data"]["placement"]["availability-zone"], "cn-north-1a");
+    assert_eq!(
+        doc["ds"]["meta-data"]["placement"]["availability-zone"],
+        "cn-north-1a"
+    );
     let red = redacted(&doc);
-    assert_eq!(red["ds"]["meta-data"]["iam"]["security-credentials"], REDACTED);
+    assert_eq!(
+        red["ds"]["meta-data"]["iam"]["security-credentials"],
+        REDACTED
+    );
     assert!(!red.to_string().contains("iam-sec") && !red.to_string().contains("ud-secret"));
     assert!(doc["userdata"].as_str().unwrap().contains("ud-secret"));
 }
@@ -158,7 +182,10 @@ fn platforms() {
     let p = platform("configdrive:/dev/sr1");
     assert_eq!(p.short_name(), "configdrive");
     assert_eq!(platform("ec2:http://[fd00:ec2::254]").short_name(), "ec2");
-    assert_eq!(platform("openstack:http://169.254.169.254").short_name(), "openstack");
+    assert_eq!(
+        platform("openstack:http://169.254.169.254").short_name(),
+        "openstack"
+    );
     assert_eq!(platform("dir:/ctx").subplatform, "seed-dir (/ctx)");
     assert_eq!(platform("what").short_name(), "none");
 }
@@ -190,7 +217,10 @@ fn files_and_their_modes() {
     assert_eq!(mode(&public), 0o644);
     let text = std::fs::read_to_string(&public).unwrap();
     assert!(!text.contains("hunter2") && text.contains("\"local_hostname\": \"db-1\""));
-    assert!(text.starts_with("{\n \"base64_encoded_keys\": []"), "{text}");
+    assert!(
+        text.starts_with("{\n \"base64_encoded_keys\": []"),
+        "{text}"
+    );
     assert!(std::fs::read_to_string(&sens).unwrap().contains("hunter2"));
     // Never through a link.
     std::fs::remove_file(&public).unwrap();

@@ -106,7 +106,10 @@ pub fn unsupported(sub: &str) -> String {
 /// cloud-init's log line on stderr: `2024-05-01 10:00:00,123 - query.py[ERROR]: …`.
 pub fn log_error(file: &str, msg: &str) {
     let t = crate::status::rfc3339(std::time::SystemTime::now());
-    let t = t.trim_end_matches('Z').replacen('T', " ", 1).replacen('.', ",", 1);
+    let t = t
+        .trim_end_matches('Z')
+        .replacen('T', " ", 1)
+        .replacen('.', ",", 1);
     eprintln!("{t} - {file}[ERROR]: {msg}");
 }
 
@@ -193,13 +196,17 @@ fn parse(args: &[&str], spec: &[Opt]) -> Result<Opts, String> {
                 .ok_or_else(|| format!("unrecognized arguments: {a}"))?;
             let value = match (opt.2, inline) {
                 (false, None) => None,
-                (false, Some(_)) => return Err(format!("argument --{name}: ignored explicit argument")),
+                (false, Some(_)) => {
+                    return Err(format!("argument --{name}: ignored explicit argument"))
+                }
                 (true, Some(v)) => Some(v),
                 (true, None) => {
                     i += 1;
-                    Some(args.get(i - 1).map(|s| s.to_string()).ok_or_else(|| {
-                        format!("argument --{name}: expected one argument")
-                    })?)
+                    Some(
+                        args.get(i - 1)
+                            .map(|s| s.to_string())
+                            .ok_or_else(|| format!("argument --{name}: expected one argument"))?,
+                    )
                 }
             };
             out.flags.push((opt.1, value));
@@ -251,11 +258,9 @@ fn status_args(o: &Opts) -> Result<Parsed, String> {
         None | Some("tabular") => status::Format::Tabular,
         Some("json") => status::Format::Json,
         Some("yaml") => status::Format::Yaml,
-        Some(other) => {
-            return Err(format!(
-                "argument --format: invalid choice: '{other}' (choose from 'json', 'tabular', 'yaml')"
-            ))
-        }
+        Some(other) => return Err(format!(
+            "argument --format: invalid choice: '{other}' (choose from 'json', 'tabular', 'yaml')"
+        )),
     };
     Ok(Parsed::Status(status::Args {
         wait: o.has("wait"),
@@ -269,7 +274,10 @@ fn query_args(o: &Opts) -> Result<Parsed, String> {
         return Ok(Parsed::Help);
     }
     if o.positional.len() > 1 {
-        return Err(format!("unrecognized arguments: {}", o.positional[1..].join(" ")));
+        return Err(format!(
+            "unrecognized arguments: {}",
+            o.positional[1..].join(" ")
+        ));
     }
     Ok(Parsed::Query(query::Args {
         all: o.has("all"),
@@ -311,15 +319,23 @@ mod tests {
             Err(e) if e.contains("invalid choice: 'xml'")
         ));
         let (root, rest) = take_root(vec!["status".into(), "--root=/tmp/r".into()]);
-        assert_eq!((root, rest), (PathBuf::from("/tmp/r"), vec!["status".into()]));
+        assert_eq!(
+            (root, rest),
+            (PathBuf::from("/tmp/r"), vec!["status".into()])
+        );
     }
 
     #[test]
     fn other_subcommands_name_vmctx() {
-        for sub in ["init", "modules", "single", "devel", "analyze", "schema", "bogus"] {
+        for sub in [
+            "init", "modules", "single", "devel", "analyze", "schema", "bogus",
+        ] {
             assert_eq!(main(vec!["cloud-init".into(), sub.into()]), 1);
             let line = unsupported(sub);
-            assert!(line.contains("vmctx") && line.contains("vmctx --help"), "{line}");
+            assert!(
+                line.contains("vmctx") && line.contains("vmctx --help"),
+                "{line}"
+            );
             assert!(!line.contains('\n'));
         }
         assert!(version().contains(env!("CARGO_PKG_VERSION")) && version().contains("vmctx"));

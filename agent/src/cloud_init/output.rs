@@ -167,9 +167,8 @@ fn resolves_to_other_type(s: &str) -> bool {
         && body
             .chars()
             .all(|c| c.is_ascii_hexdigit() || "._:xXoOeE+-".contains(c));
-    let date = s.len() >= 8
-        && s.as_bytes()[..4].iter().all(u8::is_ascii_digit)
-        && s.as_bytes()[4] == b'-';
+    let date =
+        s.len() >= 8 && s.as_bytes()[..4].iter().all(u8::is_ascii_digit) && s.as_bytes()[4] == b'-';
     numeric && body.chars().any(|c| c.is_ascii_digit()) || date
 }
 
@@ -185,7 +184,10 @@ mod tests {
             py_json(&v, 2),
             "{\n  \"a\": {\n    \"x\": 1.5,\n    \"\\u00e9\": \"\\u00fc\"\n  },\n  \"b\": [],\n  \"c\": {}\n}"
         );
-        assert_eq!(py_json(&json!({"k": "😀"}), 1), "{\n \"k\": \"\\ud83d\\ude00\"\n}");
+        assert_eq!(
+            py_json(&json!({"k": "😀"}), 1),
+            "{\n \"k\": \"\\ud83d\\ude00\"\n}"
+        );
     }
 
     /// cloud-init's own expectation (tests/unittests/cmd/test_status.py, running_yaml_format).

@@ -170,7 +170,11 @@ pub fn render(template: &str, doc: &Value) -> Result<String, QueryError> {
         let after = &rest[start + 2..];
         let end = after.find("}}").ok_or(QueryError::Template)?;
         let name = after[..end].trim();
-        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || "._".contains(c)) {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "._".contains(c))
+        {
             return Err(QueryError::Template);
         }
         match lookup(&plain, &aliased, name) {
@@ -201,7 +205,9 @@ pub fn answer(doc: &Value, args: &Args) -> Result<String, QueryError> {
     };
     if args.list_keys {
         let Value::Object(m) = &response else {
-            return Err(QueryError::NotADict(args.varname.clone().unwrap_or_default()));
+            return Err(QueryError::NotADict(
+                args.varname.clone().unwrap_or_default(),
+            ));
         };
         return Ok(m.keys().cloned().collect::<Vec<_>>().join("\n"));
     }

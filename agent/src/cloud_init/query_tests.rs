@@ -31,7 +31,10 @@ fn keys_aliases_and_values() {
     assert_eq!(ask("local_hostname").unwrap(), "web");
     // `-` keys by their `_` alias, at any depth.
     assert_eq!(ask("ds.meta_data.local_hostname").unwrap(), "ip-1");
-    assert_eq!(ask("ds.meta-data.placement.availability_zone").unwrap(), "a1");
+    assert_eq!(
+        ask("ds.meta-data.placement.availability_zone").unwrap(),
+        "a1"
+    );
     // Not strings: JSON, indent 1 ("null" for a null).
     assert_eq!(ask("v1.region").unwrap(), "null");
     assert_eq!(ask("v1.public_ssh_keys").unwrap(), "[\n \"k1\"\n]");
@@ -49,7 +52,9 @@ fn missing_keys_in_cloud_inits_words() {
         "Undefined instance-data key 'nope.deeper'"
     );
     assert_eq!(
-        ask("ds.meta_data.local_hostname.x").unwrap_err().to_string(),
+        ask("ds.meta_data.local_hostname.x")
+            .unwrap_err()
+            .to_string(),
         "instance-data 'ds.meta_data.local_hostname' has no 'x'"
     );
     assert_eq!(
@@ -99,13 +104,19 @@ fn all_and_list_keys() {
 
 #[test]
 fn format_templates() {
-    let out = render("{{ v1.cloud_name }}/{{local_hostname}} {{ v1.region }} {{ nope }}", &doc());
+    let out = render(
+        "{{ v1.cloud_name }}/{{local_hostname}} {{ v1.region }} {{ nope }}",
+        &doc(),
+    );
     assert_eq!(
         out.unwrap(),
         "opennebula/web None CI_MISSING_JINJA_VAR/nope"
     );
     assert_eq!(render("{% if x %}", &doc()), Err(QueryError::Template));
-    assert_eq!(render("{{ v1.x | upper }}", &doc()), Err(QueryError::Template));
+    assert_eq!(
+        render("{{ v1.x | upper }}", &doc()),
+        Err(QueryError::Template)
+    );
 }
 
 #[test]
@@ -114,10 +125,19 @@ fn reads_by_privilege_and_never_through_links() {
     let dir = t.path().join("run/vmctx");
     std::fs::create_dir_all(&dir).unwrap();
     let missing = read(t.path(), None, false).unwrap_err();
-    assert!(matches!(missing, QueryError::Missing(ref p) if p.ends_with("run/vmctx/instance-data.json")));
-    std::fs::write(dir.join("instance-data.json"), r#"{"userdata": "redacted for non-root user"}"#)
-        .unwrap();
-    std::fs::write(dir.join("instance-data-sensitive.json"), r#"{"userdata": "ud"}"#).unwrap();
+    assert!(
+        matches!(missing, QueryError::Missing(ref p) if p.ends_with("run/vmctx/instance-data.json"))
+    );
+    std::fs::write(
+        dir.join("instance-data.json"),
+        r#"{"userdata": "redacted for non-root user"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("instance-data-sensitive.json"),
+        r#"{"userdata": "ud"}"#,
+    )
+    .unwrap();
     assert_eq!(read(t.path(), None, true).unwrap()["userdata"], "ud");
     let user = read(t.path(), None, false).unwrap();
     assert_eq!(

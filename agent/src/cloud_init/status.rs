@@ -101,7 +101,10 @@ pub fn details(o: Overall, st: &Status, boot: Boot) -> Details {
         for k in CI_STAGES {
             v1.insert(k.into(), stage_entry(None));
         }
-        let now = st.stages.iter().find(|(_, s)| s.result == RunResult::Running);
+        let now = st
+            .stages
+            .iter()
+            .find(|(_, s)| s.result == RunResult::Running);
         v1.insert(
             "stage".into(),
             now.map_or(Value::Null, |(n, _)| stage_key(n).into()),
@@ -123,7 +126,9 @@ pub fn details(o: Overall, st: &Status, boot: Boot) -> Details {
             let w = recoverable.entry("WARNING".into()).or_default();
             w.extend(run.warnings.iter().cloned());
         }
-        latest = latest.max(run.started_unix).max(finished(run).unwrap_or(0.0));
+        latest = latest
+            .max(run.started_unix)
+            .max(finished(run).unwrap_or(0.0));
     }
     if o == Overall::Error && errors.is_empty() {
         errors.push("vmctx: a stage failed (see `vmctx status`)".into());

@@ -157,7 +157,10 @@ fn long_and_json_shapes() {
         format: Format::Yaml,
         ..Args::default()
     });
-    assert!(yaml.starts_with("---\nboot_status_code: enabled-by-generator\n"), "{yaml}");
+    assert!(
+        yaml.starts_with("---\nboot_status_code: enabled-by-generator\n"),
+        "{yaml}"
+    );
     assert!(yaml.contains("\nerrors:\n- e1\n- e2\n"), "{yaml}");
     assert!(yaml.ends_with("status: error\n...\n\n"), "{yaml}");
 }
@@ -165,8 +168,14 @@ fn long_and_json_shapes() {
 #[test]
 fn dates_like_python() {
     assert_eq!(http_date(125.678), "Thu, 01 Jan 1970 00:02:05 +0000");
-    assert_eq!(http_date(1_709_251_199.9), "Thu, 29 Feb 2024 23:59:59 +0000");
-    assert_eq!(http_date(1_796_515_200.0), "Sun, 06 Dec 2026 00:00:00 +0000");
+    assert_eq!(
+        http_date(1_709_251_199.9),
+        "Thu, 29 Feb 2024 23:59:59 +0000"
+    );
+    assert_eq!(
+        http_date(1_796_515_200.0),
+        "Sun, 06 Dec 2026 00:00:00 +0000"
+    );
 }
 
 #[test]
