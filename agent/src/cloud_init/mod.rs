@@ -258,9 +258,11 @@ fn status_args(o: &Opts) -> Result<Parsed, String> {
         None | Some("tabular") => status::Format::Tabular,
         Some("json") => status::Format::Json,
         Some("yaml") => status::Format::Yaml,
-        Some(other) => return Err(format!(
+        Some(other) => {
+            return Err(format!(
             "argument --format: invalid choice: '{other}' (choose from 'json', 'tabular', 'yaml')"
-        )),
+        ))
+        }
     };
     Ok(Parsed::Status(status::Args {
         wait: o.has("wait"),
