@@ -411,3 +411,94 @@ fn everything_else_names_vmctx() {
     let o = vmctx(&["status", "--root", root.path().to_str().unwrap()]);
     assert!(stdout(&o).starts_with("status: not run"), "{}", stdout(&o));
 }
+
+/// The emulator serving `tree` on the guest namespace's own loopback; stopped on drop.
+struct NsImds(std::process::Child);
+
+impl Drop for NsImds {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn imds_in(g: &Guest, tree: &Path) -> (NsImds, String) {
+    use std::io::BufRead;
+    g.ip(&["link", "set", "lo", "up"]);
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &g.netns])
+        .arg(vmctx_bin())
+        .args(["imds", "serve", "--listen", "127.0.0.1:0", "--tree"])
+        .arg(tree)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    (NsImds(child), format!("ec2:http://{addr}"))
+}
+
+#[test]
+fn query_after_an_ec2_instance_was_applied() {
+    let Some(g) = Guest::new("ci-ec2") else {
+        return;
+    };
+    let tree = serde_json::json!({
+        "meta-data": {
+            "instance-id": "i-0c1c1c1c1c1c1c1c1",
+            "local-hostname": "ip-10-0-1-10.ec2.internal",
+            "placement": {"availability-zone": "eu-west-1b"},
+            "network": {"interfaces": {"macs": {
+                "0e:00:00:00:01:0a": {"device-number": "0", "local-ipv4s": "10.0.1.10",
+                    "subnet-ipv4-cidr-block": "10.0.1.0/24"}
+            }}}
+        },
+        "user-data": "#!/bin/sh\ntrue # ec2-ud-5\n",
+    });
+    let tree_file = g.root.path().join("tree.json");
+    std::fs::write(&tree_file, tree.to_string()).unwrap();
+    g.veth(
+        ("eth0", "0e:00:00:00:01:0a"),
+        ("peer0", "0e:00:00:00:01:ff"),
+    );
+    let (_imds, src) = imds_in(&g, &tree_file);
+    let o = g.vmctx(&["apply", "--stage", "final", "--source", &src]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    let ci = Shim::new();
+    let root = g.root.path();
+    let q = |key: &str| stdout(&ci.run(root, &["query", key]));
+    assert_eq!(q("v1.cloud_name"), "aws\n");
+    assert_eq!(q("v1.platform"), "ec2\n");
+    assert_eq!(q("v1.region"), "eu-west-1\n");
+    assert_eq!(q("v1.availability_zone"), "eu-west-1b\n");
+    assert_eq!(q("availability_zone"), "eu-west-1b\n");
+    assert_eq!(q("instance_id"), "i-0c1c1c1c1c1c1c1c1\n");
+    assert_eq!(q("v1.local_hostname"), "ip-10-0-1-10\n");
+    assert_eq!(
+        q("ds.meta_data.placement.availability_zone"),
+        "eu-west-1b\n"
+    );
+    assert_eq!(q("ds.meta-data.instance-id"), "i-0c1c1c1c1c1c1c1c1\n");
+    // print() adds a line break after the user-data's own.
+    assert_eq!(q("userdata"), "#!/bin/sh\ntrue # ec2-ud-5\n\n");
+    let public = std::fs::read_to_string(root.join("run/vmctx/instance-data.json")).unwrap();
+    assert!(!public.contains("ec2-ud-5"), "{public}");
+    let v = json(&ci.run(root, &["status", "--format", "json"]));
+    assert_eq!(
+        (v["status"].as_str(), v["datasource"].as_str()),
+        (Some("done"), Some("ec2"))
+    );
+    assert!(
+        v["detail"].as_str().unwrap().starts_with("DataSourceEc2"),
+        "{v}"
+    );
+}
