@@ -502,3 +502,39 @@ fn query_after_an_ec2_instance_was_applied() {
         "{v}"
     );
 }
+
+#[test]
+fn reconfigure_rewrites_the_instance_data() {
+    let Some(g) = Guest::new("ci-recfg") else {
+        return;
+    };
+    g.veth(
+        ("eth0", "02:00:0a:00:03:28"),
+        ("peer0", "02:00:0a:00:03:99"),
+    );
+    let ctx = context_dir(
+        "VMID='71'\nSET_HOSTNAME='first'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n",
+        &[],
+    );
+    let src = format!("dir:{}", ctx.path().display());
+    let o = g.vmctx(&["apply", "--stage", "local", "--source", &src]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ci = Shim::new();
+    let q = |key: &str| stdout(&ci.run(g.root.path(), &["query", key]));
+    assert_eq!(
+        (q("instance_id"), q("local_hostname")),
+        ("one-71\n".into(), "first\n".into())
+    );
+    // The CD now names another instance: reconfigure applies it, and the data follows.
+    std::fs::write(
+        ctx.path().join("context.sh"),
+        "VMID='72'\nSET_HOSTNAME='second'\nETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n",
+    )
+    .unwrap();
+    let o = g.vmctx(&["reconfigure", "--settle-ms", "100", "--source", &src]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        (q("instance_id"), q("local_hostname")),
+        ("one-72\n".into(), "second\n".into())
+    );
+}
