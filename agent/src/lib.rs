@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod clean;
+pub mod cloud_init;
 pub mod context;
 pub mod derive;
 pub mod facts;

@@ -18,6 +18,10 @@ use vmctx::{derive, facts, plan};
 const MAX_CAT: u64 = 64 << 20;
 
 fn main() -> ExitCode {
+    // Started through the `cloud-init` link: answer as cloud-init does.
+    if vmctx::cloud_init::invoked_as_cloud_init() {
+        return ExitCode::from(vmctx::cloud_init::main(std::env::args_os().collect()));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -123,6 +123,7 @@ pub fn run(source: &Source, root: &Path, settle: Duration) -> Result<Reconfigure
         };
         out.note = None;
         out.source = Some(raw.origin.clone());
+        let ds = crate::cloud_init::instance::Ds::from_raw(&raw);
         let ctx =
             source::to_context_checked(raw).map_err(|e| format!("{e}; nothing was changed"))?;
         let facts = Facts {
@@ -145,6 +146,7 @@ pub fn run(source: &Source, root: &Path, settle: Duration) -> Result<Reconfigure
             );
         }
         let report = apply::apply(&ctx, &facts, root, stage, false).map_err(|e| e.to_string())?;
+        crate::cloud_init::instance::record(root, &ds, &ctx);
         out.rounds.push(Round {
             stage: if new_instance { "all" } else { "local" },
             report,

@@ -51,6 +51,7 @@ pub fn apply_stage(
         Err(e) => return failed(format!("{e}; nothing was changed")),
     };
     let origin = raw.origin.clone();
+    let ds = crate::cloud_init::instance::Ds::from_raw(&raw);
     let ctx = match source::to_context_checked(raw) {
         Ok(ctx) => ctx,
         Err(e) => return failed(format!("{e}; nothing was changed")),
@@ -73,7 +74,11 @@ pub fn apply_stage(
             return (Err(e.to_string()), end);
         }
     };
-    let end = StageEnd::from_report(&report, &origin);
+    let mut end = StageEnd::from_report(&report, &origin);
+    end.warnings.splice(0..0, ctx.warnings.iter().cloned());
+    if !dry_run {
+        crate::cloud_init::instance::record(root, &ds, &ctx);
+    }
     if json {
         match serde_json::to_string_pretty(&report) {
             Ok(j) => println!("{j}"),

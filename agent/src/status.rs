@@ -61,6 +61,10 @@ pub struct StageRun {
     /// What failed: the read error, invalid values, or each failed action.
     #[serde(default)]
     pub errors: Vec<String>,
+    /// What did not stop the stage: the context's warnings and skipped actions (cloud-init's
+    /// `recoverable_errors`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// How a stage ended.
@@ -71,6 +75,7 @@ pub struct StageEnd {
     pub changed: usize,
     pub failed: usize,
     pub errors: Vec<String>,
+    pub warnings: Vec<String>,
     pub no_context: bool,
 }
 
@@ -94,6 +99,12 @@ impl StageEnd {
                 .actions
                 .iter()
                 .filter(|a| a.result == crate::apply::Outcome::Failed)
+                .map(|a| format!("{} {}: {}", a.kind, a.target, a.detail))
+                .collect(),
+            warnings: r
+                .actions
+                .iter()
+                .filter(|a| a.result == crate::apply::Outcome::Skipped)
                 .map(|a| format!("{} {}: {}", a.kind, a.target, a.detail))
                 .collect(),
             no_context: false,
@@ -125,6 +136,7 @@ impl Recorder {
             changed: 0,
             failed: 0,
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
         let rec = Recorder {
             root: Root::new(root),
@@ -153,6 +165,7 @@ impl Recorder {
         r.changed = end.changed;
         r.failed = end.failed;
         r.errors = end.errors;
+        r.warnings = end.warnings;
         self.save();
     }
 
@@ -356,7 +369,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// Days since 1970-01-01 → (year, month, day) (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -394,6 +407,7 @@ mod tests {
             changed: 0,
             failed: 0,
             errors: vec![],
+            warnings: vec![],
         }
     }
 
