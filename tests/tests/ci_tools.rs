@@ -58,13 +58,13 @@ fn tools_in_scripts(dir: &Path) -> Result<BTreeSet<(String, String)>, String> {
 fn asked_for() -> Vec<(String, String)> {
     let ws = workspace();
     let mut asked = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(ws.join("tests/tests"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
-        .collect();
-    files.push(ws.join("tests/src/lib.rs"));
+    let files = ["tests/tests", "tests/src"].into_iter().flat_map(|d| {
+        std::fs::read_dir(ws.join(d))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+    });
     for f in files {
         let src = std::fs::read_to_string(&f).unwrap();
         let name = f.strip_prefix(&ws).unwrap().display().to_string();

@@ -412,40 +412,6 @@ fn everything_else_names_vmctx() {
     assert!(stdout(&o).starts_with("status: not run"), "{}", stdout(&o));
 }
 
-/// The emulator serving `tree` on the guest namespace's own loopback; stopped on drop.
-struct NsImds(std::process::Child);
-
-impl Drop for NsImds {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn imds_in(g: &Guest, tree: &Path) -> (NsImds, String) {
-    use std::io::BufRead;
-    g.ip(&["link", "set", "lo", "up"]);
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &g.netns])
-        .arg(vmctx_bin())
-        .args(["imds", "serve", "--listen", "127.0.0.1:0", "--tree"])
-        .arg(tree)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    (NsImds(child), format!("ec2:http://{addr}"))
-}
-
 #[test]
 fn query_after_an_ec2_instance_was_applied() {
     let Some(g) = Guest::new("ci-ec2") else {
@@ -469,7 +435,7 @@ fn query_after_an_ec2_instance_was_applied() {
         ("eth0", "0e:00:00:00:01:0a"),
         ("peer0", "0e:00:00:00:01:ff"),
     );
-    let (_imds, src) = imds_in(&g, &tree_file);
+    let (_imds, src) = g.imds(&tree_file);
     let o = g.vmctx(&["apply", "--stage", "final", "--source", &src]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 

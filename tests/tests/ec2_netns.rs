@@ -2,42 +2,7 @@
 //! to DHCP, the secondary with its private IPs, its own table (101) and `from` rules; the
 //! user-data's #cloud-config (hostname, user, write_files, runcmd) applied once per instance.
 
-use std::process::{Child, Command, Stdio};
 use vmctx_tests::*;
-
-struct NsImds(Child);
-
-impl Drop for NsImds {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The emulator serving `tree` on the namespace's own loopback.
-fn imds_in(g: &Guest, tree: &std::path::Path) -> (NsImds, String) {
-    use std::io::BufRead;
-    g.ip(&["link", "set", "lo", "up"]);
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &g.netns])
-        .arg(vmctx_bin())
-        .args(["imds", "serve", "--listen", "127.0.0.1:0", "--tree"])
-        .arg(tree)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("imds serve started")
-        .to_string();
-    (NsImds(child), format!("ec2:http://{addr}"))
-}
 
 #[test]
 fn two_nic_ec2_instance() {
@@ -75,7 +40,7 @@ ssh_authorized_keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAlice alice]\nnot_a_k
         ("eth1", "0e:00:00:00:02:14"),
         ("peer1", "0e:00:00:00:02:ff"),
     );
-    let (_imds, src) = imds_in(&g, &tree_file);
+    let (_imds, src) = g.imds(&tree_file);
 
     // The local stage does not read a network source.
     let o = g.vmctx(&["apply", "--stage", "local", "--source", &src]);
