@@ -143,7 +143,7 @@ pub fn sync(ap: &mut Apply, ctx: &Context) {
     let toml = render_sync_toml(s);
     // root:root when we are root; a test run under --root as a user still gets 0600.
     let owner = nix::unistd::geteuid().is_root().then_some((0, 0));
-    let new = NewFile { mode: 0o600, owner };
+    let new = NewFile::owned(0o600, owner);
     ap.file_detail(
         "sync",
         &config,
