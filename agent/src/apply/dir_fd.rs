@@ -71,13 +71,19 @@ fn open_or_make(parent: &File, name: &OsStr, mode: Option<u32>) -> nix::Result<(
     }
 }
 
+fn ours(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+/// Can only root (or this process's user) add or swap entries in `dir`?
+fn locked(dir: &File) -> io::Result<bool> {
+    let m = dir.metadata()?;
+    Ok(ours(m.uid()) && (m.mode() & 0o022 == 0 || m.mode() & 0o1000 != 0))
+}
+
 /// Could only root (or this process's user) have made the link `link` in `parent`?
 fn trusted_link(parent: &File, link_uid: u32) -> io::Result<bool> {
-    let me = nix::unistd::geteuid().as_raw();
-    let ours = |uid: u32| uid == 0 || uid == me;
-    let p = parent.metadata()?;
-    let locked = p.mode() & 0o022 == 0 || p.mode() & 0o1000 != 0;
-    Ok(ours(link_uid) && ours(p.uid()) && locked)
+    Ok(ours(link_uid) && locked(parent)?)
 }
 
 fn names(path: &Path) -> io::Result<VecDeque<OsString>> {
@@ -220,8 +226,16 @@ impl Dir {
         })?;
         // SAFETY: openat returned a new descriptor that nothing else owns.
         let f = unsafe { File::from_raw_fd(fd) };
-        if !f.metadata()?.is_file() {
+        let m = f.metadata()?;
+        if !m.is_file() {
             return Err(refused(&shown, "not a regular file"));
+        }
+        // A user's hard link to /etc/shadow would be read, and its lines kept in the copy.
+        if m.nlink() > 1 && !locked(&self.file)? {
+            return Err(refused(
+                &shown,
+                "has other hard links in a folder a user owns; not read",
+            ));
         }
         Ok(f)
     }
@@ -376,6 +390,26 @@ mod tests {
             Dir::open(&open.join("link"), None).is_ok(),
             "locked folder: followed"
         );
+    }
+
+    #[test]
+    fn hard_links_in_a_users_folder_are_not_read() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("secret"), "root:$6$hash").unwrap();
+        let home = t.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::hard_link(t.path().join("secret"), home.join("keys")).unwrap();
+        let d = Dir::open(&home, None).unwrap();
+        assert!(
+            d.read(OsStr::new("keys")).unwrap().is_some(),
+            "our own folder"
+        );
+        if !nix::unistd::geteuid().is_root() {
+            return; // a folder owned by someone else needs root to make
+        }
+        std::os::unix::fs::chown(&home, Some(1000), Some(1000)).unwrap();
+        let e = d.read(OsStr::new("keys")).unwrap_err();
+        assert!(e.to_string().contains("hard links"), "{e}");
     }
 
     #[test]
