@@ -238,35 +238,17 @@ pub(super) fn authorized_keys(ap: &mut Apply, name: &str, acct: &Account, keys: 
         Err(e) if ap.dry_run && e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return ap.failed("ssh_keys", &target, format!("~/.ssh: {e}")),
     };
-    let shown = ssh.display().to_string();
-    let owner = Some((acct.uid, acct.gid));
     let detail = format!(
         "{} key{} for {name}",
         keys.len(),
         if keys.len() == 1 { "" } else { "s" }
     );
     let Some(dir) = dir else {
-        ap.changed("ssh_dir", &shown, "created 0700");
+        ap.changed("ssh_dir", &ssh.display().to_string(), "created 0700");
         return ap.changed("ssh_keys", &target, detail);
     };
-    if dir.created {
-        if let Err(e) = dir.set_mode_owner(0o700, owner) {
-            return ap.failed("ssh_keys", &target, format!("~/.ssh: {e}"));
-        }
-        ap.changed("ssh_dir", &shown, "created 0700");
-    } else {
-        let m = match dir.metadata() {
-            Ok(m) => m,
-            Err(e) => return ap.failed("ssh_keys", &target, format!("~/.ssh: {e}")),
-        };
-        if m.permissions().mode() & 0o077 != 0 || (m.uid(), m.gid()) != (acct.uid, acct.gid) {
-            if !ap.dry_run {
-                if let Err(e) = dir.set_mode_owner(0o700, owner) {
-                    return ap.failed("ssh_keys", &target, format!("~/.ssh: {e}"));
-                }
-            }
-            ap.changed("ssh_dir", &shown, "0700, owned by the user");
-        }
+    if let Err(e) = ssh_dir(ap, &dir, (acct.uid, acct.gid)) {
+        return ap.failed("ssh_keys", &target, format!("~/.ssh: {e}"));
     }
     let existing = match dir.read("authorized_keys".as_ref()) {
         Ok(t) => String::from_utf8_lossy(&t.unwrap_or_default()).into_owned(),
@@ -274,7 +256,7 @@ pub(super) fn authorized_keys(ap: &mut Apply, name: &str, acct: &Account, keys: 
     };
     let body: String = keys.iter().map(|k| format!("{k}\n")).collect();
     let text = files::with_block(&existing, &body, false);
-    let new = NewFile::owned(0o600, owner);
+    let new = NewFile::owned(0o600, Some((acct.uid, acct.gid)));
     ap.file_at(
         "ssh_keys",
         (&dir, "authorized_keys"),
@@ -286,6 +268,24 @@ pub(super) fn authorized_keys(ap: &mut Apply, name: &str, acct: &Account, keys: 
     if ap.changed_since(before) {
         ap.wrote_tree(&ssh);
     }
+}
+
+/// `~/.ssh` made or fixed to 0700 and the user's, on its descriptor.
+fn ssh_dir(ap: &mut Apply, dir: &Dir, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    let shown = dir.path().display().to_string();
+    if dir.created {
+        dir.set_mode_owner(0o700, Some((uid, gid)))?;
+        ap.changed("ssh_dir", &shown, "created 0700");
+        return Ok(());
+    }
+    let m = dir.metadata()?;
+    if m.permissions().mode() & 0o077 != 0 || (m.uid(), m.gid()) != (uid, gid) {
+        if !ap.dry_run {
+            dir.set_mode_owner(0o700, Some((uid, gid)))?;
+        }
+        ap.changed("ssh_dir", &shown, "0700, owned by the user");
+    }
+    Ok(())
 }
 
 /// The last guard before a key reaches `authorized_keys` (every source checked it already,
