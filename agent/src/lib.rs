@@ -19,6 +19,7 @@ pub mod plan;
 pub mod reconfigure;
 pub mod schedule;
 pub mod source;
+pub mod ssh_keys;
 pub mod stage;
 pub mod state;
 pub mod status;

@@ -227,8 +227,12 @@ pub fn parse_timespan(s: &str) -> Result<u64, String> {
         ("week", 604800),
         ("weeks", 604800),
     ];
-    let compact: String = s.split_whitespace().collect();
     let err = || format!("{s:?} is not a time span like 5min, 1h or 90s");
+    // Spaces only: the value is written into unit files and cron lines as given.
+    if s.contains(|c: char| c.is_control()) {
+        return Err(err());
+    }
+    let compact: String = s.split_whitespace().collect();
     let mut total: u64 = 0;
     let mut rest = compact.as_str();
     if rest.is_empty() {
@@ -332,7 +336,16 @@ mod tests {
         assert_eq!(parse_timespan("15min"), Ok(900));
         assert_eq!(parse_timespan("1h 30min"), Ok(5400));
         assert_eq!(parse_timespan("90"), Ok(90));
-        for bad in ["", "min", "5 parsecs", "0s", "-5min"] {
+        for bad in [
+            "",
+            "min",
+            "5 parsecs",
+            "0s",
+            "-5min",
+            "5\nmin",
+            "5min\n",
+            "1h\t30min",
+        ] {
             assert!(parse_timespan(bad).is_err(), "{bad}");
         }
     }

@@ -1,12 +1,21 @@
 //! vmctx's state under `/var/lib/vmctx`: the current instance id, per-instance done markers,
 //! the last applied plan, and what vmctx added to the network (so it removes exactly that).
 
-use crate::apply::files::{self, NewFile, Root};
+use crate::apply::files::{self, Dir, NewFile, Root};
 use crate::apply::network::Added;
 use crate::context::MacAddr;
 use std::collections::BTreeMap;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+
+/// 0700, when group or others had any access to the folder (an older vmctx made them 0755).
+fn private(dir: &Dir) -> io::Result<()> {
+    if dir.metadata()?.permissions().mode() & 0o077 != 0 {
+        dir.set_mode_owner(0o700, None)?;
+    }
+    Ok(())
+}
 
 pub const STATE_DIR: &str = "/var/lib/vmctx";
 
@@ -47,14 +56,30 @@ impl State {
         self.instance_dir(id).join(format!("{what}.done")).exists()
     }
 
+    /// The instance's folder, made 0700 (and `instances` too): the scripts' logs in it may
+    /// hold the secrets their environment carries.
+    pub fn open_instance_dir(&self, id: &str) -> io::Result<Dir> {
+        let instances = Dir::open(&self.dir.join("instances"), Some(0o700))?;
+        private(&instances)?;
+        let dir = instances.child(id, Some(0o700))?;
+        private(&dir)?;
+        Ok(dir)
+    }
+
     pub fn mark_done(&self, id: &str, what: &str, detail: &str) -> io::Result<()> {
-        let p = self.instance_dir(id).join(format!("{what}.done"));
-        files::write_atomic(&p, format!("{detail}\n").as_bytes(), NewFile::mode(0o600)).map(|_| ())
+        let name = format!("{what}.done");
+        self.open_instance_dir(id)?
+            .write(
+                name.as_ref(),
+                format!("{detail}\n").as_bytes(),
+                NewFile::mode(0o600),
+            )
+            .map(|_| ())
     }
 
     pub fn save_plan(&self, id: &str, json: &str) -> io::Result<bool> {
-        files::write_atomic(
-            &self.instance_dir(id).join("plan.json"),
+        self.open_instance_dir(id)?.write(
+            "plan.json".as_ref(),
             json.as_bytes(),
             NewFile::mode(0o600),
         )

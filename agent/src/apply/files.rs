@@ -3,11 +3,13 @@
 //! A write goes to a temp file in the same directory, is fsynced, takes the old file's mode
 //! and owner, and is renamed over the target; then the directory is fsynced. A crash leaves
 //! either the old or the new file, never half of one. Symlinks are never followed: a user's
-//! `authorized_keys -> /etc/shadow` must not make root write through it.
+//! `authorized_keys -> /etc/shadow` must not make root write through it, nor a `~/.ssh`
+//! swapped for a link to `/etc` (every path is walked by [`Dir::open`], and the write happens
+//! on the folder's descriptor).
 
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+pub use super::dir_fd::Dir;
+use std::ffi::OsStr;
+use std::io;
 use std::path::{Path, PathBuf};
 
 pub const BEGIN: &str = "# BEGIN vmctx managed block: changes inside are overwritten";
@@ -37,106 +39,91 @@ impl Root {
     }
 }
 
-/// How a new file is created (an existing file keeps its own mode and owner).
+/// How a new file is created (an existing file keeps its own mode and owner, unless `exact`).
 #[derive(Debug, Clone, Copy)]
 pub struct NewFile {
     pub mode: u32,
     pub owner: Option<(u32, u32)>,
+    /// The mode is set even on an existing file (write_files says what it must be).
+    pub exact: bool,
 }
 
 impl NewFile {
     pub const fn mode(mode: u32) -> Self {
-        NewFile { mode, owner: None }
+        NewFile {
+            mode,
+            owner: None,
+            exact: false,
+        }
+    }
+
+    pub const fn owned(mode: u32, owner: Option<(u32, u32)>) -> Self {
+        NewFile {
+            mode,
+            owner,
+            exact: false,
+        }
+    }
+
+    pub const fn exact(self) -> Self {
+        NewFile {
+            exact: true,
+            ..self
+        }
     }
 }
 
-/// Reads a file that may be missing (None). A symlink is an error.
-pub fn read_optional(path: &Path) -> io::Result<Option<String>> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(io::Error::other(format!(
-            "{} is a symlink; vmctx does not write through links",
+/// A file's folder and name.
+fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => Ok((dir, name)),
+        _ => Err(io::Error::other(format!(
+            "{}: not a file path",
             path.display()
         ))),
-        Ok(_) => fs::read_to_string(path).map(Some),
+    }
+}
+
+/// The folder of `path` when it exists (None when it does not), walked as [`Dir::open`] does.
+fn existing_dir(path: &Path) -> io::Result<Option<(Dir, &OsStr)>> {
+    let (dir, name) = split(path)?;
+    match Dir::open(dir, None) {
+        Ok(d) => Ok(Some((d, name))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
+/// Reads a file that may be missing (None). A symlink is an error.
+pub fn read_optional(path: &Path) -> io::Result<Option<String>> {
+    let Some((dir, name)) = existing_dir(path)? else {
+        return Ok(None);
+    };
+    dir.read(name)?
+        .map(|b| String::from_utf8(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
+        .transpose()
+}
+
 /// Would writing `content` change `path`? (Content, or the mode/owner a new file would get.)
 pub fn differs(path: &Path, content: &[u8], new: NewFile) -> io::Result<bool> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(io::Error::other(format!(
-            "{} is a symlink; vmctx does not write through links",
-            path.display()
-        ))),
-        Ok(m) => {
-            let owner_differs = new.owner.is_some_and(|(u, g)| (m.uid(), m.gid()) != (u, g));
-            Ok(owner_differs || fs::read(path)? != content)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(e),
+    match existing_dir(path)? {
+        Some((dir, name)) => dir.differs(name, content, new),
+        None => Ok(true),
     }
 }
 
-/// Writes `content` atomically; returns whether anything changed. Parent directories are
-/// created (0755) when missing.
+/// Writes `content` atomically ([`Dir::write`]); returns whether anything changed. Parent
+/// directories are created (0755) when missing.
 pub fn write_atomic(path: &Path, content: &[u8], new: NewFile) -> io::Result<bool> {
-    if !differs(path, content, new)? {
-        return Ok(false);
-    }
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("no parent directory"))?;
-    fs::create_dir_all(dir)?;
-    let existing = fs::symlink_metadata(path).ok();
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.vmctx-{}", std::process::id()));
-    let result = (|| {
-        let mode = existing
-            .as_ref()
-            .map_or(new.mode, |m| m.permissions().mode() & 0o7777);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600) // widened below, once the content is in place
-            .custom_flags(libc_o_nofollow())
-            .open(&tmp)?;
-        f.write_all(content)?;
-        if let Some((uid, gid)) = new.owner.or(existing.as_ref().map(|m| (m.uid(), m.gid()))) {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-        }
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map(|()| true)
-}
-
-fn libc_o_nofollow() -> i32 {
-    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+    let (dir, name) = split(path)?;
+    Dir::open(dir, Some(0o755))?.write(name, content, new)
 }
 
 /// A symlink made at a temporary name in the same folder and renamed over `link`: the old
 /// link (or file) is replaced in one step.
 pub fn replace_symlink(link: &Path, target: &str) -> io::Result<()> {
-    let dir = link
-        .parent()
-        .ok_or_else(|| io::Error::other("no parent folder"))?;
-    fs::create_dir_all(dir)?;
-    let name = link.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.vmctx-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)?;
-    if let Err(e) = fs::rename(&tmp, link) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::File::open(dir)?.sync_all()
+    let (dir, name) = split(link)?;
+    Dir::open(dir, Some(0o755))?.symlink(name, target)
 }
 
 /// The paths a stage created or replaced, for the SELinux relabel at its end: a file made by
@@ -174,10 +161,9 @@ impl Written {
 
 /// Removes a file vmctx wrote; returns whether it was there.
 pub fn remove(path: &Path) -> io::Result<bool> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+    match existing_dir(path)? {
+        Some((dir, name)) => dir.remove(name),
+        None => Ok(false),
     }
 }
 
@@ -238,6 +224,8 @@ pub fn block_of(existing: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn block_appended_replaced_removed() {

@@ -3,6 +3,7 @@
 //! before anything is touched.
 
 mod cloud_users;
+mod dir_fd;
 pub mod files;
 pub mod growfs;
 mod hostkeys;
@@ -20,7 +21,7 @@ use crate::context::Context;
 use crate::facts::Facts;
 use crate::plan::{self, ManagerFile, MANAGED_DIRS};
 use crate::state::State;
-use files::{NewFile, Root};
+use files::{Dir, NewFile, Root};
 use serde::Serialize;
 use std::path::Path;
 
@@ -124,6 +125,46 @@ impl Apply {
             self.written.file(path);
         }
         Ok(changed)
+    }
+
+    /// [`Dir::write`] of `name` in an open folder, recording the path when it changed.
+    pub fn write_at(
+        &mut self,
+        dir: &Dir,
+        name: &str,
+        content: &[u8],
+        new: NewFile,
+    ) -> std::io::Result<bool> {
+        let changed = dir.write(name.as_ref(), content, new)?;
+        if changed {
+            self.written.file(&dir.path().join(name));
+        }
+        Ok(changed)
+    }
+
+    /// [`Apply::file_detail`] for `name` in an open folder.
+    pub fn file_at(
+        &mut self,
+        kind: &'static str,
+        (dir, name): (&Dir, &str),
+        content: &[u8],
+        new: NewFile,
+        detail: &str,
+    ) {
+        let path = dir.path().join(name);
+        let target = path.display().to_string();
+        match dir.differs(name.as_ref(), content, new) {
+            Ok(false) => self.unchanged(kind, &target, detail),
+            Ok(true) if self.dry_run => {
+                self.written.file(&path);
+                self.changed(kind, &target, detail)
+            }
+            Ok(true) => match self.write_at(dir, name, content, new) {
+                Ok(_) => self.changed(kind, &target, detail),
+                Err(e) => self.failed(kind, &target, e),
+            },
+            Err(e) => self.failed(kind, &target, e),
+        }
     }
 
     /// [`files::replace_symlink`], recording the link.

@@ -2,6 +2,7 @@
 //! the context files, with the context variables on top of a clean minimal environment, under a
 //! timeout, output to a log file. Once per instance unless `START_SCRIPT_MODE=always`.
 
+use super::files::Dir;
 use super::Apply;
 use crate::context::{Context, ScriptMode};
 use crate::source::{self, Source};
@@ -75,7 +76,11 @@ pub fn run(ap: &mut Apply, ctx: &Context, state: &State) {
         Ok(f) => f,
         Err(e) => return ap.failed("script", "context files", e),
     };
-    let logdir = state.instance_dir(&ctx.instance_id);
+    // 0700, the logs in it 0600: a script's output may show the secrets in its environment.
+    let logdir = match state.open_instance_dir(&ctx.instance_id) {
+        Ok(d) => d,
+        Err(e) => return ap.failed("script", "logs", e),
+    };
     for (name, mode, timeout) in due {
         let body = if name == "start_script" {
             s.start.as_ref().map(|st| st.body.clone())
@@ -93,24 +98,38 @@ pub fn run(ap: &mut Apply, ctx: &Context, state: &State) {
         };
         let job = Job { name, body };
         let outcome = execute(&job, ctx, &workdir, &logdir, Duration::from_secs(timeout));
-        let mark = match &outcome {
-            Ok(detail) => {
+        let (started, mark) = match outcome {
+            Ran::Ok(detail) => {
                 ap.changed("script", &job.name, detail.clone());
-                detail.clone()
+                (true, detail)
             }
-            Err(e) => {
+            Ran::Failed(e) => {
                 ap.failed("script", &job.name, e.clone());
-                e.clone()
+                (true, e)
+            }
+            Ran::NotStarted(e) => {
+                ap.failed("script", &job.name, format!("{e}; tried again next time"));
+                (false, e)
             }
         };
         tracing::info!("script {}: {mark}", job.name);
         // Once per instance means once: a failed script is reported, not retried each boot.
-        if mode == ScriptMode::Once {
+        // One that never started did not run at all, and is not marked.
+        if mode == ScriptMode::Once && started {
             if let Err(e) = state.mark_done(&ctx.instance_id, &marker(&job.name), &mark) {
                 ap.failed("state", &job.name, format!("done marker: {e}"));
             }
         }
     }
+}
+
+/// How a script's run ended.
+enum Ran {
+    Ok(String),
+    /// It started, and failed or timed out.
+    Failed(String),
+    /// It could not be started (its file, its log, exec).
+    NotStarted(String),
 }
 
 /// Default timeout of user-data jobs without `START_SCRIPT_TIMEOUT` (a package upgrade is slow).
@@ -200,23 +219,54 @@ fn private_copy(ctx: &Context, dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Str
     Ok(files)
 }
 
-fn execute(
+fn execute(job: &Job, ctx: &Context, workdir: &Path, logdir: &Dir, timeout: Duration) -> Ran {
+    let (mut child, log_path) = match spawn(job, ctx, workdir, logdir) {
+        Ok(c) => c,
+        Err(e) => return Ran::NotStarted(e),
+    };
+    let started = Instant::now();
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let secs = started.elapsed().as_secs_f64();
+                let log = log_path.display();
+                return match status.code() {
+                    Some(0) => Ran::Ok(format!("ran: exit 0 in {secs:.1} s, log {log}")),
+                    Some(c) => Ran::Failed(format!("exit {c} after {secs:.1} s, log {log}")),
+                    None => Ran::Failed(format!("killed by a signal after {secs:.1} s, log {log}")),
+                };
+            }
+            Ok(None) if started.elapsed() >= timeout => {
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                return Ran::Failed(format!(
+                    "killed after the {} s timeout, log {}",
+                    timeout.as_secs(),
+                    log_path.display()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Ran::Failed(format!("waiting: {e}")),
+        }
+    }
+}
+
+/// The script's file, its log (0600) and the process; an error means it did not start.
+fn spawn(
     job: &Job,
     ctx: &Context,
     workdir: &Path,
-    logdir: &Path,
-    timeout: Duration,
-) -> Result<String, String> {
+    logdir: &Dir,
+) -> Result<(std::process::Child, PathBuf), String> {
     let script = workdir.join(format!(".vmctx-{}", job.name));
     std::fs::write(&script, &job.body).map_err(|e| format!("{}: {e}", script.display()))?;
     std::fs::set_permissions(&script, PermissionsExt::from_mode(0o700))
         .map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(logdir).map_err(|e| e.to_string())?;
-    let log_path: PathBuf = logdir.join(format!("{}.log", job.name));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log_name = format!("{}.log", job.name);
+    let log_path: PathBuf = logdir.path().join(&log_name);
+    let log = logdir
+        .append(log_name.as_ref(), 0o600)
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut cmd = if job.body.starts_with(b"#!") {
         Command::new(&script)
@@ -236,40 +286,6 @@ fn execute(
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
         .process_group(0); // its own group, so a timeout kills its children too
-
-    let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
-    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let secs = started.elapsed().as_secs_f64();
-                return match status.code() {
-                    Some(0) => Ok(format!(
-                        "ran: exit 0 in {secs:.1} s, log {}",
-                        log_path.display()
-                    )),
-                    Some(c) => Err(format!(
-                        "exit {c} after {secs:.1} s, log {}",
-                        log_path.display()
-                    )),
-                    None => Err(format!(
-                        "killed by a signal after {secs:.1} s, log {}",
-                        log_path.display()
-                    )),
-                };
-            }
-            Ok(None) if started.elapsed() >= timeout => {
-                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-                let _ = child.wait();
-                return Err(format!(
-                    "killed after the {} s timeout, log {}",
-                    timeout.as_secs(),
-                    log_path.display()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("waiting: {e}")),
-        }
-    }
+    let child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    Ok((child, log_path))
 }

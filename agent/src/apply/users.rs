@@ -3,7 +3,7 @@
 //! `authorized_keys`. passwd and shadow are read here, never through libc's NSS (the release
 //! binary is static glibc). No password or key material is logged.
 
-use super::files::{self, NewFile};
+use super::files::{self, Dir, NewFile};
 use super::Apply;
 use crate::context::{Password, User};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -220,69 +220,78 @@ fn password(ap: &mut Apply, user: &User) {
     }
 }
 
-/// vmctx's block in `~/.ssh/authorized_keys`; lines others wrote stay.
+/// vmctx's block in `~/.ssh/authorized_keys`; lines others wrote stay. The user owns the
+/// folder and may swap it for a link at any moment: it is opened once without following
+/// links, and fixed and written through that descriptor only.
 pub(super) fn authorized_keys(ap: &mut Apply, name: &str, acct: &Account, keys: &[String]) {
     let ssh = ap.root.path(&acct.home).join(".ssh");
     let path = ssh.join("authorized_keys");
     let target = path.display().to_string();
-    if keys.is_empty() && !path.exists() {
+    let keys: Vec<&String> = keys.iter().filter(|k| key_line(k)).collect();
+    if keys.is_empty() && matches!(files::read_optional(&path), Ok(None)) {
         return;
     }
     let before = ap.actions.len();
-    match std::fs::symlink_metadata(&ssh) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return ap.failed("ssh_keys", &target, "~/.ssh is a symlink; not followed");
-        }
-        Ok(m) => {
-            if m.permissions().mode() & 0o077 != 0 || (m.uid(), m.gid()) != (acct.uid, acct.gid) {
-                if !ap.dry_run {
-                    let fixed = std::fs::set_permissions(&ssh, PermissionsExt::from_mode(0o700))
-                        .and_then(|()| {
-                            std::os::unix::fs::chown(&ssh, Some(acct.uid), Some(acct.gid))
-                        });
-                    if let Err(e) = fixed {
-                        return ap.failed("ssh_keys", &target, format!("~/.ssh: {e}"));
-                    }
-                }
-                ap.changed(
-                    "ssh_dir",
-                    &ssh.display().to_string(),
-                    "0700, owned by the user",
-                );
-            }
-        }
-        Err(_) => {
-            if !ap.dry_run {
-                let made = std::fs::create_dir_all(&ssh)
-                    .and_then(|()| std::fs::set_permissions(&ssh, PermissionsExt::from_mode(0o700)))
-                    .and_then(|()| std::os::unix::fs::chown(&ssh, Some(acct.uid), Some(acct.gid)));
-                if let Err(e) = made {
-                    return ap.failed("ssh_keys", &target, format!("creating ~/.ssh: {e}"));
-                }
-            }
-            ap.changed("ssh_dir", &ssh.display().to_string(), "created 0700");
-        }
-    }
-    let existing = match files::read_optional(&path) {
-        Ok(t) => t.unwrap_or_default(),
-        Err(e) => return ap.failed("ssh_keys", &target, e),
-    };
-    let body: String = keys.iter().map(|k| format!("{k}\n")).collect();
-    let text = files::with_block(&existing, &body, false);
-    let new = NewFile {
-        mode: 0o600,
-        owner: Some((acct.uid, acct.gid)),
+    // A dry run makes nothing: a missing folder is only reported.
+    let dir = match Dir::open(&ssh, (!ap.dry_run).then_some(0o700)) {
+        Ok(d) => Some(d),
+        Err(e) if ap.dry_run && e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return ap.failed("ssh_keys", &target, format!("~/.ssh: {e}")),
     };
     let detail = format!(
         "{} key{} for {name}",
         keys.len(),
         if keys.len() == 1 { "" } else { "s" }
     );
-    ap.file_detail("ssh_keys", &path, text.as_bytes(), new, &detail);
+    let Some(dir) = dir else {
+        ap.changed("ssh_dir", &ssh.display().to_string(), "created 0700");
+        return ap.changed("ssh_keys", &target, detail);
+    };
+    if let Err(e) = ssh_dir(ap, &dir, (acct.uid, acct.gid)) {
+        return ap.failed("ssh_keys", &target, format!("~/.ssh: {e}"));
+    }
+    let existing = match dir.read("authorized_keys".as_ref()) {
+        Ok(t) => String::from_utf8_lossy(&t.unwrap_or_default()).into_owned(),
+        Err(e) => return ap.failed("ssh_keys", &target, e),
+    };
+    let body: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    let text = files::with_block(&existing, &body, false);
+    let new = NewFile::owned(0o600, Some((acct.uid, acct.gid)));
+    ap.file_at(
+        "ssh_keys",
+        (&dir, "authorized_keys"),
+        text.as_bytes(),
+        new,
+        &detail,
+    );
     // sshd reads only ssh_home_t: the folder and all in it, when anything here changed.
     if ap.changed_since(before) {
         ap.wrote_tree(&ssh);
     }
+}
+
+/// `~/.ssh` made or fixed to 0700 and the user's, on its descriptor.
+fn ssh_dir(ap: &mut Apply, dir: &Dir, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    let shown = dir.path().display().to_string();
+    if dir.created {
+        dir.set_mode_owner(0o700, Some((uid, gid)))?;
+        ap.changed("ssh_dir", &shown, "created 0700");
+        return Ok(());
+    }
+    let m = dir.metadata()?;
+    if m.permissions().mode() & 0o077 != 0 || (m.uid(), m.gid()) != (uid, gid) {
+        if !ap.dry_run {
+            dir.set_mode_owner(0o700, Some((uid, gid)))?;
+        }
+        ap.changed("ssh_dir", &shown, "0700, owned by the user");
+    }
+    Ok(())
+}
+
+/// The last guard before a key reaches `authorized_keys` (every source checked it already,
+/// [`crate::ssh_keys`]): one line, no control characters.
+fn key_line(k: &str) -> bool {
+    !k.is_empty() && !k.contains(|c: char| c.is_control())
 }
 
 #[cfg(test)]

@@ -2,12 +2,11 @@
 //! with its permissions and owner, or appended to. Once per instance, as cloud-init: an
 //! `append` must not grow the file on every boot.
 
-use super::files::NewFile;
+use super::files::{Dir, NewFile};
 use super::users::lookup;
 use super::Apply;
 use crate::context::{Context, WriteFile};
 use crate::state::State;
-use std::os::unix::fs::PermissionsExt;
 
 const MARKER: &str = "write-files";
 
@@ -59,20 +58,12 @@ fn owner(ap: &Apply, spec: &str) -> Result<(u32, u32), String> {
     Ok((acct.uid, gid))
 }
 
+/// Written through the target folder's descriptor, its mode and owner set before the rename:
+/// a user who owns a folder on the way cannot swap it for a link, nor catch the file at a
+/// wider mode.
 fn write(ap: &mut Apply, f: &WriteFile) -> Result<String, String> {
     let path = ap.root.path(&f.path);
     let ids = owner(ap, &f.owner)?;
-    let mut content = f.content.clone();
-    if f.append {
-        let old = match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err("a symlink; vmctx does not write through links".into())
-            }
-            Ok(_) => std::fs::read(&path).map_err(|e| e.to_string())?,
-            Err(_) => Vec::new(),
-        };
-        content = [old, content].concat();
-    }
     let detail = format!(
         "{} {} bytes, {:04o} {}",
         if f.append { "appended" } else { "wrote" },
@@ -83,13 +74,20 @@ fn write(ap: &mut Apply, f: &WriteFile) -> Result<String, String> {
     if ap.dry_run {
         return Ok(detail);
     }
-    let new = NewFile {
-        mode: f.permissions,
-        owner: Some(ids),
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err("not a file path".into());
     };
-    ap.write(&path, &content, new).map_err(|e| e.to_string())?;
-    // An existing file keeps its mode in write_atomic; write_files says what it must be.
-    std::fs::set_permissions(&path, PermissionsExt::from_mode(f.permissions))
-        .map_err(|e| format!("chmod: {e}"))?;
+    let dir = Dir::open(parent, Some(0o755)).map_err(|e| e.to_string())?;
+    let name = name.to_string_lossy();
+    let mut content = f.content.clone();
+    if f.append {
+        let old = dir
+            .read(name.as_ref().as_ref())
+            .map_err(|e| e.to_string())?;
+        content = [old.unwrap_or_default(), content].concat();
+    }
+    let new = NewFile::owned(f.permissions, Some(ids)).exact();
+    ap.write_at(&dir, &name, &content, new)
+        .map_err(|e| e.to_string())?;
     Ok(detail)
 }

@@ -330,6 +330,7 @@ pub fn to_context_checked(raw: Raw) -> Result<Context, SourceError> {
     warnings.append(&mut ctx.warnings);
     ctx.warnings = warnings;
     crate::userdata::merge(&mut ctx);
+    crate::ssh_keys::check(&mut ctx);
     Ok(ctx)
 }
 
@@ -349,6 +350,7 @@ pub fn to_context(raw: Raw) -> Context {
     warnings.append(&mut ctx.warnings);
     ctx.warnings = warnings;
     crate::userdata::merge(&mut ctx);
+    crate::ssh_keys::check(&mut ctx);
     ctx
 }
 

