@@ -271,8 +271,49 @@ impl Folder {
     }
 }
 
+/// Creates `path` and whichever of its parents are missing, each given to `owner` (the
+/// folders that exist are left as they are). Returns whether anything was created. Walked
+/// from `/` by descriptor: a symlink on the way is followed only when root owns it.
+pub fn create_all(path: &Path, owner: (u32, u32)) -> io::Result<bool> {
+    let (mut cur, last) = open_parent_with(path, |dir, name| {
+        let made = mkdir_owned(dir, name, owner)?;
+        Ok((open_component(dir, name, !made)?, made))
+    })?;
+    let made = mkdir_owned(&cur.0, &last, owner)?;
+    open_component(&cur.0, &last, !made)?;
+    cur.1 |= made;
+    Ok(cur.1)
+}
+
+/// `mkdirat` 0755 and `fchown` to `owner`; false when it already existed.
+fn mkdir_owned(dir: &OwnedFd, name: &str, owner: (u32, u32)) -> io::Result<bool> {
+    match stat::mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) => {}
+        Err(Errno::EEXIST) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    let fd = open_component(dir, name, false)?;
+    unistd::fchown(
+        fd.as_raw_fd(),
+        Some(Uid::from_raw(owner.0)),
+        Some(Gid::from_raw(owner.1)),
+    )?;
+    Ok(true)
+}
+
 /// Opens `path`'s parent folder from `/` and returns it with the last name.
 fn open_parent(path: &Path) -> io::Result<(OwnedFd, String)> {
+    let ((fd, _), last) =
+        open_parent_with(path, |dir, name| Ok((open_component(dir, name, true)?, false)))?;
+    Ok((fd, last))
+}
+
+/// Walks `path`'s parents from `/` with `step` (which opens one, perhaps creating it) and
+/// returns the last folder, what the steps said (or-ed), and the last name.
+fn open_parent_with(
+    path: &Path,
+    mut step: impl FnMut(&OwnedFd, &str) -> io::Result<(OwnedFd, bool)>,
+) -> io::Result<((OwnedFd, bool), String)> {
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -296,10 +337,13 @@ fn open_parent(path: &Path) -> io::Result<(OwnedFd, String)> {
         .pop()
         .ok_or_else(|| io::Error::other("the folder cannot be /"))?;
     let mut cur = owned(fcntl::open("/", DIR_FLAGS | OFlag::O_CLOEXEC, Mode::empty())?);
+    let mut said = false;
     for n in names {
-        cur = open_component(&cur, &n, true)?;
+        let (next, t) = step(&cur, &n)?;
+        cur = next;
+        said |= t;
     }
-    Ok((cur, last))
+    Ok(((cur, said), last))
 }
 
 /// One folder of the folder's own path: a symlink is followed only when root (or whoever
