@@ -168,6 +168,8 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
         None => Folder::create(&o.dir)
             .map_err(|e| SyncError::Config(format!("creating {}: {e}", o.dir.display())))?,
     };
+    let (listing, skipped) = listing;
+    report.warnings.extend(skipped);
     let remote = remote_files(listing, o, &mut report.warnings);
 
     let all: BTreeSet<&String> = scanned
