@@ -111,6 +111,28 @@ pub fn sweep(folder: &Folder) -> usize {
     n
 }
 
+/// Text from the bucket or the folder (a key, a file name, a server's message) as report
+/// lines show it: control and bidi characters escaped (`\n`, `\u{202e}`), so that no name
+/// can start a line of its own or disguise one. Other text is shown as it is.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    let odd = |c: char| {
+        c.is_control() || matches!(c, '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(odd) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if odd(c) {
+                c.escape_unicode().to_string().replace("\\u{a}", "\\n")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// A relative key is safe to write under the folder: no `..`, no empty or `.` components.
 pub fn safe_rel(rel: &str) -> bool {
     !rel.is_empty()
@@ -249,6 +271,13 @@ mod tests {
         assert!(!ex.excluded("src/x.o"));
         assert!(!ex.excluded("a.ipynb"));
         assert!(!ex.excluded("ipynb_checkpoints.txt"));
+    }
+
+    #[test]
+    fn names_cannot_forge_lines() {
+        assert_eq!(shown("plain é 日本.ipynb"), "plain é 日本.ipynb");
+        assert_eq!(shown("a\nuploaded: x"), "a\\nuploaded: x");
+        assert_eq!(shown("b\r\u{1b}[2K\u{202e}"), "b\\u{d}\\u{1b}[2K\\u{202e}");
     }
 
     #[test]

@@ -316,9 +316,11 @@ fn merge(report: &mut Report, st: &mut state::SyncState, done: Vec<transfer::Don
         report.uploaded += d.uploaded;
         report.deleted_local += d.deleted_local;
         report.deleted_remote += d.deleted_remote;
-        report.log.extend(d.log);
-        report.conflicts.extend(d.conflict);
-        report.failed.extend(d.failed);
+        // Names come from the bucket and the folder: no control character reaches a line.
+        let shown = |l: String| local::shown(&l).into_owned();
+        report.log.extend(d.log.map(shown));
+        report.conflicts.extend(d.conflict.map(shown));
+        report.failed.extend(d.failed.map(shown));
         for (rel, base) in d.updates {
             changed = true;
             match base {
