@@ -69,7 +69,9 @@ fn walk(
                 leaf(&path, t, bad.take());
                 path.pop();
             }
-            Event::Eof => return Ok(()),
+            // A cut document must not read as a short listing.
+            Event::Eof if path.is_empty() => return Ok(()),
+            Event::Eof => return Err("the document ends inside an element".into()),
             _ => {}
         }
     }
@@ -91,6 +93,7 @@ pub fn list_page(xml: &[u8]) -> Result<Page, String> {
         size: 0,
     };
     let mut why_not: Option<String> = None;
+    let mut whole = false;
     walk(xml, |path, text, bad| {
         if is(path, &c("Key")) {
             cur.key = text;
@@ -116,12 +119,17 @@ pub fn list_page(xml: &[u8]) -> Result<Page, String> {
                     why.unwrap_or_else(|| "holds NUL".into())
                 )),
             }
+        } else if is(path, &["ListBucketResult"]) {
+            whole = true;
         } else if is(path, &["ListBucketResult", "IsTruncated"]) {
             page.truncated = text.trim() == "true";
         } else if is(path, &["ListBucketResult", "NextContinuationToken"]) {
             page.next = Some(text);
         }
     })?;
+    if !whole {
+        return Err("not a ListBucketResult document".into());
+    }
     Ok(page)
 }
 
@@ -171,9 +179,12 @@ mod tests {
 
     #[test]
     fn deep_or_long_documents_are_refused_in_bounded_memory() {
-        let deep = "<a>".repeat(200_000);
+        let deep = format!("{}{}", "<a>".repeat(80_000), "</a>".repeat(80_000));
         let e = list_page(deep.as_bytes()).unwrap_err();
         assert!(e.contains("nested deeper"), "{e}");
+        let cut = list_page(b"<ListBucketResult><Contents><Key>a</Key>").unwrap_err();
+        assert!(cut.contains("ends inside"), "{cut}");
+        assert!(list_page(b"<html>hello</html>").is_err());
         let long = format!("<ListBucketResult><Name>{}</Name></ListBucketResult>", "x".repeat(MAX_TEXT + 1));
         assert!(list_page(long.as_bytes()).unwrap_err().contains("longer than"));
     }
