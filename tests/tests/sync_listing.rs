@@ -90,7 +90,8 @@ const HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
 fn only_listed(s3: &FakeS3) {
     let reqs = s3.requests();
     assert!(
-        reqs.iter().all(|r| r.starts_with("GET /b/?") && r.contains("list-type=2")),
+        reqs.iter()
+            .all(|r| r.starts_with("GET /b/?") && r.contains("list-type=2")),
         "{:?}",
         &reqs[..reqs.len().min(5)]
     );
@@ -111,7 +112,11 @@ fn a_deeply_nested_listing_is_refused_fast_in_little_memory() {
     let body = format!("{HEAD}{}{}", "<a>".repeat(80_000), "</a>".repeat(80_000));
     let s3 = FakeS3::start(move |_, _| FakeResp::new(200, body.clone()));
     let c = Case::new();
-    let (o, took, kib) = run_bounded(c.command(&s3.url(), false), Duration::from_secs(60), 256 << 10);
+    let (o, took, kib) = run_bounded(
+        c.command(&s3.url(), false),
+        Duration::from_secs(60),
+        256 << 10,
+    );
     eprintln!("nested listing: refused in {took:?}, peak {kib} KiB");
     assert!(kib <= 256 << 10, "peak {kib} KiB");
     assert!(took < Duration::from_secs(30), "took {took:?}");
@@ -130,8 +135,15 @@ fn an_endless_listing_ends_with_an_error() {
         )
     });
     let c = Case::new();
-    let (o, took, kib) = run_bounded(c.command(&s3.url(), false), Duration::from_secs(240), 256 << 10);
-    eprintln!("endless listing: refused in {took:?} after {} requests, peak {kib} KiB", s3.requests().len());
+    let (o, took, kib) = run_bounded(
+        c.command(&s3.url(), false),
+        Duration::from_secs(240),
+        256 << 10,
+    );
+    eprintln!(
+        "endless listing: refused in {took:?} after {} requests, peak {kib} KiB",
+        s3.requests().len()
+    );
     assert!(took < Duration::from_secs(180), "took {took:?}");
     refused(&o, "still truncated after 1000 pages");
     assert_eq!(s3.requests().len(), 1000);
@@ -145,7 +157,11 @@ fn an_endless_listing_ends_with_an_error() {
             format!("{HEAD}<IsTruncated>true</IsTruncated><NextContinuationToken>same</NextContinuationToken></ListBucketResult>"),
         )
     });
-    let (o, _, _) = run_bounded(c.command(&s3.url(), false), Duration::from_secs(60), 256 << 10);
+    let (o, _, _) = run_bounded(
+        c.command(&s3.url(), false),
+        Duration::from_secs(60),
+        256 << 10,
+    );
     refused(&o, "no new continuation token");
     assert_eq!(s3.requests().len(), 2);
     c.unchanged();
@@ -164,7 +180,11 @@ fn too_many_keys_or_too_big_a_page_are_refused() {
         )
     });
     let c = Case::new();
-    let (o, took, kib) = run_bounded(c.command(&s3.url(), false), Duration::from_secs(240), 512 << 10);
+    let (o, took, kib) = run_bounded(
+        c.command(&s3.url(), false),
+        Duration::from_secs(240),
+        512 << 10,
+    );
     eprintln!("200,000 keys: refused in {took:?}, peak {kib} KiB");
     refused(&o, "more than 200000 keys");
     only_listed(&s3);
@@ -176,7 +196,11 @@ fn too_many_keys_or_too_big_a_page_are_refused() {
         "<Contents><Key>nb/x</Key></Contents>".repeat((9 << 20) / 36)
     );
     let s3 = FakeS3::start(move |_, _| FakeResp::new(200, big.clone()));
-    let (o, took, kib) = run_bounded(c.command(&s3.url(), false), Duration::from_secs(60), 256 << 10);
+    let (o, took, kib) = run_bounded(
+        c.command(&s3.url(), false),
+        Duration::from_secs(60),
+        256 << 10,
+    );
     eprintln!("9 MiB page: refused in {took:?}, peak {kib} KiB");
     refused(&o, "larger than 8388608 bytes");
     c.unchanged();
@@ -211,5 +235,8 @@ fn keys_cannot_forge_report_lines_and_a_nul_key_is_skipped() {
         assert!(!l.starts_with("uploaded: forged"), "a forged line: {out}");
     }
     assert!(out.contains("x.ipynb\\nuploaded: forged.ipynb"), "{out}");
-    assert!(out.contains("key \"nb/bad"), "the NUL key is reported: {out}");
+    assert!(
+        out.contains("key \"nb/bad"),
+        "the NUL key is reported: {out}"
+    );
 }

@@ -97,15 +97,29 @@ fn a_pull_never_writes_through_a_symlinked_folder() {
     // The user needs no bucket access: a folder of theirs becomes a link to the victim.
     std::os::unix::fs::symlink(&v, c.dir().join("cron.daily")).unwrap();
     let o = c.sync(&["--mode", "pull"]);
-    assert!(listing(&v).is_empty(), "written through the link: {:?}", listing(&v));
+    assert!(
+        listing(&v).is_empty(),
+        "written through the link: {:?}",
+        listing(&v)
+    );
     assert!(std::fs::symlink_metadata(c.dir().join("cron.daily"))
         .unwrap()
         .file_type()
         .is_symlink());
-    assert_eq!(c.read("ok.ipynb").as_deref(), Some("fine"), "the rest synced");
+    assert_eq!(
+        c.read("ok.ipynb").as_deref(),
+        Some("fine"),
+        "the rest synced"
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     let r = vmctx_tests::json(&o);
-    assert!(r["failed"][0].as_str().unwrap().starts_with("cron.daily/evil"), "{r}");
+    assert!(
+        r["failed"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("cron.daily/evil"),
+        "{r}"
+    );
 
     // The folder itself swapped for a link: refused, nothing written.
     let real = c.tmp.path().join("nb.real");
@@ -115,7 +129,11 @@ fn a_pull_never_writes_through_a_symlinked_folder() {
     let o = c.sync(&["--mode", "pull"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("refusing to sync"), "{}", stderr(&o));
-    assert!(listing(&v).is_empty(), "written through the link: {:?}", listing(&v));
+    assert!(
+        listing(&v).is_empty(),
+        "written through the link: {:?}",
+        listing(&v)
+    );
 }
 
 #[test]
@@ -142,7 +160,10 @@ fn a_push_never_uploads_a_file_reached_through_a_swapped_folder() {
         &format!("http://127.0.0.1:{proxy}"),
     ]);
     assert!(
-        std::fs::symlink_metadata(c.dir().join("sub")).unwrap().file_type().is_symlink(),
+        std::fs::symlink_metadata(c.dir().join("sub"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
         "the swap happened"
     );
     let up = c.rget("sub/shadow");
@@ -176,7 +197,10 @@ fn a_deletion_never_deletes_through_a_swapped_folder() {
     armed.store(true, Ordering::SeqCst);
     let o = c.sync(&["--endpoint", &endpoint]);
     assert!(
-        std::fs::symlink_metadata(c.dir().join("sub")).unwrap().file_type().is_symlink(),
+        std::fs::symlink_metadata(c.dir().join("sub"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
         "the swap happened"
     );
     assert_eq!(

@@ -56,8 +56,13 @@ pub fn open_beneath(dir: RawFd, rel: &str, flags: OFlag, mode: Mode) -> io::Resu
         Err(e) => return Err(e.into()),
     }
     let parts: Vec<&str> = rel.split('/').collect();
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
-        return Err(io::Error::other(format!("{rel:?}: not a path below the folder")));
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Err(io::Error::other(format!(
+            "{rel:?}: not a path below the folder"
+        )));
     }
     let (last, dirs) = parts.split_last().unwrap_or((&"", &[]));
     let mut cur: Option<OwnedFd> = None;
@@ -114,7 +119,11 @@ impl Folder {
     pub fn create(path: &Path) -> io::Result<Folder> {
         let (parent, name) = open_parent(path)?;
         let owner = stat::fstat(parent.as_raw_fd())?;
-        match stat::mkdirat(Some(parent.as_raw_fd()), name.as_str(), Mode::from_bits_truncate(0o755)) {
+        match stat::mkdirat(
+            Some(parent.as_raw_fd()),
+            name.as_str(),
+            Mode::from_bits_truncate(0o755),
+        ) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(e.into()),
         }
@@ -140,7 +149,10 @@ impl Folder {
     /// The directory holding `rel` (opened beneath the folder) and its last name.
     pub fn at(&self, rel: &str) -> io::Result<At> {
         let (dir, name) = match rel.rsplit_once('/') {
-            Some((d, n)) => (open_beneath(self.fd.as_raw_fd(), d, DIR_FLAGS, Mode::empty())?, n),
+            Some((d, n)) => (
+                open_beneath(self.fd.as_raw_fd(), d, DIR_FLAGS, Mode::empty())?,
+                n,
+            ),
             None => (self.fd.try_clone()?, rel),
         };
         Ok(At {
@@ -183,11 +195,12 @@ impl Folder {
     pub fn mkdirs(&self, rel_dir: &str, owner: (u32, u32)) -> io::Result<OwnedFd> {
         let mut cur = self.fd.try_clone()?;
         for c in rel_dir.split('/').filter(|c| !c.is_empty()) {
-            let made = match stat::mkdirat(Some(cur.as_raw_fd()), c, Mode::from_bits_truncate(0o755)) {
-                Ok(()) => true,
-                Err(Errno::EEXIST) => false,
-                Err(e) => return Err(e.into()),
-            };
+            let made =
+                match stat::mkdirat(Some(cur.as_raw_fd()), c, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) => true,
+                    Err(Errno::EEXIST) => false,
+                    Err(e) => return Err(e.into()),
+                };
             let next = open_beneath(cur.as_raw_fd(), c, DIR_FLAGS, Mode::empty())?;
             if made {
                 // As root, hand it to the folder's owner; as that owner this is a no-op.
@@ -303,8 +316,9 @@ fn mkdir_owned(dir: &OwnedFd, name: &str, owner: (u32, u32)) -> io::Result<bool>
 
 /// Opens `path`'s parent folder from `/` and returns it with the last name.
 fn open_parent(path: &Path) -> io::Result<(OwnedFd, String)> {
-    let ((fd, _), last) =
-        open_parent_with(path, |dir, name| Ok((open_component(dir, name, true)?, false)))?;
+    let ((fd, _), last) = open_parent_with(path, |dir, name| {
+        Ok((open_component(dir, name, true)?, false))
+    })?;
     Ok((fd, last))
 }
 
@@ -336,7 +350,11 @@ fn open_parent_with(
     let last = names
         .pop()
         .ok_or_else(|| io::Error::other("the folder cannot be /"))?;
-    let mut cur = owned(fcntl::open("/", DIR_FLAGS | OFlag::O_CLOEXEC, Mode::empty())?);
+    let mut cur = owned(fcntl::open(
+        "/",
+        DIR_FLAGS | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?);
     let mut said = false;
     for n in names {
         let (next, t) = step(&cur, &n)?;
@@ -350,10 +368,16 @@ fn open_parent_with(
 /// runs this) owns it, so the folder's user cannot redirect the path.
 fn open_component(dir: &OwnedFd, name: &str, follow_trusted: bool) -> io::Result<OwnedFd> {
     let flags = DIR_FLAGS | OFlag::O_CLOEXEC;
-    match fcntl::openat(Some(dir.as_raw_fd()), name, flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+    match fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        flags | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    ) {
         Ok(fd) => Ok(owned(fd)),
         Err(Errno::ELOOP | Errno::ENOTDIR) if follow_trusted => {
-            let st = lstat_at(dir, name)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+            let st =
+                lstat_at(dir, name)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
             let me = unistd::geteuid().as_raw();
             let link = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK;
             if !link || (st.st_uid != 0 && st.st_uid != me) {
@@ -361,7 +385,12 @@ fn open_component(dir: &OwnedFd, name: &str, follow_trusted: bool) -> io::Result
                     "{name:?} is a symlink its user made, or not a folder: refused"
                 )));
             }
-            Ok(owned(fcntl::openat(Some(dir.as_raw_fd()), name, flags, Mode::empty())?))
+            Ok(owned(fcntl::openat(
+                Some(dir.as_raw_fd()),
+                name,
+                flags,
+                Mode::empty(),
+            )?))
         }
         Err(e) => Err(e.into()),
     }

@@ -115,9 +115,8 @@ pub fn sweep(folder: &Folder) -> usize {
 /// lines show it: control and bidi characters escaped (`\n`, `\u{202e}`), so that no name
 /// can start a line of its own or disguise one. Other text is shown as it is.
 pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
-    let odd = |c: char| {
-        c.is_control() || matches!(c, '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
+    let odd =
+        |c: char| c.is_control() || matches!(c, '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     if !s.chars().any(odd) {
         return s.into();
     }
@@ -157,7 +156,11 @@ impl Part {
         let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         let dir = folder.mkdirs(parent, owner)?;
         let tmp = format!(".{name}{PART}");
-        let _ = unistd::unlinkat(Some(dir.as_raw_fd()), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        let _ = unistd::unlinkat(
+            Some(dir.as_raw_fd()),
+            tmp.as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        );
         let fd = folder::open_beneath(
             dir.as_raw_fd(),
             &tmp,
@@ -189,13 +192,15 @@ impl Part {
                 .map_or(0o644, |m| m.st_mode & 0o7777);
             // As root, hand the file to the folder's owner; as that owner this is a no-op.
             let _ = std::os::unix::fs::fchown(&self.file, Some(owner.0), Some(owner.1));
-            self.file.set_permissions(fs::Permissions::from_mode(mode))?;
+            self.file
+                .set_permissions(fs::Permissions::from_mode(mode))?;
             self.file.sync_all()?;
             if now.as_ref().map(stat) != expect || now.is_some_and(|m| !folder::is_file(&m)) {
                 return Err(PartError::ChangedMeanwhile);
             }
             let d = Some(self.dir.as_raw_fd());
-            fcntl::renameat(d, self.tmp.as_str(), d, self.dest.as_str()).map_err(io::Error::from)?;
+            fcntl::renameat(d, self.tmp.as_str(), d, self.dest.as_str())
+                .map_err(io::Error::from)?;
             unistd::fsync(self.dir.as_raw_fd()).map_err(io::Error::from)?;
             folder::lstat_at(&self.dir, &self.dest)?
                 .map(|m| stat(&m))

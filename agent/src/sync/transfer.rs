@@ -3,9 +3,9 @@
 //! bytes into the cycle's [`Progress`] as they stream.
 
 use super::decide::{self, Base, Local, Remote, Step};
+use super::folder::Folder;
 use super::progress::{Meter, Progress};
 use super::s3::{self, Condition, S3Error, S3};
-use super::folder::Folder;
 use super::{http, local};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -214,8 +214,8 @@ async fn put(
     // One open file, beneath the folder, for the hash, the check and every try of the PUT.
     let mut file = cx.folder.open_file(rel).map_err(|e| e.to_string())?;
     let (md5_hex, md5_b64) = local::md5_file(&mut file).map_err(|e| e.to_string())?;
-    let now = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&file))
-        .map_err(|e| e.to_string())?;
+    let now =
+        nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&file)).map_err(|e| e.to_string())?;
     if local::stat(&now) != l {
         return Err("being written; left for the next run".into());
     }

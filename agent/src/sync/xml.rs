@@ -185,8 +185,13 @@ mod tests {
         let cut = list_page(b"<ListBucketResult><Contents><Key>a</Key>").unwrap_err();
         assert!(cut.contains("ends inside"), "{cut}");
         assert!(list_page(b"<html>hello</html>").is_err());
-        let long = format!("<ListBucketResult><Name>{}</Name></ListBucketResult>", "x".repeat(MAX_TEXT + 1));
-        assert!(list_page(long.as_bytes()).unwrap_err().contains("longer than"));
+        let long = format!(
+            "<ListBucketResult><Name>{}</Name></ListBucketResult>",
+            "x".repeat(MAX_TEXT + 1)
+        );
+        assert!(list_page(long.as_bytes())
+            .unwrap_err()
+            .contains("longer than"));
     }
 
     #[test]
