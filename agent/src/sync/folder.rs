@@ -50,11 +50,16 @@ pub fn open_beneath(dir: RawFd, rel: &str, flags: OFlag, mode: Mode) -> io::Resu
             | ResolveFlag::RESOLVE_NO_MAGICLINKS,
     );
     match fcntl::openat2(dir, rel, how) {
-        Ok(fd) => return Ok(owned(fd)),
+        Ok(fd) => Ok(owned(fd)),
         // No openat2 (old kernel, or a seccomp filter): the same, one component at a time.
-        Err(Errno::ENOSYS | Errno::EPERM) => {}
-        Err(e) => return Err(e.into()),
+        Err(Errno::ENOSYS | Errno::EPERM) => open_by_components(dir, rel, flags, mode),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// [`open_beneath`] without `openat2`: each component opened `O_NOFOLLOW` from the last.
+fn open_by_components(dir: RawFd, rel: &str, flags: OFlag, mode: Mode) -> io::Result<OwnedFd> {
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let parts: Vec<&str> = rel.split('/').collect();
     if parts
         .iter()
@@ -393,5 +398,47 @@ fn open_component(dir: &OwnedFd, name: &str, follow_trusted: bool) -> io::Result
             )?))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_symlink_is_followed_below_the_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let (nb, out) = (t.path().join("nb"), t.path().join("out"));
+        std::fs::create_dir_all(nb.join("real")).unwrap();
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("secret"), "s").unwrap();
+        std::fs::write(nb.join("real/f"), "f").unwrap();
+        std::os::unix::fs::symlink(&out, nb.join("link")).unwrap();
+        std::os::unix::fs::symlink(out.join("secret"), nb.join("real/s")).unwrap();
+        let f = Folder::open(&nb).unwrap();
+        let fd = f.fd.as_raw_fd();
+        let ro = OFlag::O_RDONLY;
+        for open in [open_beneath, open_by_components] {
+            assert!(open(fd, "real/f", ro, Mode::empty()).is_ok());
+            for bad in ["link/secret", "real/s", "link"] {
+                assert!(open(fd, bad, ro, Mode::empty()).is_err(), "{bad}");
+            }
+        }
+        assert!(f.mkdirs("link/x", (0, 0)).is_err());
+        assert!(!out.join("x").exists());
+        f.remove("link/secret").unwrap_err();
+        assert!(out.join("secret").exists());
+        assert_eq!(f.lstat("link/secret").ok().flatten().map(|_| ()), None);
+        let mut seen = Vec::new();
+        f.walk(
+            |_, r, _| {
+                seen.push(r.to_string());
+                true
+            },
+            |_| {},
+        )
+        .unwrap();
+        seen.sort();
+        assert_eq!(seen, ["link", "real", "real/f", "real/s"]);
     }
 }
