@@ -13,10 +13,11 @@ pub fn run(flags: Flags, root: &Path, once: bool, json: bool) -> Result<bool, St
     let show = |r: &Result<Report, SyncError>| match r {
         Ok(rep) if json => println!("{}", serde_json::to_string(rep).unwrap_or_default()),
         Ok(rep) => print!("{}", rep.summary()),
-        Err(e) => eprintln!("vmctx: sync: {e}"),
+        Err(e) => eprintln!("vmctx: sync: {}", super::local::shown(&e.to_string())),
     };
     if once {
-        let rep = super::once(&opts, &env).map_err(|e| format!("sync: {e}"))?;
+        let rep = super::once(&opts, &env)
+            .map_err(|e| format!("sync: {}", super::local::shown(&e.to_string())))?;
         let in_step = rep.failed.is_empty();
         show(&Ok(rep));
         return Ok(in_step);

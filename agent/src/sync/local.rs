@@ -1,12 +1,17 @@
-//! The notebooks folder: scanning it, excludes, temp files, and the safe download write
-//! (temp name in the same folder, fsync, owner, rename, never over a file that changed).
+//! The notebooks folder's files: scanning it, excludes, temp files, and the safe download
+//! write (temp name in the same folder, fsync, owner, rename, never over a file that changed),
+//! every path resolved beneath the folder's descriptor ([`Folder`]).
 
 use super::decide::Local;
+use super::folder::{self, Folder};
+use nix::fcntl::{self, OFlag};
+use nix::sys::stat::{FileStat, Mode};
+use nix::unistd::{self, UnlinkatFlags};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 
 /// Suffix of in-flight downloads: `.<name>.vmctx-part`. Swept at start, never uploaded.
 pub const PART: &str = ".vmctx-part";
@@ -56,65 +61,75 @@ fn glob(p: &str, s: &str) -> bool {
     p[i..].iter().all(|c| *c == '*')
 }
 
-pub fn stat(m: &fs::Metadata) -> Local {
+pub fn stat(m: &FileStat) -> Local {
     Local {
-        size: m.len(),
-        mtime: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        size: m.st_size as u64,
+        mtime: i128::from(m.st_mtime) * 1_000_000_000 + i128::from(m.st_mtime_nsec),
     }
 }
 
-/// Every regular file under `dir` by relative path (`/`-separated). Symlinks are not
-/// followed; names that are not UTF-8 are skipped with a warning.
+/// Every regular file below the folder by relative path (`/`-separated). Symlinks are
+/// neither followed nor listed; names that are not UTF-8 are skipped with a warning.
 pub fn scan(
-    dir: &Path,
+    folder: &Folder,
     ex: &Excludes,
     warn: &mut Vec<String>,
 ) -> io::Result<BTreeMap<String, Local>> {
     let mut out = BTreeMap::new();
-    let mut todo = vec![(dir.to_path_buf(), String::new())];
-    while let Some((path, rel)) = todo.pop() {
-        for e in fs::read_dir(&path)? {
-            let e = e?;
-            let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                warn.push(format!("{}: not UTF-8, skipped", e.path().display()));
-                continue;
-            };
-            let r = if rel.is_empty() {
-                name
+    folder.walk(
+        |_, r, st| {
+            if folder::is_dir(st) {
+                !ex.excluded(&format!("{r}/x"))
             } else {
-                format!("{rel}/{name}")
-            };
-            let ft = e.file_type()?;
-            if ft.is_dir() {
-                if !ex.excluded(&format!("{r}/x")) {
-                    todo.push((e.path(), r));
+                if folder::is_file(st) && !ex.excluded(r) {
+                    out.insert(r.to_string(), stat(st));
                 }
-            } else if ft.is_file() && !ex.excluded(&r) {
-                out.insert(r, stat(&e.metadata()?));
+                false
             }
-        }
-    }
+        },
+        |odd| warn.push(format!("{odd:?}: not UTF-8, skipped")),
+    )?;
     Ok(out)
 }
 
 /// Removes downloads a killed run left behind; returns how many.
-pub fn sweep(dir: &Path) -> usize {
+pub fn sweep(folder: &Folder) -> usize {
     let mut n = 0;
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => todo.push(e.path()),
-                Ok(t) if t.is_file() && name.starts_with('.') && name.ends_with(PART) => {
-                    n += usize::from(fs::remove_file(e.path()).is_ok());
-                }
-                _ => {}
+    let _ = folder.walk(
+        |dir, r, st| {
+            let name = r.rsplit('/').next().unwrap_or(r);
+            if folder::is_file(st) && name.starts_with('.') && name.ends_with(PART) {
+                n += usize::from(
+                    unistd::unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir)
+                        .is_ok(),
+                );
             }
-        }
-    }
+            folder::is_dir(st)
+        },
+        |_| {},
+    );
     n
+}
+
+/// Text from the bucket or the folder (a key, a file name, a server's message) as report
+/// lines show it: control and bidi characters escaped (`\n`, `\u{202e}`), so that no name
+/// can start a line of its own or disguise one. Other text is shown as it is.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    let odd =
+        |c: char| c.is_control() || matches!(c, '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(odd) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if odd(c) {
+                c.escape_unicode().to_string().replace("\\u{a}", "\\n")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// A relative key is safe to write under the folder: no `..`, no empty or `.` components.
@@ -126,33 +141,37 @@ pub fn safe_rel(rel: &str) -> bool {
             .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
-/// A download in progress: `.<name>.vmctx-part` beside its final path.
+/// A download in progress: `.<name>.vmctx-part` beside its final path, in a folder held open.
 pub struct Part {
-    pub tmp: PathBuf,
-    pub dest: PathBuf,
+    dir: OwnedFd,
+    tmp: String,
+    dest: String,
     file: fs::File,
     pub written: u64,
 }
 
 impl Part {
     /// Creates parent folders (owned as the sync folder is) and the temp file.
-    pub fn create(root: &Path, rel: &str, owner: (u32, u32)) -> io::Result<Part> {
-        let dest = root.join(rel);
-        let parent = dest.parent().unwrap_or(root).to_path_buf();
-        mkdirs(root, &parent, owner)?;
-        let name = dest.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = parent.join(format!(".{name}{PART}"));
-        let _ = fs::remove_file(&tmp);
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&tmp)?;
+    pub fn create(folder: &Folder, rel: &str, owner: (u32, u32)) -> io::Result<Part> {
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let dir = folder.mkdirs(parent, owner)?;
+        let tmp = format!(".{name}{PART}");
+        let _ = unistd::unlinkat(
+            Some(dir.as_raw_fd()),
+            tmp.as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        );
+        let fd = folder::open_beneath(
+            dir.as_raw_fd(),
+            &tmp,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+            Mode::from_bits_truncate(0o600),
+        )?;
         Ok(Part {
+            dir,
             tmp,
-            dest,
-            file,
+            dest: name.to_string(),
+            file: fs::File::from(fd),
             written: 0,
         })
     }
@@ -167,33 +186,42 @@ impl Part {
     /// edit made meanwhile stays. Returns the final file's stat.
     pub fn finish(self, expect: Option<Local>, owner: (u32, u32)) -> Result<Local, PartError> {
         let done = (|| {
-            let mode = fs::symlink_metadata(&self.dest)
-                .ok()
-                .filter(|m| m.is_file())
-                .map_or(0o644, |m| m.permissions().mode() & 0o7777);
+            let now = folder::lstat_at(&self.dir, &self.dest)?;
+            let mode = now
+                .filter(folder::is_file)
+                .map_or(0o644, |m| m.st_mode & 0o7777);
             // As root, hand the file to the folder's owner; as that owner this is a no-op.
             let _ = std::os::unix::fs::fchown(&self.file, Some(owner.0), Some(owner.1));
             self.file
                 .set_permissions(fs::Permissions::from_mode(mode))?;
             self.file.sync_all()?;
-            let now = fs::symlink_metadata(&self.dest).ok();
-            if now.as_ref().map(stat) != expect || now.is_some_and(|m| !m.is_file()) {
+            if now.as_ref().map(stat) != expect || now.is_some_and(|m| !folder::is_file(&m)) {
                 return Err(PartError::ChangedMeanwhile);
             }
-            fs::rename(&self.tmp, &self.dest)?;
-            if let Some(dir) = self.dest.parent() {
-                fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(stat(&fs::symlink_metadata(&self.dest)?))
+            let d = Some(self.dir.as_raw_fd());
+            fcntl::renameat(d, self.tmp.as_str(), d, self.dest.as_str())
+                .map_err(io::Error::from)?;
+            unistd::fsync(self.dir.as_raw_fd()).map_err(io::Error::from)?;
+            folder::lstat_at(&self.dir, &self.dest)?
+                .map(|m| stat(&m))
+                .ok_or_else(|| PartError::Io(io::ErrorKind::NotFound.into()))
         })();
         if done.is_err() {
-            let _ = fs::remove_file(&self.tmp);
+            self.unlink_tmp();
         }
         done
     }
 
+    fn unlink_tmp(&self) {
+        let _ = unistd::unlinkat(
+            Some(self.dir.as_raw_fd()),
+            self.tmp.as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        );
+    }
+
     pub fn abandon(self) {
-        let _ = fs::remove_file(&self.tmp);
+        self.unlink_tmp();
     }
 }
 
@@ -205,29 +233,12 @@ pub enum PartError {
     Io(#[from] io::Error),
 }
 
-fn mkdirs(root: &Path, dir: &Path, owner: (u32, u32)) -> io::Result<()> {
-    if dir.is_dir() || dir == root {
-        return Ok(());
-    }
-    if let Some(p) = dir.parent() {
-        mkdirs(root, p, owner)?;
-    }
-    match fs::create_dir(dir) {
-        Ok(()) => {
-            let _ = std::os::unix::fs::chown(dir, Some(owner.0), Some(owner.1));
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// MD5 of a file: (hex, base64), read in 256 KiB blocks.
-pub fn md5_file(path: &Path) -> io::Result<(String, String)> {
+/// MD5 of an open file from its start: (hex, base64), read in 256 KiB blocks.
+pub fn md5_file(f: &mut fs::File) -> io::Result<(String, String)> {
     use base64::Engine;
     use md5::{Digest, Md5};
-    use std::io::Read;
-    let mut f = fs::File::open(path)?;
+    use std::io::{Read, Seek};
+    f.rewind()?;
     let mut h = Md5::new();
     let mut buf = vec![0; 256 << 10];
     loop {
@@ -242,18 +253,6 @@ pub fn md5_file(path: &Path) -> io::Result<(String, String)> {
         super::sigv4::hex(&d),
         base64::engine::general_purpose::STANDARD.encode(d),
     ))
-}
-
-/// Removes a file and the folders it leaves empty (up to the root).
-pub fn remove(root: &Path, rel: &str) -> io::Result<()> {
-    match fs::remove_file(root.join(rel)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut dir = root.join(rel);
-    while dir.pop() && dir != root && fs::remove_dir(&dir).is_ok() {}
-    Ok(())
 }
 
 #[cfg(test)]
@@ -280,6 +279,13 @@ mod tests {
     }
 
     #[test]
+    fn names_cannot_forge_lines() {
+        assert_eq!(shown("plain é 日本.ipynb"), "plain é 日本.ipynb");
+        assert_eq!(shown("a\nuploaded: x"), "a\\nuploaded: x");
+        assert_eq!(shown("b\r\u{1b}[2K\u{202e}"), "b\\u{d}\\u{1b}[2K\\u{202e}");
+    }
+
+    #[test]
     fn safe_paths() {
         assert!(safe_rel("a/b c.ipynb"));
         for bad in ["", "../x", "a//b", "./a", "a/..", "/abs"] {
@@ -294,11 +300,12 @@ mod tests {
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
-        let mut p = Part::create(t.path(), "d/n.ipynb", me).unwrap();
+        let f = Folder::open(t.path()).unwrap();
+        let mut p = Part::create(&f, "d/n.ipynb", me).unwrap();
         p.write(b"remote").unwrap();
         let st = p.finish(None, me).unwrap();
         assert_eq!(fs::read(t.path().join("d/n.ipynb")).unwrap(), b"remote");
-        let mut p = Part::create(t.path(), "d/n.ipynb", me).unwrap();
+        let mut p = Part::create(&f, "d/n.ipynb", me).unwrap();
         p.write(b"newer").unwrap();
         fs::write(t.path().join("d/n.ipynb"), b"local edit").unwrap();
         let old = Local {
@@ -310,6 +317,6 @@ mod tests {
             Err(PartError::ChangedMeanwhile)
         ));
         assert_eq!(fs::read(t.path().join("d/n.ipynb")).unwrap(), b"local edit");
-        assert_eq!(sweep(t.path()), 0, "no temp file left");
+        assert_eq!(sweep(&f), 0, "no temp file left");
     }
 }

@@ -10,6 +10,7 @@ pub mod command;
 pub mod config;
 pub mod creds;
 pub mod decide;
+pub mod folder;
 pub mod http;
 pub mod local;
 pub mod progress;
@@ -22,6 +23,7 @@ mod xml;
 use config::Options;
 use creds::Env;
 use decide::Remote;
+use folder::Folder;
 use futures::StreamExt;
 use progress::Progress;
 use s3::{S3Error, S3};
@@ -139,7 +141,7 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
     let mut st = state::load(&state_file).map_err(SyncError::State)?;
     let mut report = Report::default();
 
-    let (create, scanned) = scan_folder(o, &st, &state_file, &mut report)?;
+    let (folder, scanned) = scan_folder(o, &st, &state_file, &mut report)?;
 
     let http = http::client(o.ca_file.as_deref())?;
     let creds = creds::resolve(env, o.credentials.as_ref(), &http).await?;
@@ -161,10 +163,13 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
             return Err(e.into());
         }
     };
-    if create {
-        std::fs::create_dir_all(&o.dir)
-            .map_err(|e| SyncError::Config(format!("{}: {e}", o.dir.display())))?;
-    }
+    let folder = match folder {
+        Some(f) => f,
+        None => Folder::create(&o.dir)
+            .map_err(|e| SyncError::Config(format!("creating {}: {e}", o.dir.display())))?,
+    };
+    let (listing, skipped) = listing;
+    report.warnings.extend(skipped);
     let remote = remote_files(listing, o, &mut report.warnings);
 
     let all: BTreeSet<&String> = scanned
@@ -188,15 +193,13 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
         )));
     }
 
-    let owner = std::fs::metadata(&o.dir)
-        .map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (m.uid(), m.gid())
-        })
+    let owner = folder
+        .stat()
+        .map(|m| (m.st_uid, m.st_gid))
         .map_err(|e| SyncError::Config(format!("{}: {e}", o.dir.display())))?;
     let cx = Cx {
         s3,
-        dir: &o.dir,
+        folder: &folder,
         prefix: &o.prefix,
         owner,
         mode: o.mode,
@@ -227,30 +230,39 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
     Ok(report)
 }
 
-/// The folder's files (none when it is to be created). An unmounted or wiped folder must not
-/// read as "the user deleted everything": a missing or empty folder the last sync left files in
-/// is refused. Returns whether the folder is to be created (only once the bucket answered).
+/// The folder, held open, and its files (none when it is to be created: `None`, made only
+/// once the bucket answered). An unmounted or wiped folder must not read as "the user deleted
+/// everything": a missing or empty folder the last sync left files in is refused, and so is a
+/// folder its user replaced by a symlink.
 fn scan_folder(
     o: &Options,
     st: &state::SyncState,
     state_file: &std::path::Path,
     report: &mut Report,
-) -> Result<(bool, BTreeMap<String, decide::Local>), SyncError> {
-    let create = !o.dir.is_dir();
-    if create && !st.files.is_empty() {
-        return Err(SyncError::Refused(format!(
-            "the folder {} is missing, but the last sync left {} files in it",
-            o.dir.display(),
-            st.files.len()
-        )));
-    }
-    report.swept = local::sweep(&o.dir);
-    let scanned = if create {
-        BTreeMap::new()
-    } else {
-        local::scan(&o.dir, &o.excludes, &mut report.warnings)
-            .map_err(|e| SyncError::Config(format!("reading {}: {e}", o.dir.display())))?
+) -> Result<(Option<Folder>, BTreeMap<String, decide::Local>), SyncError> {
+    let folder = match Folder::open(&o.dir) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(SyncError::Refused(format!(
+                "the folder {}: {e}",
+                o.dir.display()
+            )))
+        }
     };
+    let Some(f) = folder else {
+        if !st.files.is_empty() {
+            return Err(SyncError::Refused(format!(
+                "the folder {} is missing, but the last sync left {} files in it",
+                o.dir.display(),
+                st.files.len()
+            )));
+        }
+        return Ok((None, BTreeMap::new()));
+    };
+    report.swept = local::sweep(&f);
+    let scanned = local::scan(&f, &o.excludes, &mut report.warnings)
+        .map_err(|e| SyncError::Config(format!("reading {}: {e}", o.dir.display())))?;
     if scanned.is_empty() && !st.files.is_empty() {
         return Err(SyncError::Refused(format!(
             "the folder {} is empty, but the last sync left {} files in it (remove {} to start over)",
@@ -259,7 +271,7 @@ fn scan_folder(
             state_file.display()
         )));
     }
-    Ok((create, scanned))
+    Ok((Some(f), scanned))
 }
 
 /// The listing's files under the prefix, by their name in the folder: folder markers,
@@ -304,9 +316,11 @@ fn merge(report: &mut Report, st: &mut state::SyncState, done: Vec<transfer::Don
         report.uploaded += d.uploaded;
         report.deleted_local += d.deleted_local;
         report.deleted_remote += d.deleted_remote;
-        report.log.extend(d.log);
-        report.conflicts.extend(d.conflict);
-        report.failed.extend(d.failed);
+        // Names come from the bucket and the folder: no control character reaches a line.
+        let shown = |l: String| local::shown(&l).into_owned();
+        report.log.extend(d.log.map(shown));
+        report.conflicts.extend(d.conflict.map(shown));
+        report.failed.extend(d.failed.map(shown));
         for (rel, base) in d.updates {
             changed = true;
             match base {

@@ -86,9 +86,27 @@ pub enum S3Error {
         code: String,
         message: String,
     },
+    #[error("the listing was refused: {0}")]
+    Listing(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+/// What one listing may take from an endpoint (see [`S3::list`]).
+pub struct ListLimits {
+    /// One page's body (1000 keys of 1024 bytes, escaped, fit several times).
+    pub page_bytes: usize,
+    pub pages: usize,
+    pub keys: usize,
+    pub time: Duration,
+}
+
+pub const LIST_LIMITS: ListLimits = ListLimits {
+    page_bytes: 8 << 20,
+    pages: 1000,
+    keys: 200_000,
+    time: Duration::from_secs(600),
+};
 
 impl S3Error {
     /// Errors that make the whole cycle pointless: stop, change nothing.
@@ -138,11 +156,15 @@ pub enum Condition<'a> {
 }
 
 impl S3 {
-    /// Every key under `prefix`, one request per 1000 keys.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<Object>, S3Error> {
-        let mut out = Vec::new();
+    /// Every key under `prefix`, one request per 1000 keys, within [`LIST_LIMITS`]: an
+    /// endpoint that answers without end, or with pages too big, is refused before anything
+    /// changes. Objects whose key cannot be a name come back as lines in the second list.
+    pub async fn list(&self, prefix: &str) -> Result<(Vec<Object>, Vec<String>), S3Error> {
+        let lim = LIST_LIMITS;
+        let start = std::time::Instant::now();
+        let (mut out, mut skipped) = (Vec::new(), Vec::new());
         let mut token: Option<String> = None;
-        loop {
+        for pages in 1.. {
             let mut q = vec![("list-type".to_string(), "2".to_string())];
             if !prefix.is_empty() {
                 q.push(("prefix".into(), prefix.into()));
@@ -154,15 +176,39 @@ impl S3 {
             let resp = self
                 .send("GET", None, &q, &[], || Ok(UploadBody::empty()), None)
                 .await?;
-            let body = collect(resp).await?;
+            let body = collect_at_most(resp, lim.page_bytes).await?;
             let page = super::xml::list_page(&body)
-                .map_err(|e| S3Error::Io(std::io::Error::other(format!("listing: {e}"))))?;
+                .map_err(|e| S3Error::Listing(format!("page {pages}: {e}")))?;
             out.extend(page.objects);
-            match page.next {
-                Some(t) if page.truncated => token = Some(t),
-                _ => return Ok(out),
+            skipped.extend(page.skipped);
+            if out.len() + skipped.len() > lim.keys {
+                return Err(S3Error::Listing(format!(
+                    "more than {} keys under the prefix",
+                    lim.keys
+                )));
             }
+            let next = match page.next {
+                _ if !page.truncated => return Ok((out, skipped)),
+                Some(t) if !t.is_empty() && token.as_ref() != Some(&t) => t,
+                // A truncated page that does not move on would be read forever, or end early
+                // and make the missing keys look deleted.
+                _ => {
+                    return Err(S3Error::Listing(format!(
+                        "page {pages} is truncated but gives no new continuation token"
+                    )))
+                }
+            };
+            if pages >= lim.pages || start.elapsed() > lim.time {
+                return Err(S3Error::Listing(format!(
+                    "still truncated after {pages} pages in {} s (at most {} pages, {} s)",
+                    start.elapsed().as_secs(),
+                    lim.pages,
+                    lim.time.as_secs()
+                )));
+            }
+            token = Some(next);
         }
+        unreachable!("the loop returns")
     }
 
     /// Starts a GET: the response (status 200) whose body the caller streams.
@@ -287,7 +333,8 @@ impl S3 {
             if status < 300 {
                 return Ok(resp);
             }
-            let text = collect(resp).await.unwrap_or_default();
+            // An error document is small; a longer one is not read.
+            let text = collect_at_most(resp, 64 << 10).await.unwrap_or_default();
             let err = self.error(status, &text);
             if status >= 500 || status == 429 {
                 last = Some(err);
@@ -334,12 +381,26 @@ pub fn etag_of<B>(resp: &hyper::Response<B>) -> Option<String> {
         .map(|s| s.trim_matches('"').to_string())
 }
 
-async fn collect(resp: hyper::Response<Incoming>) -> Result<Bytes, S3Error> {
-    let body = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
+/// A body, refused once longer than `max` bytes (read frame by frame, never more).
+async fn collect_at_most(resp: hyper::Response<Incoming>, max: usize) -> Result<Bytes, S3Error> {
+    let mut body = resp.into_body();
+    let mut out = bytes::BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| S3Error::Io(std::io::Error::other(error_chain(&e))))?;
+            if let Some(d) = frame.data_ref() {
+                if out.len() + d.len() > max {
+                    return Err(S3Error::Listing(format!("a page larger than {max} bytes")));
+                }
+                out.extend_from_slice(d);
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
         .await
-        .map_err(|_| S3Error::Io(std::io::Error::other("response body: no data in 60 s")))?
-        .map_err(|e| S3Error::Io(std::io::Error::other(error_chain(&e))))?;
-    Ok(body.to_bytes())
+        .map_err(|_| S3Error::Io(std::io::Error::other("response body: not read in 60 s")))??;
+    Ok(out.freeze())
 }
 
 /// An error and its causes on one line ("client error (Connect): tcp connect error: …").

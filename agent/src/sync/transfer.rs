@@ -3,18 +3,18 @@
 //! bytes into the cycle's [`Progress`] as they stream.
 
 use super::decide::{self, Base, Local, Remote, Step};
+use super::folder::Folder;
 use super::progress::{Meter, Progress};
 use super::s3::{self, Condition, S3Error, S3};
 use super::{http, local};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Shared by the transfers of one cycle.
 pub(super) struct Cx<'a> {
     pub(super) s3: S3,
-    pub(super) dir: &'a Path,
+    pub(super) folder: &'a Folder,
     pub(super) prefix: &'a str,
     pub(super) owner: (u32, u32),
     pub(super) mode: crate::context::SyncMode,
@@ -138,7 +138,7 @@ async fn fetch(
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    let mut part = local::Part::create(cx.dir, dest_rel, cx.owner).map_err(|e| e.to_string())?;
+    let mut part = local::Part::create(cx.folder, dest_rel, cx.owner).map_err(|e| e.to_string())?;
     let mut body = resp.into_body();
     loop {
         match tokio::time::timeout(Duration::from_secs(60), body.frame()).await {
@@ -211,9 +211,11 @@ async fn put(
     cond: Condition<'_>,
     m: &Meter,
 ) -> Result<(String, Option<u64>), String> {
-    let path: PathBuf = cx.dir.join(rel);
-    let (md5_hex, md5_b64) = local::md5_file(&path).map_err(|e| e.to_string())?;
-    let now = std::fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
+    // One open file, beneath the folder, for the hash, the check and every try of the PUT.
+    let mut file = cx.folder.open_file(rel).map_err(|e| e.to_string())?;
+    let (md5_hex, md5_b64) = local::md5_file(&mut file).map_err(|e| e.to_string())?;
+    let now =
+        nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&file)).map_err(|e| e.to_string())?;
     if local::stat(&now) != l {
         return Err("being written; left for the next run".into());
     }
@@ -230,7 +232,8 @@ async fn put(
     let sent = m.transfer();
     let open = || {
         sent.restart();
-        let file = std::fs::File::open(&path)?;
+        let mut file = file.try_clone()?;
+        std::io::Seek::rewind(&mut file)?;
         Ok(http::UploadBody::File {
             file,
             left: l.size,
@@ -248,13 +251,11 @@ async fn put(
 }
 
 fn delete_local(cx: &Cx<'_>, rel: &str, d: &mut Done) -> Result<(), String> {
-    let now = std::fs::symlink_metadata(cx.dir.join(rel))
-        .ok()
-        .map(|m| local::stat(&m));
+    let now = cx.folder.lstat(rel).ok().flatten().map(|m| local::stat(&m));
     if now != cx.local.get(rel).copied() {
         return Err("changed here during the sync; left for the next run".into());
     }
-    local::remove(cx.dir, rel).map_err(|e| e.to_string())?;
+    cx.folder.remove(rel).map_err(|e| e.to_string())?;
     d.deleted_local = 1;
     d.log = Some(format!("deleted here: {rel} (deleted in the bucket)"));
     d.updates.push((rel.into(), None));
@@ -267,14 +268,15 @@ async fn conflict(cx: &Cx<'_>, rel: &str, m: &Meter, d: &mut Done) -> Result<(),
     let l = cx.local[rel];
     let r = &cx.remote[rel];
     if !r.etag.contains('-') {
-        let (md5_hex, _) = local::md5_file(&cx.dir.join(rel)).map_err(|e| e.to_string())?;
+        let mut f = cx.folder.open_file(rel).map_err(|e| e.to_string())?;
+        let (md5_hex, _) = local::md5_file(&mut f).map_err(|e| e.to_string())?;
         if md5_hex == r.etag {
             d.updates
                 .push((rel.into(), Some(base(r.etag.clone(), r.size, l))));
             return Ok(());
         }
     }
-    let taken = |n: &str| cx.dir.join(n).exists() || cx.remote.contains_key(n);
+    let taken = |n: &str| !matches!(cx.folder.lstat(n), Ok(None)) || cx.remote.contains_key(n);
     let mut n = 1;
     let mut cname = decide::conflict_name(rel, &cx.host, cx.now, n);
     while taken(&cname) {
@@ -294,8 +296,8 @@ async fn conflict(cx: &Cx<'_>, rel: &str, m: &Meter, d: &mut Done) -> Result<(),
         return Ok(());
     }
     let (etag, size, cl) = fetch(cx, rel, &cname, None, m).await?;
-    if std::fs::read(cx.dir.join(&cname)).ok() == std::fs::read(cx.dir.join(rel)).ok() {
-        let _ = std::fs::remove_file(cx.dir.join(&cname));
+    if cx.folder.read(&cname).ok() == cx.folder.read(rel).ok() {
+        let _ = cx.folder.remove(&cname);
         d.updates.push((rel.into(), Some(base(etag, size, l))));
         return Ok(());
     }

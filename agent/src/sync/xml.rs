@@ -4,47 +4,85 @@ use super::s3::Object;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
+/// Nesting an S3 document needs (`ListBucketResult/Contents/Owner/ID` is 4): a server nesting
+/// deeper is refused, never followed.
+pub const MAX_DEPTH: usize = 16;
+/// Text of one element (S3 keys are at most 1024 bytes).
+pub const MAX_TEXT: usize = 8 << 10;
+
 #[derive(Debug, Default)]
 pub struct Page {
     pub objects: Vec<Object>,
     pub truncated: bool,
     pub next: Option<String>,
+    /// Objects whose key cannot be a file name anywhere (an XML reference to NUL…): left out,
+    /// each with a line saying why (its key escaped).
+    pub skipped: Vec<String>,
 }
 
-/// Calls `leaf(path, text)` at the end of every element, `path` like
-/// `ListBucketResult/Contents/Key` (text empty for elements holding only elements).
-fn walk(xml: &[u8], mut leaf: impl FnMut(&str, String)) -> Result<(), String> {
+/// Streams `xml` and calls `leaf(path, text)` at the end of every element, `path` its
+/// local names from the root (`text` empty for elements holding only elements), and `bad`
+/// when it held a character reference XML forbids (shown in the text as U+FFFD). Memory:
+/// the depth times [`MAX_TEXT`].
+fn walk(
+    xml: &[u8],
+    mut leaf: impl FnMut(&[Vec<u8>], String, Option<String>),
+) -> Result<(), String> {
     let mut r = Reader::from_reader(xml);
-    let mut path: Vec<String> = Vec::new();
+    let mut path: Vec<Vec<u8>> = Vec::new();
     let mut text = String::new();
-    let mut buf = Vec::new();
+    let mut bad: Option<String> = None;
+    let add = |text: &mut String, s: &str| {
+        if text.len() + s.len() > MAX_TEXT {
+            return Err(format!("an element's text is longer than {MAX_TEXT} bytes"));
+        }
+        text.push_str(s);
+        Ok(())
+    };
     loop {
-        match r.read_event_into(&mut buf).map_err(|e| e.to_string())? {
+        match r.read_event().map_err(|e| e.to_string())? {
             Event::Start(e) => {
-                path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+                if path.len() >= MAX_DEPTH {
+                    return Err(format!("elements nested deeper than {MAX_DEPTH}"));
+                }
+                path.push(e.local_name().as_ref().to_vec());
                 text.clear();
+                bad = None;
             }
-            Event::Text(t) => text.push_str(&t.decode().map_err(|e| e.to_string())?),
-            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
-            Event::GeneralRef(g) => {
-                if let Some(c) = g.resolve_char_ref().map_err(|e| e.to_string())? {
-                    text.push(c);
-                } else {
+            Event::Text(t) => add(&mut text, &t.decode().map_err(|e| e.to_string())?)?,
+            Event::CData(t) => add(&mut text, &String::from_utf8_lossy(&t))?,
+            Event::GeneralRef(g) => match g.resolve_char_ref() {
+                Ok(Some(c)) => add(&mut text, c.encode_utf8(&mut [0; 4]))?,
+                Ok(None) => {
                     let name = g.decode().map_err(|e| e.to_string())?;
                     let c = quick_xml::escape::resolve_predefined_entity(&name)
-                        .ok_or_else(|| format!("unknown entity &{name};"))?;
-                    text.push_str(c);
+                        .ok_or_else(|| format!("unknown entity &{}", name.escape_debug()))?;
+                    add(&mut text, c)?;
                 }
-            }
+                Err(e) => {
+                    add(&mut text, "\u{fffd}")?;
+                    bad = Some(format!("&{};: {e}", g.escape_ascii()));
+                }
+            },
             Event::End(_) => {
-                let joined = path.join("/");
-                leaf(&joined, std::mem::take(&mut text));
+                let t = std::mem::take(&mut text);
+                leaf(&path, t, bad.take());
                 path.pop();
             }
-            Event::Eof => return Ok(()),
+            // A cut document must not read as a short listing.
+            Event::Eof if path.is_empty() => return Ok(()),
+            Event::Eof => return Err("the document ends inside an element".into()),
             _ => {}
         }
     }
+}
+
+fn is(path: &[Vec<u8>], want: &[&str]) -> bool {
+    path.len() == want.len() && path.iter().zip(want).all(|(a, b)| a == b.as_bytes())
+}
+
+fn c(leaf: &'static str) -> [&'static str; 3] {
+    ["ListBucketResult", "Contents", leaf]
 }
 
 pub fn list_page(xml: &[u8]) -> Result<Page, String> {
@@ -54,26 +92,43 @@ pub fn list_page(xml: &[u8]) -> Result<Page, String> {
         etag: String::new(),
         size: 0,
     };
-    // Leaves arrive before their element's end: collect them, and cut at each `Contents` end.
-    let mut events: Vec<(String, String)> = Vec::new();
-    walk(xml, |path, text| events.push((path.to_string(), text)))?;
-    for (path, text) in events {
-        match path.strip_prefix("ListBucketResult/") {
-            Some("Contents/Key") => cur.key = text,
-            Some("Contents/ETag") => cur.etag = text.trim_matches('"').to_string(),
-            Some("Contents/Size") => cur.size = text.trim().parse().unwrap_or(0),
-            Some("Contents") => page.objects.push(std::mem::replace(
+    let mut why_not: Option<String> = None;
+    let mut whole = false;
+    walk(xml, |path, text, bad| {
+        if is(path, &c("Key")) {
+            cur.key = text;
+            why_not = bad;
+        } else if is(path, &c("ETag")) {
+            cur.etag = text.trim_matches('"').to_string();
+        } else if is(path, &c("Size")) {
+            cur.size = text.trim().parse().unwrap_or(0);
+        } else if is(path, &["ListBucketResult", "Contents"]) {
+            let o = std::mem::replace(
                 &mut cur,
                 Object {
                     key: String::new(),
                     etag: String::new(),
                     size: 0,
                 },
-            )),
-            Some("IsTruncated") => page.truncated = text.trim() == "true",
-            Some("NextContinuationToken") => page.next = Some(text),
-            _ => {}
+            );
+            match why_not.take() {
+                None if !o.key.contains('\0') => page.objects.push(o),
+                why => page.skipped.push(format!(
+                    "key {:?}: {}, skipped",
+                    o.key,
+                    why.unwrap_or_else(|| "holds NUL".into())
+                )),
+            }
+        } else if is(path, &["ListBucketResult"]) {
+            whole = true;
+        } else if is(path, &["ListBucketResult", "IsTruncated"]) {
+            page.truncated = text.trim() == "true";
+        } else if is(path, &["ListBucketResult", "NextContinuationToken"]) {
+            page.next = Some(text);
         }
+    })?;
+    if !whole {
+        return Err("not a ListBucketResult document".into());
     }
     Ok(page)
 }
@@ -81,10 +136,12 @@ pub fn list_page(xml: &[u8]) -> Result<Page, String> {
 /// `(Code, Message)` of an S3 error document; empty strings when it is not one.
 pub fn error(xml: &[u8]) -> (String, String) {
     let (mut code, mut message) = (String::new(), String::new());
-    let _ = walk(xml, |path, text| match path {
-        "Error/Code" => code = text,
-        "Error/Message" => message = text,
-        _ => {}
+    let _ = walk(xml, |path, text, _| {
+        if is(path, &["Error", "Code"]) {
+            code = text;
+        } else if is(path, &["Error", "Message"]) {
+            message = text;
+        }
     });
     (code, message)
 }
@@ -118,5 +175,35 @@ mod tests {
         let xml = b"<?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>";
         assert_eq!(error(xml).0, "NoSuchBucket");
         assert_eq!(error(b"not xml").0, "");
+    }
+
+    #[test]
+    fn deep_or_long_documents_are_refused_in_bounded_memory() {
+        let deep = format!("{}{}", "<a>".repeat(80_000), "</a>".repeat(80_000));
+        let e = list_page(deep.as_bytes()).unwrap_err();
+        assert!(e.contains("nested deeper"), "{e}");
+        let cut = list_page(b"<ListBucketResult><Contents><Key>a</Key>").unwrap_err();
+        assert!(cut.contains("ends inside"), "{cut}");
+        assert!(list_page(b"<html>hello</html>").is_err());
+        let long = format!(
+            "<ListBucketResult><Name>{}</Name></ListBucketResult>",
+            "x".repeat(MAX_TEXT + 1)
+        );
+        assert!(list_page(long.as_bytes())
+            .unwrap_err()
+            .contains("longer than"));
+    }
+
+    #[test]
+    fn a_key_with_a_nul_reference_is_skipped_not_fatal() {
+        let xml = b"<ListBucketResult><Contents><Key>a&#0;b</Key><Size>1</Size></Contents>\
+<Contents><Key>line&#10;FAKE</Key><Size>2</Size></Contents>\
+<Contents><Key>ok</Key><Size>3</Size></Contents></ListBucketResult>";
+        let p = list_page(xml).unwrap();
+        let keys: Vec<&str> = p.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["line\nFAKE", "ok"]);
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+        assert!(p.skipped[0].starts_with("key \"a"), "{:?}", p.skipped);
+        assert!(!p.skipped[0].contains('\n'));
     }
 }

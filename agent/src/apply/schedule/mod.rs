@@ -167,6 +167,7 @@ pub fn sync(ap: &mut Apply, ctx: &Context) {
         new,
         "settings for vmctx sync (0600)",
     );
+    sync_folder(ap, ctx, s);
     let every = crate::schedule::parse_timespan(&s.interval).unwrap_or(300);
     if os::has_systemd(ap.root.dir()) {
         let dropin = format!(
@@ -186,6 +187,31 @@ pub fn sync(ap: &mut Apply, ctx: &Context) {
         let path = ap.root.path(CRON_SYNC);
         ap.file("sync", &path, text.as_bytes(), NewFile::mode(0o644));
         remove_timer(ap, "sync", &sync_units());
+    }
+}
+
+/// The sync folder, made for the context's user (`USERNAME`, else root) when missing: one
+/// the root-run sync made would leave every notebook root's, unsaveable by its user. Parents
+/// that are missing are the user's too; folders that exist are left as they are.
+fn sync_folder(ap: &mut Apply, ctx: &Context, s: &SyncSettings) {
+    let name = ctx.user.as_ref().map_or("root", |u| u.name.as_str());
+    let path = ap.root.path(&s.dir);
+    let target = path.display().to_string();
+    let passwd = std::fs::read_to_string(ap.root.path("/etc/passwd")).unwrap_or_default();
+    let Some(acct) = super::users::lookup(&passwd, name) else {
+        // Not created yet (a dry run) or useradd failed, which says so itself.
+        return ap.skipped("sync_dir", &target, format!("no user {name} to own it"));
+    };
+    if ap.dry_run {
+        return match std::fs::symlink_metadata(&path) {
+            Ok(_) => ap.unchanged("sync_dir", &target, "exists"),
+            Err(_) => ap.changed("sync_dir", &target, format!("create, owned by {name}")),
+        };
+    }
+    match crate::sync::folder::create_all(&path, (acct.uid, acct.gid)) {
+        Ok(true) => ap.changed("sync_dir", &target, format!("created, owned by {name}")),
+        Ok(false) => ap.unchanged("sync_dir", &target, "exists"),
+        Err(e) => ap.failed("sync_dir", &target, e),
     }
 }
 
