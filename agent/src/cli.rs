@@ -126,6 +126,13 @@ pub enum Command {
     },
     /// Keep a folder and an S3 prefix in step (settings: flags, else /etc/vmctx/sync.toml).
     Sync(SyncArgs),
+    /// Build one VM's metadata tree for `imds serve --host-map` (which runs it, one process per
+    /// build, and kills it at its time budget).
+    #[command(hide = true, name = "imds-build-vm")]
+    ImdsBuildVm {
+        /// A folder holding context.sh, or a .json tree file.
+        path: PathBuf,
+    },
     /// Write the man pages and shell completions made from these definitions (for packaging).
     #[command(hide = true)]
     GenerateAssets {
@@ -189,16 +196,20 @@ pub enum ImdsOp {
         /// Address to serve on (default with --guest: 169.254.169.254:80; port 0 picks one).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
-        /// Inside the guest: add 169.254.169.254/32 to lo (removed on exit) and serve there.
+        /// Inside the guest: add 169.254.169.254/32 to lo (removed on exit) and serve there,
+        /// to this machine's own processes only (the socket is bound to lo).
         #[arg(long, conflicts_with = "host_map")]
         guest: bool,
-        /// On a host: one tree per VM address, from DIR/<addr>/context.sh or DIR/<addr>.json.
+        /// On a host: one tree per VM address, from DIR/<addr>/context.sh or DIR/<addr>.json;
+        /// other addresses are refused. Each VM's policy is the stricter of its context and the flags.
         #[arg(long, value_name = "DIR", conflicts_with_all = ["source", "tree"])]
         host_map: Option<PathBuf>,
-        /// Answer 401 to GETs without a valid IMDSv2 token (default: the context's EC2_IMDS_TOKENS).
+        /// Answer 401 to GETs without a valid IMDSv2 token (default: the context's EC2_IMDS_TOKENS;
+        /// with --host-map, every VM).
         #[arg(long)]
         require_token: bool,
-        /// IP TTL of token responses, 1..=64 (default: the context's EC2_IMDS_HOP_LIMIT, else 1).
+        /// IP TTL of token responses, 1..=64 (default: the context's EC2_IMDS_HOP_LIMIT, else 1;
+        /// with --host-map, the most any VM's context may ask for).
         #[arg(long, value_name = "N", value_parser = vmctx_imds::policy::parse_hop_limit)]
         hop_limit: Option<u8>,
     },

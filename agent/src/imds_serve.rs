@@ -1,11 +1,18 @@
 //! `vmctx imds serve`: the context (or a tree file) fed to the emulator crate, in three modes.
 //!
-//! - plain: serve one tree on `--listen`;
+//! - plain: serve one tree on `--listen`, to whoever reaches it;
 //! - `--guest`: inside an imported AMI, add 169.254.169.254/32 to `lo` over netlink, serve port
-//!   80 there, and remove the address on exit (only if this process added it);
+//!   80 there to this machine's own processes only (the socket is bound to `lo`, and a peer that
+//!   is not one of the machine's addresses is refused), and remove the address on exit (only if
+//!   this process added it);
 //! - `--host-map DIR`: on a cloud host, one tree per VM, chosen by the request's source address;
-//!   DIR holds `<vm-address>/context.sh` folders or `<vm-address>.json` tree files, and is
-//!   re-read when it changes.
+//!   DIR holds `<vm-address>/context.sh` folders or `<vm-address>.json` tree files; other
+//!   addresses are refused at accept. Each VM's tree is built in a confined process of its own
+//!   (`build`), killed at a time budget, so one VM's context never holds up another's answers
+//!   nor takes the host's memory; the folder is watched and only what changed is built again
+//!   (`host_map`). Each VM keeps its own token policy, and its tokens are valid for it alone.
+//!
+//! SECURITY.md says what each mode exposes to whom.
 
 use crate::source::{self, Source};
 use crate::{context::Context, imds_tree};
@@ -14,13 +21,25 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use vmctx_imds::server::{self, Limits, Reload};
-use vmctx_imds::{Imds, Policy, Tree, Trees};
+use std::time::{Duration, Instant, SystemTime};
+use vmctx_imds::policy::MAX_HOP_LIMIT;
+use vmctx_imds::server::{self, Limits, OnHup, Reload};
+use vmctx_imds::{Imds, Policy, Served, Tree, Trees, Vm};
+
+mod build;
+mod host_map;
+
+pub use build::{build_in_child, build_vm, build_vm_child, BUILD_MEMORY, BUILD_VM_COMMAND};
+pub use host_map::{list_host_map, Listing, Stamp, VmSource};
 
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// Largest tree file read.
 const MAX_TREE_FILE: u64 = 4 << 20;
+/// Largest `context.sh` a host map reads for one VM.
+pub const MAX_HOST_CONTEXT: u64 = 4 << 20;
+/// How long one VM's tree may take to build in host-map mode (its build process is killed
+/// then); a context that takes longer is not served, nor built again until it changes.
+pub const BUILD_BUDGET: Duration = Duration::from_secs(3);
 /// How often `--host-map` looks for changes, and how often trees are rebuilt from their
 /// context (so served credential times stay current).
 const HOST_MAP_POLL: Duration = Duration::from_secs(2);
@@ -48,10 +67,54 @@ pub struct ServeOptions {
     pub mode: Mode,
     /// Default: 169.254.169.254:80 with `--guest`; required otherwise.
     pub listen: Option<SocketAddr>,
-    /// `--require-token`: overrides the context's `EC2_IMDS_TOKENS`.
+    /// `--require-token`: one tree: added to the context's `EC2_IMDS_TOKENS`; host map: every
+    /// VM requires tokens, whatever its context says.
     pub require_token: bool,
-    /// `--hop-limit`: overrides the context's `EC2_IMDS_HOP_LIMIT`.
+    /// `--hop-limit`: one tree: overrides the context's `EC2_IMDS_HOP_LIMIT`; host map: a VM's
+    /// context may ask for less, never more.
     pub hop_limit: Option<u8>,
+}
+
+impl ServeOptions {
+    fn flags(&self) -> Flags {
+        Flags {
+            require_token: self.require_token,
+            hop_limit: self.hop_limit,
+        }
+    }
+}
+
+/// The policy flags of the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags {
+    pub require_token: bool,
+    pub hop_limit: Option<u8>,
+}
+
+impl Flags {
+    /// One tree (plain, guest): the machine's own operator sets both, so the flags add tokens
+    /// and override the hop limit.
+    pub fn over(self, ctx: Option<Policy>) -> Policy {
+        let mut p = ctx.unwrap_or_default();
+        p.tokens_required |= self.require_token;
+        if let Some(h) = self.hop_limit {
+            p.hop_limit = h;
+        }
+        p
+    }
+
+    /// One VM of a host map: the stricter of the host's flags and the VM's own context, so
+    /// neither the host operator nor the VM's owner can loosen what the other asks for. A tree
+    /// file has no policy of its own: the flags alone.
+    pub fn for_vm(self, ctx: Option<Policy>) -> Policy {
+        match ctx {
+            None => self.over(None),
+            Some(vm) => vm.stricter(Policy {
+                tokens_required: self.require_token,
+                hop_limit: self.hop_limit.unwrap_or(MAX_HOP_LIMIT),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,61 +144,86 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .enable_all()
         .build()?;
     let result = rt.block_on(serve_async(opts));
-    // Connections were drained already; don't wait on idle runtime threads.
+    // Connections were drained already; don't wait on idle runtime threads (nor on a host
+    // map's build that ran out of time: it ends with the process).
     rt.shutdown_timeout(Duration::from_millis(100));
     result
 }
 
 async fn serve_async(opts: ServeOptions) -> Result<(), ServeError> {
-    let (trees, ctx_policy, reload) = initial_trees(&opts)?;
-    let mut policy = ctx_policy.unwrap_or_default();
-    policy.tokens_required |= opts.require_token;
-    if let Some(h) = opts.hop_limit {
-        policy.hop_limit = h;
-    }
     let listen = match (&opts.mode, opts.listen) {
         (_, Some(a)) => a,
         (Mode::Guest, None) => SocketAddr::new(GUEST_ADDR.into(), 80),
         _ => return Err(ServeError::NoListen),
     };
-    let guest = match opts.mode {
-        Mode::Guest => Some(guest::add_address().await?),
-        _ => None,
-    };
-    let result = serve_on(listen, trees, policy, reload, &opts.mode).await;
-    if let Some(added) = guest {
-        if let Err(e) = guest::remove_address(added).await {
-            tracing::warn!("removing {GUEST_ADDR}/32 from lo: {e}");
+    match &opts.mode {
+        Mode::HostMap(dir) => host_map::serve(listen, dir.clone(), opts.flags()).await,
+        Mode::Plain => serve_single(&opts, listen, None).await,
+        Mode::Guest => {
+            let added = guest::add_address().await?;
+            let result = serve_single(&opts, listen, Some("lo")).await;
+            if let Err(e) = guest::remove_address(added).await {
+                tracing::warn!("removing {GUEST_ADDR}/32 from lo: {e}");
+            }
+            result
         }
     }
-    result
 }
 
-async fn serve_on(
+/// Plain and guest mode: one tree; `device` binds the listener to that interface (`lo`), and
+/// then only this machine's own addresses are served.
+async fn serve_single(
+    opts: &ServeOptions,
     listen: SocketAddr,
-    trees: Trees,
-    policy: Policy,
-    reload: Reload,
-    mode: &Mode,
+    device: Option<&str>,
 ) -> Result<(), ServeError> {
-    let listener = server::bind(listen).map_err(|source| ServeError::Bind {
+    let (tree, ctx_policy) = load_single(&opts.tree, &opts.root)?;
+    let policy = opts.flags().over(ctx_policy);
+    let listener = server::bind_to(listen, device).map_err(|source| ServeError::Bind {
         addr: listen,
         source,
     })?;
     let local = listener.local_addr()?;
-    let imds = Arc::new(Imds::new(trees, policy).map_err(|e| ServeError::Tree(e.to_string()))?);
-    let every = match mode {
-        Mode::HostMap(_) => HOST_MAP_POLL,
-        _ => REBUILD_EVERY,
+    let imds = Arc::new(
+        Imds::new(Trees::Single(Arc::new(tree)), policy)
+            .map_err(|e| ServeError::Tree(e.to_string()))?,
+    );
+    let reload: Reload = {
+        let (from, root) = (opts.tree.clone(), opts.root.clone());
+        Arc::new(move || {
+            load_single(&from, &root)
+                .map(|(t, _)| Trees::Single(Arc::new(t)))
+                .map_err(|e| e.to_string())
+        })
     };
-    let watcher = tokio::spawn(rebuild_loop(
-        imds.clone(),
-        reload.clone(),
-        mode.clone(),
-        every,
-    ));
+    // Rebuilt hourly (served credential times) and on SIGHUP, on a blocking thread.
+    let rebuild = {
+        let (imds, reload) = (imds.clone(), reload.clone());
+        move || {
+            let (imds, reload) = (imds.clone(), reload.clone());
+            tokio::task::spawn_blocking(move || server::reload_now(&imds, &reload));
+        }
+    };
+    let timer = {
+        let rebuild = rebuild.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REBUILD_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                rebuild();
+            }
+        })
+    };
+    let limits = match device {
+        Some(_) => Limits::guest(),
+        None => Limits::default(),
+    };
     tracing::info!(
-        "imds: serving on {local} (tokens {}, hop limit {})",
+        "imds: serving on {local}{} (tokens {}, hop limit {})",
+        device.map_or(String::new(), |d| format!(
+            " to this machine only (bound to {d})"
+        )),
         if policy.tokens_required {
             "required"
         } else {
@@ -143,61 +231,18 @@ async fn serve_on(
         },
         policy.hop_limit
     );
-    // One line on stdout says where: tests and scripts that pass port 0 read it.
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "listening on {local}");
-    let _ = out.flush();
-    server::run(listener, imds, Limits::default(), Some(reload)).await?;
-    watcher.abort();
+    say_listening(local);
+    let on_hup: OnHup = Arc::new(rebuild);
+    server::run(listener, imds, limits, Some(on_hup)).await?;
+    timer.abort();
     Ok(())
 }
 
-/// Rebuilds periodically; in host-map mode only when the folder changed.
-async fn rebuild_loop(imds: Arc<Imds>, reload: Reload, mode: Mode, every: Duration) {
-    let mut seen = match &mode {
-        Mode::HostMap(dir) => fingerprint(dir),
-        _ => Vec::new(),
-    };
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        if let Mode::HostMap(dir) = &mode {
-            let now = fingerprint(dir);
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            tracing::info!("{}: changed", dir.display());
-        }
-        server::reload_now(&imds, &reload);
-    }
-}
-
-/// The first trees, the policy the context asks for (none for a tree file or host map), and
-/// how to build them again.
-fn initial_trees(opts: &ServeOptions) -> Result<(Trees, Option<Policy>, Reload), ServeError> {
-    let reload: Reload = match &opts.mode {
-        Mode::HostMap(dir) => {
-            let dir = dir.clone();
-            Arc::new(move || Ok(Trees::ByAddr(load_host_map(&dir))))
-        }
-        _ => {
-            let (from, root) = (opts.tree.clone(), opts.root.clone());
-            Arc::new(move || {
-                load_single(&from, &root)
-                    .map(|(t, _)| Trees::Single(Arc::new(t)))
-                    .map_err(|e| e.to_string())
-            })
-        }
-    };
-    match &opts.mode {
-        Mode::HostMap(dir) => Ok((Trees::ByAddr(load_host_map(dir)), None, reload)),
-        _ => {
-            let (tree, policy) = load_single(&opts.tree, &opts.root)?;
-            Ok((Trees::Single(Arc::new(tree)), policy, reload))
-        }
-    }
+/// One line on stdout says where: tests and scripts that pass port 0 read it.
+fn say_listening(local: SocketAddr) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening on {local}");
+    let _ = out.flush();
 }
 
 /// The single tree `--source`/`--tree` name (`vmctx imds tree`).
@@ -205,6 +250,7 @@ pub fn load_tree(from: &TreeFrom, root: &Path) -> Result<Tree, ServeError> {
     load_single(from, root).map(|(t, _)| t)
 }
 
+/// The tree, and the policy the context asks for (none for a tree file).
 fn load_single(from: &TreeFrom, root: &Path) -> Result<(Tree, Option<Policy>), ServeError> {
     match from {
         TreeFrom::File(p) => Ok((tree_file(p)?, None)),
@@ -243,65 +289,6 @@ pub fn tree_file(path: &Path) -> Result<Tree, ServeError> {
     let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))?;
     Tree::from_json(&v, vmctx_imds::tree::DEFAULT_SIZE_LIMIT).map_err(|e| fail(e.to_string()))
-}
-
-/// `DIR/<address>/context.sh` or `DIR/<address>.json` for every VM; entries that do not parse
-/// are left out with a warning, the others still served.
-pub fn load_host_map(dir: &Path) -> HashMap<IpAddr, Arc<Tree>> {
-    let mut map = HashMap::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!("{}: {e}", dir.display());
-            return map;
-        }
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        let (addr, tree) = if let Some(a) = name.strip_suffix(".json") {
-            (
-                a.parse::<IpAddr>(),
-                tree_file(&path).map_err(|e| e.to_string()),
-            )
-        } else if path.join("context.sh").is_file() {
-            let t = source::load(&Source::Dir(path.clone()), Path::new("/"))
-                .map_err(|e| e.to_string())
-                .and_then(|c| from_context(&c).map_err(|e| e.to_string()))
-                .map(|(t, _)| t);
-            (name.parse::<IpAddr>(), t)
-        } else {
-            continue;
-        };
-        match (addr, tree) {
-            (Ok(a), Ok(t)) => {
-                map.insert(a.to_canonical(), Arc::new(t));
-            }
-            (Err(_), _) => tracing::warn!("{}: not named for an IP address", path.display()),
-            (_, Err(e)) => tracing::warn!("{e}"),
-        }
-    }
-    map
-}
-
-/// Names, sizes and times of DIR's entries and their context.sh: what a change shows in.
-fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    let stat = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.len(), m.modified().ok()))
-    };
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = entry.path();
-        for q in [p.clone(), p.join("context.sh")] {
-            if let Some((len, t)) = stat(&q) {
-                out.push((q.to_string_lossy().into_owned(), len, t));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 mod guest {
@@ -382,33 +369,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_map_reads_folders_and_tree_files_by_address() {
-        let d = tempfile::tempdir().unwrap();
-        let fixture = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../vm-fixtures/contexts/imported-ami/context.sh"
-        );
-        std::fs::create_dir(d.path().join("192.0.2.6")).unwrap();
-        std::fs::copy(fixture, d.path().join("192.0.2.6/context.sh")).unwrap();
-        std::fs::write(
-            d.path().join("192.0.2.7.json"),
-            r#"{"meta-data": {"instance-id": "i-00000000000000007"}}"#,
-        )
-        .unwrap();
-        std::fs::write(d.path().join("not-an-ip.json"), "{}").unwrap();
-        std::fs::write(d.path().join("192.0.2.8.json"), "[").unwrap();
-        let before = fingerprint(d.path());
-        let m = load_host_map(d.path());
-        assert_eq!(m.len(), 2);
-        let a: IpAddr = "192.0.2.6".parse().unwrap();
-        assert_eq!(m[&a].instance_id(), "i-0a1b2c3d4e5f60718");
-        let b: IpAddr = "192.0.2.7".parse().unwrap();
-        assert_eq!(m[&b].instance_id(), "i-00000000000000007");
-        std::fs::write(d.path().join("192.0.2.7.json"), "{}").unwrap();
-        assert_ne!(fingerprint(d.path()), before);
-    }
-
-    #[test]
     fn context_policy_and_flags() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -422,6 +382,33 @@ mod tests {
         let p = policy.unwrap();
         assert!(p.tokens_required);
         assert_eq!(p.hop_limit, 2);
+    }
+
+    #[test]
+    fn flags_override_one_tree_and_are_combined_strictly_for_a_vm() {
+        let vm = |tokens_required, hop_limit| Policy {
+            tokens_required,
+            hop_limit,
+        };
+        let none = Flags::default();
+        let hop3 = Flags {
+            require_token: false,
+            hop_limit: Some(3),
+        };
+        let tokens = Flags {
+            require_token: true,
+            hop_limit: None,
+        };
+        // One tree: the flag overrides the context's hop limit, adds tokens.
+        assert_eq!(hop3.over(Some(vm(true, 1))), vm(true, 3));
+        assert_eq!(tokens.over(None), vm(true, 1));
+        // A VM of a host map: its context counts whatever the flags say…
+        assert_eq!(none.for_vm(Some(vm(true, 2))), vm(true, 2));
+        assert_eq!(hop3.for_vm(Some(vm(true, 5))), vm(true, 3));
+        assert_eq!(hop3.for_vm(Some(vm(false, 1))), vm(false, 1));
+        assert_eq!(tokens.for_vm(Some(vm(false, 4))), vm(true, 4));
+        // …and a tree file, which has no policy, gets the flags.
+        assert_eq!(hop3.for_vm(None), vm(false, 3));
     }
 }
 

@@ -210,6 +210,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Imds { op } => imds(op, root),
+        Command::ImdsBuildVm { path } => {
+            vmctx::imds_serve::build_vm_child(&path)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sync(a) => {
             let flags = vmctx::sync::config::Flags {
                 config: a.config,

@@ -13,5 +13,5 @@ pub mod token;
 pub mod tree;
 
 pub use policy::Policy;
-pub use service::{Imds, Trees};
+pub use service::{Imds, Served, Trees, Vm};
 pub use tree::{Tree, TreeError};

@@ -25,6 +25,18 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// The stricter of two policies: tokens required if either requires them, the lower hop
+    /// limit. A host serving many VMs combines its own flags with each VM's context this way,
+    /// so neither side can loosen what the other asks for.
+    pub fn stricter(self, other: Policy) -> Policy {
+        Policy {
+            tokens_required: self.tokens_required || other.tokens_required,
+            hop_limit: self.hop_limit.min(other.hop_limit),
+        }
+    }
+}
+
 /// `1..=64`, as EC2's `HttpPutResponseHopLimit`.
 pub fn parse_hop_limit(s: &str) -> Result<u8, String> {
     match s.trim().parse::<u8>() {
@@ -78,6 +90,31 @@ mod tests {
         }
         assert_eq!(Policy::default().hop_limit, 1);
         assert!(!Policy::default().tokens_required);
+    }
+
+    #[test]
+    fn stricter_takes_each_side_s_stricter_setting() {
+        let loose = Policy {
+            tokens_required: false,
+            hop_limit: 5,
+        };
+        let strict = Policy {
+            tokens_required: true,
+            hop_limit: 2,
+        };
+        assert_eq!(loose.stricter(strict), strict);
+        assert_eq!(strict.stricter(loose), strict);
+        let mixed = Policy {
+            tokens_required: true,
+            hop_limit: 9,
+        };
+        assert_eq!(
+            mixed.stricter(loose),
+            Policy {
+                tokens_required: true,
+                hop_limit: 5
+            }
+        );
     }
 
     #[test]

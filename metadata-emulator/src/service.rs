@@ -22,23 +22,94 @@ const TTL_HEADER_OUT: &str = "X-Aws-Ec2-Metadata-Token-Ttl-Seconds";
 /// The trees served: one for every client, or one per client address (a host serving its VMs).
 #[derive(Debug, Clone)]
 pub enum Trees {
+    /// Every client sees this tree, under [`Imds::policy`].
     Single(Arc<Tree>),
-    ByAddr(HashMap<IpAddr, Arc<Tree>>),
+    /// A host map: each VM's entry by its address. Connections from any other address are
+    /// refused before they take a connection slot.
+    ByAddr(HashMap<IpAddr, Vm>),
+}
+
+/// One VM of a host map.
+#[derive(Debug, Clone)]
+pub enum Vm {
+    /// Its tree is being built: requests get 503 (clients retry) until it is ready.
+    Building,
+    Ready(Served),
+}
+
+/// A VM's tree with its own IMDSv2 policy, and the scope its tokens are sealed to.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub tree: Arc<Tree>,
+    pub policy: Policy,
+    scope: String,
+}
+
+impl Served {
+    /// The entry for the VM at `addr`. Its tokens are bound to the address and the instance
+    /// id together: a token minted by one VM is never valid for another, even one whose tree
+    /// has the same instance id, and a new VM at an old address gets none of the old tokens
+    /// unless it is the same instance.
+    pub fn new(addr: IpAddr, tree: Arc<Tree>, policy: Policy) -> Served {
+        let scope = format!("{}/{}", addr.to_canonical(), tree.instance_id());
+        Served {
+            tree,
+            policy,
+            scope,
+        }
+    }
+
+    /// What this VM's tokens are bound to.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+}
+
+/// What one request is answered from: a tree, its policy, its token scope.
+struct View<'a> {
+    tree: &'a Tree,
+    policy: Policy,
+    scope: &'a str,
 }
 
 impl Trees {
+    /// Whether connections from `peer` are taken at all: a single tree takes anyone, a host map
+    /// only its VMs' addresses (a v4 client on a dual-stack socket shows as ::ffff:a.b.c.d).
+    pub fn knows(&self, peer: IpAddr) -> bool {
+        match self {
+            Trees::Single(_) => true,
+            Trees::ByAddr(m) => m.contains_key(&peer.to_canonical()),
+        }
+    }
+
+    /// The served tree for `peer` (none for a VM still building or an unknown address).
     pub fn for_peer(&self, peer: IpAddr) -> Option<&Arc<Tree>> {
         match self {
             Trees::Single(t) => Some(t),
-            // A v4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
-            Trees::ByAddr(m) => m.get(&peer.to_canonical()),
+            Trees::ByAddr(m) => match m.get(&peer.to_canonical()) {
+                Some(Vm::Ready(s)) => Some(&s.tree),
+                _ => None,
+            },
         }
+    }
+
+    /// How many VMs a host map holds (1 for a single tree).
+    pub fn len(&self) -> usize {
+        match self {
+            Trees::Single(_) => 1,
+            Trees::ByAddr(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Trees::ByAddr(m) if m.is_empty())
     }
 }
 
 /// The state every connection shares.
 pub struct Imds {
     trees: RwLock<Arc<Trees>>,
+    /// The policy of a single tree; each VM of a host map carries its own ([`Served`]).
     pub policy: Policy,
     pub tokens: TokenAuthority,
     pub counters: Counters,
@@ -81,10 +152,27 @@ impl Imds {
     ) -> (Response<Full<Bytes>>, After) {
         Counters::bump(&self.counters.requests);
         let trees = self.trees();
-        let Some(tree) = trees.for_peer(peer) else {
-            // Not one of ours: nothing is served to it.
-            Counters::bump(&self.counters.refused);
-            return (error(StatusCode::NOT_FOUND), After::Nothing);
+        let view = match &*trees {
+            Trees::Single(t) => View {
+                tree: t,
+                policy: self.policy,
+                scope: t.instance_id(),
+            },
+            Trees::ByAddr(m) => match m.get(&peer.to_canonical()) {
+                Some(Vm::Ready(s)) => View {
+                    tree: &s.tree,
+                    policy: s.policy,
+                    scope: &s.scope,
+                },
+                Some(Vm::Building) => {
+                    return (error(StatusCode::SERVICE_UNAVAILABLE), After::Nothing)
+                }
+                None => {
+                    // Not one of ours: nothing is served to it.
+                    Counters::bump(&self.counters.refused);
+                    return (error(StatusCode::NOT_FOUND), After::Nothing);
+                }
+            },
         };
         let normal = match path::normalise(path) {
             Ok(n) => n,
@@ -93,7 +181,7 @@ impl Imds {
         let route = path::route(&normal);
         let read = *method == Method::GET || *method == Method::HEAD;
         match (&route, method) {
-            (Route::Token, &Method::PUT) => return self.put_token(tree, headers),
+            (Route::Token, &Method::PUT) => return self.put_token(&view, headers),
             (Route::Token, _) => return (not_allowed("PUT"), After::Nothing),
             (Route::VersionedToken, &Method::PUT) => {
                 return (error(StatusCode::FORBIDDEN), After::Nothing)
@@ -101,9 +189,10 @@ impl Imds {
             _ if !read => return (not_allowed("GET, HEAD"), After::Nothing),
             _ => {}
         }
-        if let Some(denied) = self.check_token(tree, headers) {
+        if let Some(denied) = self.check_token(&view, headers) {
             return (denied, After::Nothing);
         }
+        let tree = view.tree;
         let body = match route {
             Route::Versions => Bytes::from(VERSIONS.join("\n")),
             Route::VersionBare => Bytes::new(),
@@ -120,7 +209,7 @@ impl Imds {
         (text(StatusCode::OK, body), After::Nothing)
     }
 
-    fn put_token(&self, tree: &Tree, headers: &HeaderMap) -> (Response<Full<Bytes>>, After) {
+    fn put_token(&self, view: &View<'_>, headers: &HeaderMap) -> (Response<Full<Bytes>>, After) {
         // The anti-SSRF rule: a proxy forwarding a PUT says so, and gets no token.
         if headers.contains_key("x-forwarded-for") {
             Counters::bump(&self.counters.refused);
@@ -132,10 +221,7 @@ impl Imds {
         let Some(Ok(ttl)) = ttl else {
             return (error(StatusCode::BAD_REQUEST), After::Nothing);
         };
-        let token = match self
-            .tokens
-            .issue(tree.instance_id(), Duration::from_secs(ttl))
-        {
+        let token = match self.tokens.issue(view.scope, Duration::from_secs(ttl)) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!("issuing an IMDS token: {e}");
@@ -147,17 +233,17 @@ impl Imds {
         let h = r.headers_mut();
         h.insert(TTL_HEADER_OUT, HeaderValue::from(ttl));
         h.insert(CONNECTION, HeaderValue::from_static("close"));
-        (r, After::HopLimit(self.policy.hop_limit))
+        (r, After::HopLimit(view.policy.hop_limit))
     }
 
     /// `None` when the GET may go ahead; counts what it carried either way.
-    fn check_token(&self, tree: &Tree, headers: &HeaderMap) -> Option<Response<Full<Bytes>>> {
+    fn check_token(&self, view: &View<'_>, headers: &HeaderMap) -> Option<Response<Full<Bytes>>> {
         let ok = match headers.get(TOKEN_HEADER) {
             None => {
                 Counters::bump(&self.counters.no_token);
                 false
             }
-            Some(t) => match self.tokens.validate(t.as_bytes(), tree.instance_id()) {
+            Some(t) => match self.tokens.validate(t.as_bytes(), view.scope) {
                 Ok(()) => true,
                 Err(_) => {
                     Counters::bump(&self.counters.bad_token);
@@ -165,7 +251,7 @@ impl Imds {
                 }
             },
         };
-        (!ok && self.policy.tokens_required).then(|| error(StatusCode::UNAUTHORIZED))
+        (!ok && view.policy.tokens_required).then(|| error(StatusCode::UNAUTHORIZED))
     }
 }
 

@@ -328,7 +328,10 @@ fn tokens_are_bound_to_the_tree_they_were_issued_for() {
 fn host_map_picks_the_tree_by_source_address() {
     let a: IpAddr = "192.0.2.10".parse().unwrap();
     let mut m = HashMap::new();
-    m.insert(a, Arc::new(tree()));
+    m.insert(
+        a,
+        Vm::Ready(Served::new(a, Arc::new(tree()), Policy::default())),
+    );
     let i = Imds::new(Trees::ByAddr(m), Policy::default()).unwrap();
     let h = HeaderMap::new();
     let (r, _) = i.respond(a, &Method::GET, "/latest/meta-data/ami-id", &h);
@@ -340,4 +343,98 @@ fn host_map_picks_the_tree_by_source_address() {
     assert_eq!(r.status(), 404);
     let (r, _) = i.respond(PEER, &Method::GET, "/", &h);
     assert_eq!(r.status(), 404);
+    assert!(i.trees().knows(mapped));
+    assert!(!i.trees().knows(PEER));
+}
+
+/// Two VMs of one host with the same instance id (two clusters' VMIDs, two copies of a tree
+/// file): A requires tokens by its own context, B by its own; the host's flags require none.
+fn two_vms() -> (Imds, IpAddr, IpAddr) {
+    let (a, b): (IpAddr, IpAddr) = ("192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap());
+    let strict = Policy {
+        tokens_required: true,
+        hop_limit: 3,
+    };
+    let mut m = HashMap::new();
+    m.insert(a, Vm::Ready(Served::new(a, Arc::new(tree()), strict)));
+    m.insert(
+        b,
+        Vm::Ready(Served::new(
+            b,
+            Arc::new(tree()),
+            Policy {
+                tokens_required: true,
+                hop_limit: 1,
+            },
+        )),
+    );
+    let host = Policy::default();
+    (Imds::new(Trees::ByAddr(m), host).unwrap(), a, b)
+}
+
+fn from(i: &Imds, peer: IpAddr, method: &str, path: &str, h: &[(&str, &str)]) -> Reply {
+    let mut headers = HeaderMap::new();
+    for (k, v) in h {
+        headers.append(
+            hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let m = Method::from_bytes(method.as_bytes()).unwrap();
+    let (r, after) = i.respond(peer, &m, path, &headers);
+    Reply {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: futures_lite_collect(r.into_body()),
+        after,
+    }
+}
+
+#[test]
+fn each_vm_of_a_host_map_has_its_own_policy() {
+    let (i, a, b) = two_vms();
+    let p = "/latest/meta-data/instance-id";
+    // A's context requires tokens: no token, no data (the host's own policy is optional).
+    assert_eq!(from(&i, a, "GET", p, &[]).status, 401);
+    let ttl = [("X-aws-ec2-metadata-token-ttl-seconds", "60")];
+    let put = from(&i, a, "PUT", "/latest/api/token", &ttl);
+    assert_eq!(put.status, 200);
+    // Each VM's token response leaves with that VM's hop limit.
+    assert_eq!(put.after, After::HopLimit(3));
+    let put_b = from(&i, b, "PUT", "/latest/api/token", &ttl);
+    assert_eq!(put_b.after, After::HopLimit(1));
+    let ok = from(&i, a, "GET", p, &[(TOKEN_HEADER, &put.body)]);
+    assert_eq!((ok.status, ok.body.as_str()), (200, "i-0a1b2c3d4e5f60718"));
+}
+
+#[test]
+fn a_token_minted_for_one_vm_is_refused_for_another_with_the_same_instance_id() {
+    let (i, a, b) = two_vms();
+    let p = "/latest/meta-data/instance-id";
+    let ttl = [("X-aws-ec2-metadata-token-ttl-seconds", "60")];
+    let ta = from(&i, a, "PUT", "/latest/api/token", &ttl).body;
+    let tb = from(&i, b, "PUT", "/latest/api/token", &ttl).body;
+    assert_eq!(from(&i, b, "GET", p, &[(TOKEN_HEADER, &ta)]).status, 401);
+    assert_eq!(from(&i, a, "GET", p, &[(TOKEN_HEADER, &tb)]).status, 401);
+    assert_eq!(from(&i, a, "GET", p, &[(TOKEN_HEADER, &ta)]).status, 200);
+    assert_eq!(from(&i, b, "GET", p, &[(TOKEN_HEADER, &tb)]).status, 200);
+    // A v4-mapped peer is the same VM.
+    let mapped: IpAddr = "::ffff:192.0.2.10".parse().unwrap();
+    assert_eq!(
+        from(&i, mapped, "GET", p, &[(TOKEN_HEADER, &ta)]).status,
+        200
+    );
+}
+
+#[test]
+fn a_vm_still_building_gets_503_and_an_unknown_address_404() {
+    let a: IpAddr = "192.0.2.10".parse().unwrap();
+    let mut m = HashMap::new();
+    m.insert(a, Vm::Building);
+    let i = Imds::new(Trees::ByAddr(m), Policy::default()).unwrap();
+    let r = from(&i, a, "GET", "/latest/meta-data/instance-id", &[]);
+    assert_eq!(r.status, 503);
+    assert!(i.trees().knows(a));
+    let r = from(&i, PEER, "GET", "/latest/meta-data/instance-id", &[]);
+    assert_eq!(r.status, 404);
 }

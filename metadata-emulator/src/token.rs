@@ -1,6 +1,7 @@
 //! IMDSv2 session tokens without a token table: each token is AES-256-GCM over its own expiry
-//! (milliseconds on this process's monotonic clock), with the instance id as associated data, so
-//! a token proves itself and is bound to the instance it was issued for.
+//! (milliseconds on this process's monotonic clock), with the tree's token scope as associated
+//! data (the instance id for a single tree; the VM's address and instance id in a host map), so
+//! a token proves itself and is bound to the tree it was issued for.
 //!
 //! The nonce is a random per-key salt plus a per-key counter, so no nonce repeats under a key;
 //! the key is replaced before the counter reaches 2^32, which invalidates every outstanding
@@ -101,8 +102,8 @@ impl TokenAuthority {
         }
     }
 
-    /// A token for `instance_id` valid for `ttl` (already checked by [`Self::parse_ttl`]).
-    pub fn issue(&self, instance_id: &str, ttl: Duration) -> Result<String, TokenError> {
+    /// A token for `scope` valid for `ttl` (already checked by [`Self::parse_ttl`]).
+    pub fn issue(&self, scope: &str, ttl: Duration) -> Result<String, TokenError> {
         let expiry = self.now_ms().saturating_add(ttl.as_millis() as u64);
         loop {
             {
@@ -118,7 +119,7 @@ impl TokenAuthority {
                             Nonce::from_slice(&nonce),
                             Payload {
                                 msg: &expiry.to_be_bytes(),
-                                aad: instance_id.as_bytes(),
+                                aad: scope.as_bytes(),
                             },
                         )
                         .map_err(|_| TokenError::Invalid)?;
@@ -142,8 +143,8 @@ impl TokenAuthority {
         Ok(())
     }
 
-    /// Checks a token presented for `instance_id`.
-    pub fn validate(&self, token: &[u8], instance_id: &str) -> Result<(), TokenError> {
+    /// Checks a token presented for `scope`.
+    pub fn validate(&self, token: &[u8], scope: &str) -> Result<(), TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
@@ -162,7 +163,7 @@ impl TokenAuthority {
                 Nonce::from_slice(nonce),
                 Payload {
                     msg: sealed,
-                    aad: instance_id.as_bytes(),
+                    aad: scope.as_bytes(),
                 },
             )
             .map_err(|_| TokenError::Invalid)?;

@@ -126,9 +126,6 @@ fn sighup_reloads_the_context_and_sigusr1_logs_counters() {
 /// One process serving two VMs, each by its source address; a third added while it runs.
 #[test]
 fn host_map_serves_each_vm_its_own_tree() {
-    if !need("curl", have_tool("curl")) {
-        return;
-    }
     let map = tempfile::tempdir().unwrap();
     let vm2 = map.path().join("127.0.0.2");
     std::fs::create_dir(&vm2).unwrap();
@@ -143,62 +140,326 @@ fn host_map_serves_each_vm_its_own_tree() {
     )
     .unwrap();
     let s = ImdsServer::start(&["--host-map", map.path().to_str().unwrap()]);
-    let curl = |from: &str, path: &str| {
-        let o = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "--interface", from])
-            .arg(format!("{}{path}", s.url()))
-            .output()
-            .unwrap();
-        stdout(&o)
-    };
     let p = "/latest/meta-data/instance-id";
-    assert_eq!(curl("127.0.0.2", p), "i-0a1b2c3d4e5f60718\n200");
-    assert_eq!(curl("127.0.0.3", p), "i-00000000000000003\n200");
-    assert!(
-        curl("127.0.0.1", p).ends_with("\n404"),
+    wait_served(
+        &s.addr,
+        "127.0.0.2",
+        p,
+        "i-0a1b2c3d4e5f60718",
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        body(&get_from("127.0.0.3", &s.addr, p)),
+        "i-00000000000000003"
+    );
+    // Not a VM of this host: closed unanswered.
+    assert_eq!(
+        get_from("127.0.0.1", &s.addr, p),
+        "",
         "not a VM of this host"
     );
-    assert!(curl("127.0.0.4", p).ends_with("\n404"));
+    assert_eq!(get_from("127.0.0.4", &s.addr, p), "");
     std::fs::write(
         map.path().join("127.0.0.4.json"),
         r#"{"meta-data": {"instance-id": "i-00000000000000004"}}"#,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while curl("127.0.0.4", p) != "i-00000000000000004\n200" {
-        assert!(Instant::now() < deadline, "the new VM was not picked up");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_served(
+        &s.addr,
+        "127.0.0.4",
+        p,
+        "i-00000000000000004",
+        Duration::from_secs(10),
+    );
     // A token is bound to the VM it was issued to.
-    let o = Command::new("curl")
-        .args(["-s", "-X", "PUT", "--interface", "127.0.0.2"])
-        .args(["-H", "X-aws-ec2-metadata-token-ttl-seconds: 60"])
-        .arg(format!("{}/latest/api/token", s.url()))
-        .output()
-        .unwrap();
-    let token = stdout(&o);
+    let token = body(&put_token_from("127.0.0.2", &s.addr)).to_string();
     assert!(!token.is_empty());
-    let with = |from: &str| {
-        let o = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--interface",
-                from,
-            ])
-            .args(["-H", &format!("X-aws-ec2-metadata-token: {token}")])
-            .arg(format!("{}{p}", s.url()))
-            .output()
-            .unwrap();
-        stdout(&o)
-    };
-    assert_eq!(with("127.0.0.2"), "200");
+    let out = get_with_token_from("127.0.0.2", &s.addr, p, &token);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     let (st, log) = s.stop();
     assert!(st.success(), "{log}");
     assert!(log.contains("bad_token=0"), "{log}");
+}
+
+/// A connection from `from` (every 127/8 address is this machine's) to `to`.
+fn connect_from(from: &str, to: &str) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let src: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    let dst: std::net::SocketAddr = to.parse().unwrap();
+    sock.connect(&dst.into()).unwrap();
+    sock.into()
+}
+
+/// One request from `from`: the whole answer, or "" when the connection was closed unanswered.
+fn request_from(from: &str, to: &str, raw: &str) -> String {
+    let mut s = connect_from(from, to);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(raw.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn get_from(from: &str, to: &str, path: &str) -> String {
+    request_from(
+        from,
+        to,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn get_with_token_from(from: &str, to: &str, path: &str, token: &str) -> String {
+    request_from(
+        from,
+        to,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nX-aws-ec2-metadata-token: {token}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+}
+
+fn put_token_from(from: &str, to: &str) -> String {
+    request_from(
+        from,
+        to,
+        "PUT /latest/api/token HTTP/1.1\r\nHost: x\r\n\
+         X-aws-ec2-metadata-token-ttl-seconds: 60\r\nConnection: close\r\n\r\n",
+    )
+}
+
+/// Waits until `from` is served `want` at `path`; how long it took.
+fn wait_served(to: &str, from: &str, path: &str, want: &str, within: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        let out = get_from(from, to, path);
+        if out.starts_with("HTTP/1.1 200") && body(&out) == want {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < within,
+            "{from} not served {want} within {within:?}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A map of two VMs: 127.0.0.2 (the imported AMI's context) and 127.0.0.3 (a tree file).
+fn two_vm_map() -> tempfile::TempDir {
+    let map = tempfile::tempdir().unwrap();
+    let vm2 = map.path().join("127.0.0.2");
+    std::fs::create_dir(&vm2).unwrap();
+    std::fs::copy(
+        fixture("imported-ami").join("context.sh"),
+        vm2.join("context.sh"),
+    )
+    .unwrap();
+    std::fs::write(
+        map.path().join("127.0.0.3.json"),
+        r#"{"meta-data": {"instance-id": "i-00000000000000003"}}"#,
+    )
+    .unwrap();
+    map
+}
+
+/// Over a thousand half-sent requests from an address outside the map, and as many from a VM
+/// of the map, once held every connection slot: every VM was refused. Now the stranger is closed
+/// at accept and the VM is held to its own share; 127.0.0.2 is still answered at once.
+#[test]
+fn host_map_half_sent_floods_leave_the_other_vms_served() {
+    let map = two_vm_map();
+    let s = ImdsServer::start(&["--host-map", map.path().to_str().unwrap()]);
+    let p = "/latest/meta-data/instance-id";
+    wait_served(
+        &s.addr,
+        "127.0.0.2",
+        p,
+        "i-0a1b2c3d4e5f60718",
+        Duration::from_secs(5),
+    );
+    let half_sent = |from: &str, n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| {
+                let mut c = connect_from(from, &s.addr);
+                let _ = c.write_all(b"GET /latest/meta-data/iam/ HTTP/1.1\r\nHo");
+                c
+            })
+            .collect()
+    };
+    let stranger = half_sent("127.0.0.9", 1100);
+    let vm3 = half_sent("127.0.0.3", 1100);
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let t = Instant::now();
+        let out = get_from("127.0.0.2", &s.addr, p);
+        assert_eq!(body(&out), "i-0a1b2c3d4e5f60718", "{out}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+    drop((stranger, vm3));
+    let (st, log) = s.stop();
+    assert!(st.success(), "{log}");
+    let refused: u64 = log
+        .rsplit("refused=")
+        .next()
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    // All of the stranger's, and all but its share of the VM's.
+    assert!(refused >= 1100 + 1100 - 16, "{log}");
+}
+
+/// `context.sh` of a VM whose user-data is gzipped YAML nested `depth` deep: a few hundred
+/// bytes that keep a YAML parser busy for minutes.
+fn hostile_context(vmid: u32, depth: usize) -> String {
+    use base64::Engine;
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(b"#cloud-config\nruncmd: ").unwrap();
+    gz.write_all("[".repeat(depth).as_bytes()).unwrap();
+    let ud = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+    format!(
+        "VMID='{vmid}'\nEC2_METADATA='YES'\nEC2_INSTANCE_ID='i-0000000000000000{vmid}'\n\
+         USER_DATA_ENCODING='base64'\nUSER_DATA='{ud}'\n"
+    )
+}
+
+fn write_context(map: &std::path::Path, addr: &str, text: &str) {
+    let d = map.join(addr);
+    std::fs::create_dir_all(&d).unwrap();
+    // Written aside and renamed, as a cloud driver would: the server never reads half a file.
+    std::fs::write(d.join(".context.sh.new"), text).unwrap();
+    std::fs::rename(d.join(".context.sh.new"), d.join("context.sh")).unwrap();
+}
+
+/// One VM's context (gzipped, deeply nested YAML in its user-data) once kept every VM unserved
+/// for minutes, at start and again on every change. Now the others are answered within a couple
+/// of seconds of the start and all through a rebuild of a hostile one, and pick up their own
+/// changes meanwhile; a hostile build is stopped at its time budget and its VM refused.
+#[test]
+fn host_map_a_hostile_context_holds_up_no_other_vm() {
+    let map = tempfile::tempdir().unwrap();
+    let ami = std::fs::read_to_string(fixture("imported-ami").join("context.sh")).unwrap();
+    write_context(map.path(), "127.0.0.2", &ami);
+    let hostile = hostile_context(4, 128 << 10);
+    assert!(hostile.len() < 512, "{} bytes", hostile.len());
+    write_context(map.path(), "127.0.0.4", &hostile);
+    write_context(
+        map.path(),
+        "127.0.0.5",
+        &ami.replace("i-0a1b2c3d4e5f60718", "i-00000000000000005"),
+    );
+    let p = "/latest/meta-data/instance-id";
+    let started = Instant::now();
+    let s = ImdsServer::start(&["--host-map", map.path().to_str().unwrap()]);
+    wait_served(
+        &s.addr,
+        "127.0.0.2",
+        p,
+        "i-0a1b2c3d4e5f60718",
+        Duration::from_secs(5),
+    );
+    wait_served(
+        &s.addr,
+        "127.0.0.5",
+        p,
+        "i-00000000000000005",
+        Duration::from_secs(5),
+    );
+    // Generous bounds for shared CPUs: it takes well under a second, and took minutes before.
+    eprintln!("both served {:?} after the start", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The hostile VM is told to come back later while its tree is built…
+    let out = get_from("127.0.0.4", &s.addr, p);
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    // …and refused once its build has run out of time.
+    let t = Instant::now();
+    while !get_from("127.0.0.4", &s.addr, p).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "127.0.0.4 still answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 127.0.0.5 turns hostile: while it is built again, 127.0.0.2 is answered at once.
+    write_context(map.path(), "127.0.0.5", &hostile_context(5, 128 << 10));
+    let t = Instant::now();
+    let mut saw_building = false;
+    while t.elapsed() < Duration::from_secs(4) {
+        let q = Instant::now();
+        let out = get_from("127.0.0.2", &s.addr, p);
+        assert_eq!(body(&out), "i-0a1b2c3d4e5f60718", "{out}");
+        assert!(q.elapsed() < Duration::from_secs(3), "{:?}", q.elapsed());
+        saw_building |= get_from("127.0.0.5", &s.addr, p).starts_with("HTTP/1.1 503");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(saw_building, "127.0.0.5 was not rebuilt");
+    // A change of its own while 127.0.0.5 builds again is picked up within seconds.
+    write_context(map.path(), "127.0.0.5", &hostile_context(5, 130 << 10));
+    write_context(
+        map.path(),
+        "127.0.0.2",
+        &ami.replace("i-0a1b2c3d4e5f60718", "i-00000000000000002"),
+    );
+    wait_served(
+        &s.addr,
+        "127.0.0.2",
+        p,
+        "i-00000000000000002",
+        Duration::from_secs(10),
+    );
+    let (st, log) = s.stop();
+    assert!(st.success(), "{log}");
+    assert!(
+        log.contains("127.0.0.4: not served: building its tree took longer than 3 s: stopped"),
+        "{log}"
+    );
+    assert!(log.contains("127.0.0.5: not served"), "{log}");
+}
+
+/// Each VM's own `EC2_IMDS_TOKENS` holds in host mode, and a token minted by one VM is refused
+/// from another, even one whose tree has the same instance id.
+#[test]
+fn host_map_keeps_each_vm_s_token_policy_and_binds_tokens_to_the_vm() {
+    let map = tempfile::tempdir().unwrap();
+    let ami = std::fs::read_to_string(fixture("imported-ami").join("context.sh")).unwrap();
+    let required = format!("{ami}EC2_IMDS_TOKENS='required'\n");
+    write_context(map.path(), "127.0.0.2", &required);
+    write_context(map.path(), "127.0.0.3", &required);
+    let s = ImdsServer::start(&["--host-map", map.path().to_str().unwrap()]);
+    let p = "/latest/meta-data/instance-id";
+    let t = Instant::now();
+    let (a, b) = loop {
+        let a = put_token_from("127.0.0.2", &s.addr);
+        let b = put_token_from("127.0.0.3", &s.addr);
+        if a.starts_with("HTTP/1.1 200") && b.starts_with("HTTP/1.1 200") {
+            break (body(&a).to_string(), body(&b).to_string());
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{a}\n{b}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // A's context requires tokens: nothing without one.
+    let out = get_from("127.0.0.2", &s.addr, p);
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    let out = get_with_token_from("127.0.0.2", &s.addr, p, &a);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(body(&out), "i-0a1b2c3d4e5f60718");
+    // A's token from B's address, and B's from A's.
+    let out = get_with_token_from("127.0.0.3", &s.addr, p, &a);
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    let out = get_with_token_from("127.0.0.2", &s.addr, p, &b);
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    let out = get_with_token_from("127.0.0.3", &s.addr, p, &b);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let (st, log) = s.stop();
+    assert!(st.success(), "{log}");
+    assert!(log.contains("127.0.0.2: tree ready"), "{log}");
+    assert!(log.contains("tokens required"), "{log}");
 }
 
 /// The token response leaves with the hop limit as IP TTL: through one router (a namespace
@@ -224,4 +485,50 @@ fn hop_limit_stops_tokens_one_hop_away() {
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert!(out.contains("hop1 get=200 put=000"), "{out}");
     assert!(out.contains("hop2 get=200 put=200"), "{out}");
+}
+
+/// `--guest` once answered the whole segment: a neighbour that routes 169.254.169.254 via the
+/// guest's address is zero routed hops away, so it got a token (hop limit 1) and the role's
+/// credentials. Now only the guest itself is served, from loopback or its own address.
+#[test]
+fn guest_mode_serves_the_guest_and_not_its_neighbour() {
+    if !need("root", is_root()) || !need("ip", have_tool("ip")) || !need("curl", have_tool("curl"))
+    {
+        return;
+    }
+    let ami = std::fs::read_to_string(fixture("imported-ami").join("context.sh")).unwrap();
+    let secret = "wJalrXUtnFEMIK7MDENGbPxRfiCYNEIGHBOUR";
+    let ctx = context_dir(
+        &format!(
+            "{ami}EC2_IAM_ROLE='notebooks'\nEC2_IAM_ACCESS_KEY_ID='AKIAIOSFODNN7EXAMPLE'\n\
+             EC2_IAM_SECRET_ACCESS_KEY='{secret}'\n"
+        ),
+        &[],
+    );
+    let t = tempfile::tempdir().unwrap();
+    let o = Command::new("sh")
+        .args(["-c", include_str!("imds_guest_neighbour.sh")])
+        .env("VMCTX", vmctx_bin())
+        .env("SRC", format!("dir:{}", ctx.path().display()))
+        .env("T", t.path())
+        .env("TAG", std::process::id().to_string())
+        .env("ROLE", "notebooks")
+        .env("SECRET", secret)
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(
+        out.contains("neighbour put=000 get=000 v1=000 secret=no"),
+        "{out}"
+    );
+    assert!(
+        out.contains("guest put=200 get=200 v1=401 secret=yes"),
+        "{out}"
+    );
+    assert!(
+        out.contains("guest-own-address put=200 get=200 v1=401 secret=yes"),
+        "{out}"
+    );
+    assert!(out.contains("bound to lo"), "{out}");
 }

@@ -1,0 +1,522 @@
+//! `--host-map DIR`: the listener serves from the first moment; a manager task watches DIR
+//! and builds each VM's tree in a process of its own, a few at once, each killed at
+//! [`BUILD_BUDGET`], and publishes the map as each one is ready.
+
+use super::build::build_in_child;
+use super::*;
+use std::collections::HashSet;
+use tokio::sync::{mpsc, Semaphore};
+
+pub async fn serve(listen: SocketAddr, dir: PathBuf, flags: Flags) -> Result<(), ServeError> {
+    let listener = server::bind(listen).map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let local = listener.local_addr()?;
+    let imds = Arc::new(
+        Imds::new(Trees::ByAddr(HashMap::new()), flags.over(None))
+            .map_err(|e| ServeError::Tree(e.to_string()))?,
+    );
+    let (hup_tx, hup_rx) = mpsc::unbounded_channel();
+    let manager = tokio::spawn(Manager::new(dir.clone(), flags, imds.clone()).run(hup_rx));
+    tracing::info!(
+        "imds: serving the VMs of {} on {local} (host flags: tokens {}, hop limit {})",
+        dir.display(),
+        if flags.require_token {
+            "required"
+        } else {
+            "as each VM asks"
+        },
+        flags
+            .hop_limit
+            .map_or("as each VM asks".to_string(), |h| format!("at most {h}"))
+    );
+    say_listening(local);
+    let on_hup: OnHup = Arc::new(move || {
+        let _ = hup_tx.send(());
+    });
+    server::run(listener, imds, Limits::host_map(), Some(on_hup)).await?;
+    manager.abort();
+    Ok(())
+}
+
+/// Builds at once: the machine's CPUs, at least 4 (a build that runs out of time holds
+/// its place for the budget, so a few hostile VMs must not fill every place).
+fn builds_at_once() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get().max(4))
+}
+
+/// Builds one VM's tree: [`build_in_child`], or a stand-in in tests. The future is dropped
+/// at the time budget.
+pub type Builder = Arc<
+    dyn Fn(VmSource) -> futures::future::BoxFuture<'static, Result<(Tree, Option<Policy>), String>>
+        + Send
+        + Sync,
+>;
+
+struct Entry {
+    src: VmSource,
+    /// Of the files the current (or last) build read.
+    stamp: Stamp,
+    served: Option<Served>,
+    built_at: Option<Instant>,
+    /// Its build for `stamp` failed or ran out of time: not served, and not built again
+    /// until its files change (or SIGHUP).
+    failed: bool,
+    /// A build is queued or running.
+    building: bool,
+    /// Build again when the running build ends (its files changed meanwhile, or SIGHUP).
+    again: bool,
+    /// The current build's number (unique in this process), so a result is matched to
+    /// the build that is current, even after the VM left DIR and came back.
+    generation: u64,
+}
+
+struct Done {
+    addr: IpAddr,
+    generation: u64,
+    result: Result<(Tree, Option<Policy>), String>,
+    took: Duration,
+}
+
+pub struct Manager {
+    dir: PathBuf,
+    flags: Flags,
+    imds: Arc<Imds>,
+    vms: HashMap<IpAddr, Entry>,
+    permits: Arc<Semaphore>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: Option<mpsc::UnboundedReceiver<Done>>,
+    warned: HashSet<String>,
+    /// The host-map folder could not be read last time (warned once until it can).
+    unreadable: bool,
+    budget: Duration,
+    build: Builder,
+    builds: u64,
+}
+
+impl Manager {
+    pub fn new(dir: PathBuf, flags: Flags, imds: Arc<Imds>) -> Manager {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Manager {
+            dir,
+            flags,
+            imds,
+            vms: HashMap::new(),
+            permits: Arc::new(Semaphore::new(builds_at_once())),
+            done_tx,
+            done_rx: Some(done_rx),
+            warned: HashSet::new(),
+            unreadable: false,
+            budget: BUILD_BUDGET,
+            build: Arc::new(build_in_child),
+            builds: 0,
+        }
+    }
+
+    pub async fn run(mut self, mut hup: mpsc::UnboundedReceiver<()>) {
+        let mut done = self.done_rx.take().expect("run once");
+        let mut tick = tokio::time::interval(HOST_MAP_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.scan(false).await,
+                Some(()) = hup.recv() => {
+                    tracing::info!("SIGHUP: building every VM's tree again");
+                    self.scan(true).await;
+                }
+                Some(d) = done.recv() => self.finished(d),
+            }
+        }
+    }
+
+    /// Reads DIR (names and metadata, on a blocking thread) and starts a build for every
+    /// VM that is new or changed (all of them when `force`), or whose tree is an hour old.
+    async fn scan(&mut self, force: bool) {
+        let dir = self.dir.clone();
+        let listed = tokio::task::spawn_blocking(move || list_host_map(&dir)).await;
+        let (listed, unnamed) = match listed {
+            Ok(Ok(l)) => {
+                self.unreadable = false;
+                l
+            }
+            Ok(Err(e)) => {
+                if !std::mem::replace(&mut self.unreadable, true) {
+                    tracing::warn!(
+                        "{}: {e}; serving no VM until it can be read",
+                        self.dir.display()
+                    );
+                }
+                (HashMap::new(), Vec::new())
+            }
+            Err(_) => return,
+        };
+        for name in unnamed {
+            if self.warned.insert(name.clone()) {
+                tracing::warn!(
+                    "{}: not named for an IP address",
+                    self.dir.join(&name).display()
+                );
+            }
+        }
+        let before = self.vms.len();
+        self.vms.retain(|addr, _| listed.contains_key(addr));
+        let mut changed = self.vms.len() != before;
+        for (addr, (src, stamp)) in listed {
+            let start = match self.vms.get_mut(&addr) {
+                None => {
+                    self.vms.insert(
+                        addr,
+                        Entry {
+                            src,
+                            stamp,
+                            served: None,
+                            built_at: None,
+                            failed: false,
+                            building: false,
+                            again: false,
+                            generation: 0,
+                        },
+                    );
+                    changed = true;
+                    true
+                }
+                Some(e) if e.src != src || e.stamp != stamp => {
+                    // The files changed: maybe another VM holds this address now, so the
+                    // old tree is not served meanwhile (503 until the new one is built).
+                    tracing::info!("{addr}: changed");
+                    e.src = src;
+                    e.stamp = stamp;
+                    e.served = None;
+                    e.failed = false;
+                    changed = true;
+                    true
+                }
+                Some(e) if force => {
+                    if std::mem::take(&mut e.failed) {
+                        changed = true; // 503 while it is tried again
+                    }
+                    true
+                }
+                Some(e) => !e.failed && e.built_at.is_some_and(|t| t.elapsed() >= REBUILD_EVERY),
+            };
+            if start {
+                self.start(addr);
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn start(&mut self, addr: IpAddr) {
+        let Some(e) = self.vms.get_mut(&addr) else {
+            return;
+        };
+        if e.building {
+            e.again = true;
+            return;
+        }
+        e.building = true;
+        e.again = false;
+        self.builds += 1;
+        e.generation = self.builds;
+        let generation = e.generation;
+        let src = e.src.clone();
+        let (permits, tx, budget) = (self.permits.clone(), self.done_tx.clone(), self.budget);
+        let build = self.build.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let started = Instant::now();
+            let result = match tokio::time::timeout(budget, build(src)).await {
+                Ok(r) => r,
+                // The build (its process) is dropped: killed.
+                Err(_) => Err(format!(
+                    "building its tree took longer than {} s: stopped; not served until \
+                     its files change",
+                    budget.as_secs_f32()
+                )),
+            };
+            let _ = tx.send(Done {
+                addr,
+                generation,
+                result,
+                took: started.elapsed(),
+            });
+        });
+    }
+
+    fn finished(&mut self, done: Done) {
+        let Done {
+            addr,
+            generation,
+            result,
+            took,
+        } = done;
+        let Some(e) = self.vms.get_mut(&addr) else {
+            return; // removed from DIR meanwhile
+        };
+        if e.generation != generation {
+            return;
+        }
+        e.building = false;
+        if e.again {
+            // Built from files that have changed since (or before a SIGHUP): again.
+            self.start(addr);
+            return;
+        }
+        match result {
+            Ok((tree, ctx)) => {
+                let policy = self.flags.for_vm(ctx);
+                tracing::info!(
+                    "{addr}: tree ready in {} ms (tokens {}, hop limit {})",
+                    took.as_millis(),
+                    if policy.tokens_required {
+                        "required"
+                    } else {
+                        "optional"
+                    },
+                    policy.hop_limit
+                );
+                e.served = Some(Served::new(addr, Arc::new(tree), policy));
+                e.built_at = Some(Instant::now());
+                e.failed = false;
+            }
+            Err(why) => {
+                tracing::warn!("{addr}: not served: {why}");
+                e.served = None;
+                e.failed = true;
+            }
+        }
+        self.publish();
+    }
+
+    /// The map the server answers from: ready VMs, 503 for those being built, none for
+    /// those that failed (refused like strangers).
+    fn publish(&self) {
+        let map = self
+            .vms
+            .iter()
+            .filter_map(|(addr, e)| match (&e.served, e.failed) {
+                (Some(s), _) => Some((*addr, Vm::Ready(s.clone()))),
+                (None, false) => Some((*addr, Vm::Building)),
+                (None, true) => None,
+            })
+            .collect();
+        self.imds.replace_trees(Trees::ByAddr(map));
+    }
+}
+
+#[cfg(test)]
+impl Manager {
+    pub fn with(mut self, budget: Duration, build: Builder) -> Manager {
+        self.budget = budget;
+        self.build = build;
+        self
+    }
+}
+
+/// Where one VM's tree comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmSource {
+    /// `DIR/<addr>/` holding `context.sh`.
+    Context(PathBuf),
+    /// `DIR/<addr>.json`.
+    TreeFile(PathBuf),
+}
+
+/// DIR's VMs by address, with their stamps, and the entries not named for an address.
+pub type Listing = (HashMap<IpAddr, (VmSource, Stamp)>, Vec<String>);
+
+/// What a change to a VM's files shows in: device, inode, size, modification and change times
+/// of the entry itself and of its `context.sh`.
+pub type Stamp = Vec<(u64, u64, u64, i64, i64, i64, i64)>;
+
+fn stamp_of(paths: &[PathBuf]) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| {
+            (
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        })
+        .collect()
+}
+
+/// DIR's VMs: `<address>/context.sh` or `<address>.json` (a folder wins over a tree file for
+/// the same address), each with its stamp; entries whose name is not an address are returned
+/// apart. Reads names and metadata only, never a file's contents.
+pub fn list_host_map(dir: &Path) -> std::io::Result<Listing> {
+    let mut map: HashMap<IpAddr, (VmSource, Stamp)> = HashMap::new();
+    let mut unnamed = Vec::new();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let (addr, src, stamp) = if let Some(a) = name.strip_suffix(".json") {
+            let stamp = stamp_of(std::slice::from_ref(&path));
+            (a, VmSource::TreeFile(path), stamp)
+        } else if path.join("context.sh").is_file() {
+            let stamp = stamp_of(&[path.clone(), path.join("context.sh")]);
+            (name.as_str(), VmSource::Context(path), stamp)
+        } else {
+            continue;
+        };
+        let Ok(ip) = addr.parse::<IpAddr>() else {
+            unnamed.push(name);
+            continue;
+        };
+        let ip = ip.to_canonical();
+        match (map.get(&ip), &src) {
+            (Some((VmSource::Context(_), _)), VmSource::TreeFile(_)) => {}
+            _ => {
+                map.insert(ip, (src, stamp));
+            }
+        }
+    }
+    unnamed.sort();
+    Ok((map, unnamed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_map_lists_folders_and_tree_files_by_address() {
+        let d = tempfile::tempdir().unwrap();
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../vm-fixtures/contexts/imported-ami/context.sh"
+        );
+        std::fs::create_dir(d.path().join("192.0.2.6")).unwrap();
+        std::fs::copy(fixture, d.path().join("192.0.2.6/context.sh")).unwrap();
+        std::fs::write(
+            d.path().join("192.0.2.7.json"),
+            r#"{"meta-data": {"instance-id": "i-00000000000000007"}}"#,
+        )
+        .unwrap();
+        std::fs::write(d.path().join("not-an-ip.json"), "{}").unwrap();
+        std::fs::write(d.path().join("192.0.2.8.json"), "[").unwrap();
+        std::fs::create_dir(d.path().join("192.0.2.9")).unwrap(); // no context.sh
+        let (m, unnamed) = list_host_map(d.path()).unwrap();
+        assert_eq!(unnamed, ["not-an-ip.json"]);
+        assert_eq!(m.len(), 3);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (a, _) = &m[&ip("192.0.2.6")];
+        let (t, p) = build_vm(a).unwrap();
+        assert_eq!(t.instance_id(), "i-0a1b2c3d4e5f60718");
+        assert_eq!(p, Some(Policy::default()));
+        let (b, before) = &m[&ip("192.0.2.7")];
+        let (t, p) = build_vm(b).unwrap();
+        assert_eq!(t.instance_id(), "i-00000000000000007");
+        assert_eq!(p, None);
+        assert!(build_vm(&m[&ip("192.0.2.8")].0).is_err());
+        std::fs::write(d.path().join("192.0.2.7.json"), "{}").unwrap();
+        let (m, _) = list_host_map(d.path()).unwrap();
+        assert_ne!(&m[&ip("192.0.2.7")].1, before);
+    }
+
+    /// The host-map manager with a builder that takes `slow` long for 192.0.2.2 (and builds
+    /// the others at once), a budget of 2 s: the other VM is served from the first moment
+    /// and picks up its changes while 192.0.2.2's builds run out of time.
+    #[test]
+    fn a_vm_whose_build_is_slow_holds_up_no_other() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let d = tempfile::tempdir().unwrap();
+        let write = |name: &str, id: &str| {
+            std::fs::write(
+                d.path().join(name),
+                format!(r#"{{"meta-data": {{"instance-id": "{id}"}}}}"#),
+            )
+            .unwrap()
+        };
+        write("192.0.2.1.json", "i-00000000000000001");
+        write("192.0.2.2.json", "i-00000000000000002");
+        let slow = Duration::from_secs(30);
+        // Builds of the slow VM started, and those still running (dropped at the budget).
+        let started = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        let (s2, r2) = (started.clone(), running.clone());
+        let build: Builder = Arc::new(move |src: VmSource| {
+            let (s2, r2) = (s2.clone(), r2.clone());
+            Box::pin(async move {
+                if matches!(&src, VmSource::TreeFile(p) if p.ends_with("192.0.2.2.json")) {
+                    struct Running(Arc<AtomicUsize>);
+                    impl Drop for Running {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                    s2.fetch_add(1, Ordering::SeqCst);
+                    r2.fetch_add(1, Ordering::SeqCst);
+                    let _running = Running(r2);
+                    tokio::time::sleep(slow).await;
+                }
+                build_vm(&src)
+            })
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let imds = Arc::new(Imds::new(Trees::ByAddr(HashMap::new()), Policy::default()).unwrap());
+        let (_hup_tx, hup_rx) = tokio::sync::mpsc::unbounded_channel();
+        let manager = Manager::new(d.path().into(), Flags::default(), imds.clone())
+            .with(Duration::from_secs(2), build);
+        let _task = rt.spawn(manager.run(hup_rx));
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let state = |ip: IpAddr| match &*imds.trees() {
+            Trees::ByAddr(m) => match m.get(&ip) {
+                Some(Vm::Ready(s)) => s.tree.instance_id().to_string(),
+                Some(Vm::Building) => "building".into(),
+                None => "refused".into(),
+            },
+            Trees::Single(_) => unreachable!(),
+        };
+        let wait_for = |ip: IpAddr, want: &str, within: Duration| {
+            let t = Instant::now();
+            while state(ip) != want {
+                assert!(
+                    t.elapsed() < within,
+                    "{ip}: {} after {within:?}, not {want}",
+                    state(ip)
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // Ready while the slow one is still within its budget of 2 s.
+        wait_for(a, "i-00000000000000001", Duration::from_secs(2));
+        assert_eq!(state(b), "building");
+        // Past its budget, the slow VM's build is stopped and the VM refused.
+        wait_for(b, "refused", Duration::from_secs(5));
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            0,
+            "the slow build was stopped"
+        );
+        // Both change: each is built again at the next look at the folder; the quick one is
+        // served its new tree while the slow one's new build runs.
+        std::thread::sleep(Duration::from_millis(20));
+        write("192.0.2.1.json", "i-00000000000000011");
+        write("192.0.2.2.json", "i-00000000000000022");
+        wait_for(b, "building", HOST_MAP_POLL + Duration::from_secs(3));
+        wait_for(a, "i-00000000000000011", Duration::from_secs(2));
+        assert_eq!(state(b), "building", "a's change waited for b's build");
+        wait_for(b, "refused", Duration::from_secs(5));
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        assert_eq!(running.load(Ordering::SeqCst), 0);
+        assert_eq!(state(a), "i-00000000000000011");
+        rt.shutdown_timeout(Duration::from_millis(100));
+    }
+}
