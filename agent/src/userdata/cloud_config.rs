@@ -6,6 +6,7 @@
 //! YAML through serde_norway (a maintained fork of the deprecated serde_yaml): its `Value`
 //! lets each key be checked on its own, so one unknown key never hides the others.
 
+use super::yaml_depth;
 use crate::context::{CloudConfig, CloudUser, Context, Hostname, WriteFile};
 use crate::source::context_sh::Vars;
 use base64::Engine;
@@ -28,6 +29,8 @@ pub struct Doc {
 }
 
 pub fn parse(text: &str, warnings: &mut Vec<String>) -> Result<Doc, String> {
+    // Bounded before libyaml sees it: its work grows with the square of the nesting.
+    yaml_depth::check(text).map_err(|e| e.to_string())?;
     let value: Value = serde_norway::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
     let map = match value {
         Value::Null => return Ok(Doc::default()),

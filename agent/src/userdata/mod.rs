@@ -8,6 +8,7 @@
 
 pub mod cloud_config;
 mod mime;
+pub mod yaml_depth;
 
 use crate::context::{CloudConfig, Context, UserScript};
 use std::io::Read;
@@ -205,5 +206,37 @@ mod tests {
         assert!(decode(b"just some text\n", &mut w).unwrap().is_empty());
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("#include"), "{w:?}");
+    }
+
+    /// Through the whole user-data path: a context whose gzipped `USER_DATA` unpacks to
+    /// nearly 16 MiB of `[`. libyaml took over 120 s on it; the pre-scan refuses it at once.
+    #[test]
+    fn deeply_nested_yaml_is_refused_before_parsing() {
+        use base64::Engine;
+        let mut doc = b"#cloud-config\nhostname: a\nruncmd: ".to_vec();
+        doc.resize(MAX_DECODED as usize - 16, b'[');
+        let body = gz(&doc);
+        assert!(body.len() < 64 << 10, "{} bytes of gzip", body.len());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&body);
+        let text = format!("VMID='1'\nUSER_DATA='{b64}'\nUSER_DATA_ENCODING='base64'\n");
+        let started = std::time::Instant::now();
+        let raw = crate::source::Raw {
+            origin: "test".into(),
+            parsed: crate::source::context_sh::parse(text.as_bytes()),
+            files: Vec::new(),
+            warnings: Vec::new(),
+            cloud: None,
+        };
+        let ctx = crate::source::to_context(raw);
+        let took = started.elapsed();
+        assert!(took.as_secs() < 5, "took {took:?}");
+        assert!(
+            ctx.errors
+                .iter()
+                .any(|e| e.contains("nested deeper than 64 levels (line 3)")),
+            "{:?}",
+            ctx.errors
+        );
+        assert!(ctx.hostname.is_none(), "a refused document configures nothing");
     }
 }
