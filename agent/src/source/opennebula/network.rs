@@ -26,14 +26,27 @@ pub(super) fn network(r: &mut Reader) -> Network {
         return net;
     }
 
-    let (indices, aliases) = nic_indices(r);
+    let indices = nic_indices(r);
     // A legacy context with no ETHx_* variables at all: OpenNebula's original rule applies to
     // every NIC whose MAC carries the prefix (resolved against the live links by the plan).
     net.derive_all_prefixed = indices.is_empty();
 
     let mut seen_macs = BTreeSet::new();
-    for idx in indices {
-        let Some(mut nic) = nic(r, idx, mac_prefix, aliases.get(&idx)) else {
+    let mut no_mac = 0usize;
+    for (idx, keys) in indices {
+        if r.get(&format!("ETH{idx}_MAC")).is_none() {
+            // B13: an empty MAC must never match some NIC; say so only if the NIC was meant.
+            if keys.meant {
+                no_mac += 1;
+                if no_mac <= MAX_NO_MAC_WARNINGS {
+                    r.warn(format!(
+                        "ETH{idx} has variables but no ETH{idx}_MAC; skipped"
+                    ));
+                }
+            }
+            continue;
+        }
+        let Some(mut nic) = nic(r, idx, mac_prefix, &keys.aliases) else {
             continue;
         };
         if !seen_macs.insert(nic.mac) {
@@ -51,6 +64,12 @@ pub(super) fn network(r: &mut Reader) -> Network {
         }
         net.nics.push(nic);
     }
+    if no_mac > MAX_NO_MAC_WARNINGS {
+        r.warn(format!(
+            "{} more NICs have variables but no ETHx_MAC; skipped",
+            no_mac - MAX_NO_MAC_WARNINGS
+        ));
+    }
     // Global resolvers: DNS first, then each NIC's own, in numeric NIC order (B14).
     for nic in &net.nics {
         if nic.method == Method::Skip {
@@ -66,21 +85,35 @@ pub(super) fn network(r: &mut Reader) -> Network {
     net
 }
 
-/// NIC indices (numeric order) and, per NIC, its alias indices. Only keys with a value count,
-/// except that any `ETHx_` key at all marks the context as a current (non-legacy) one.
-fn nic_indices(r: &Reader) -> (BTreeSet<u32>, BTreeMap<u32, BTreeSet<u32>>) {
-    let mut nics = BTreeSet::new();
-    let mut aliases: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
-    for key in r.vars.keys() {
+/// Warnings for NICs without a MAC beyond these are summed up in one line.
+const MAX_NO_MAC_WARNINGS: usize = 20;
+
+/// What the `ETHx_*` keys say about one NIC index.
+#[derive(Default)]
+struct NicKeys {
+    aliases: BTreeSet<u32>,
+    /// A non-alias key has a value: the NIC was meant, even without a MAC.
+    meant: bool,
+}
+
+/// The `ETHx_*` keys grouped by NIC index (numeric order), in one pass over the variables
+/// (a pass per NIC was quadratic in hostile contexts). Any `ETHx_` key at all marks the
+/// context as a current (non-legacy) one.
+fn nic_indices(r: &Reader) -> BTreeMap<u32, NicKeys> {
+    let mut nics: BTreeMap<u32, NicKeys> = BTreeMap::new();
+    for (key, value) in r.vars.iter() {
         let Some((idx, rest)) = split_index(key, "ETH") else {
             continue;
         };
-        nics.insert(idx);
-        if let Some((alias, _)) = split_index(rest, "ALIAS") {
-            aliases.entry(idx).or_default().insert(alias);
+        let keys = nics.entry(idx).or_default();
+        match split_index(rest, "ALIAS") {
+            Some((alias, _)) => {
+                keys.aliases.insert(alias);
+            }
+            None => keys.meant |= !value.trim().is_empty(),
         }
     }
-    (nics, aliases)
+    nics
 }
 
 /// `ETH12_IP` with prefix `ETH` → (12, `IP`).
@@ -96,23 +129,10 @@ fn split_index<'k>(key: &'k str, prefix: &str) -> Option<(u32, &'k str)> {
     Some((num.parse().ok()?, rest))
 }
 
-fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>>) -> Option<Nic> {
+fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Option<Nic> {
     let p = format!("ETH{idx}_");
     let var = |s: &str| format!("{p}{s}");
-    let Some(mac_str) = r.get(&var("MAC")) else {
-        // B13: an empty MAC must never match some NIC; say so only if the NIC was meant.
-        let meant = r.vars.iter().any(|(k, v)| {
-            k.starts_with(&p)
-                && !v.trim().is_empty()
-                && split_index(&k[p.len()..], "ALIAS").is_none()
-        });
-        if meant {
-            r.warn(format!(
-                "ETH{idx} has variables but no ETH{idx}_MAC; skipped"
-            ));
-        }
-        return None;
-    };
+    let mac_str = r.get(&var("MAC"))?;
     let mac: MacAddr = match mac_str.parse() {
         Ok(m) => m,
         Err(e) => {
@@ -173,7 +193,6 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>
     } else {
         Vec::new()
     };
-    let aliases: Vec<u32> = aliases.into_iter().flatten().copied().collect();
     let mut alias4 = Vec::new();
     let mut alias6 = Vec::new();
     for a in aliases {
