@@ -115,16 +115,41 @@ fn sort(
         _ => sniffed.to_string(),
     };
     match ctype.as_str() {
-        "text/x-shellscript" => out.push(Part::Script { name: name.to_string(), body }),
+        "text/x-shellscript" => out.push(Part::Script {
+            name: name.to_string(),
+            body,
+        }),
         "text/cloud-config" => match String::from_utf8(body) {
-            Ok(text) => out.push(Part::CloudConfig { name: name.to_string(), text }),
-            Err(_) => warnings.push(format!("user-data {name}: #cloud-config that is not UTF-8: skipped")),
+            Ok(text) => out.push(Part::CloudConfig {
+                name: name.to_string(),
+                text,
+            }),
+            Err(_) => warnings.push(format!(
+                "user-data {name}: #cloud-config that is not UTF-8: skipped"
+            )),
         },
+        // Only a `#directive`'s name is shown: the rest of the line may hold a secret.
         "" => warnings.push(format!(
-            "user-data {name}: {:?} is not a kind vmctx runs (#! scripts and #cloud-config): skipped",
-            first.chars().take(40).collect::<String>()
+            "user-data {name}: {} is not a kind vmctx runs (#! scripts and #cloud-config): skipped",
+            directive(&first)
         )),
-        other => warnings.push(format!("user-data {name}: {other} is not supported: skipped")),
+        other => warnings.push(format!(
+            "user-data {name}: {other} is not supported: skipped"
+        )),
+    }
+}
+
+/// `#include`, `#cloud-boothook`, …: the first word of a `#` line; else a plain description.
+fn directive(first: &str) -> String {
+    let word: String = first
+        .chars()
+        .take_while(|c| *c == '#' || *c == '-' || c.is_ascii_alphanumeric())
+        .take(30)
+        .collect();
+    if word.len() > 1 && word.starts_with('#') {
+        format!("{word:?}")
+    } else {
+        "plain text".into()
     }
 }
 
@@ -237,6 +262,9 @@ mod tests {
             "{:?}",
             ctx.errors
         );
-        assert!(ctx.hostname.is_none(), "a refused document configures nothing");
+        assert!(
+            ctx.hostname.is_none(),
+            "a refused document configures nothing"
+        );
     }
 }

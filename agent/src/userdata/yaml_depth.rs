@@ -138,10 +138,9 @@ impl Scan {
                 }
                 // Anchors and tags leave room for the node after them.
                 b'&' | b'!' if node_start => {
-                    while b
-                        .get(i)
-                        .is_some_and(|c| !matches!(c, b' ' | b'\t' | b',' | b'[' | b']' | b'{' | b'}'))
-                    {
+                    while b.get(i).is_some_and(|c| {
+                        !matches!(c, b' ' | b'\t' | b',' | b'[' | b']' | b'{' | b'}')
+                    }) {
                         i += 1;
                     }
                     continue;
@@ -196,10 +195,16 @@ mod tests {
     #[test]
     fn deep_flow_is_refused() {
         let deep = "[".repeat(MAX_DEPTH + 1);
-        assert_eq!(check(&format!("#cloud-config\na: {deep}\n")), Err(TooDeep { line: 2 }));
+        assert_eq!(
+            check(&format!("#cloud-config\na: {deep}\n")),
+            Err(TooDeep { line: 2 })
+        );
         assert!(!depth_ok(&"{a: ".repeat(MAX_DEPTH + 1)));
         // Spread over lines, and after a quoted scalar that spans lines.
-        assert!(!depth_ok(&format!("a: 'x\ny'\nb: {}", "[\n".repeat(MAX_DEPTH + 1))));
+        assert!(!depth_ok(&format!(
+            "a: 'x\ny'\nb: {}",
+            "[\n".repeat(MAX_DEPTH + 1)
+        )));
         // A plain scalar's quote does not open a quoted scalar that would hide the rest.
         assert!(!depth_ok(&format!("a: [x' {}", "[".repeat(MAX_DEPTH + 1))));
     }
@@ -213,6 +218,9 @@ mod tests {
         }
         assert!(!depth_ok(&nested));
         // A block scalar ends where its indentation does.
-        assert!(!depth_ok(&format!("a: |\n    x\n  b: {}", "[".repeat(MAX_DEPTH))));
+        assert!(!depth_ok(&format!(
+            "a: |\n    x\n  b: {}",
+            "[".repeat(MAX_DEPTH)
+        )));
     }
 }

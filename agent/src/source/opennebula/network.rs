@@ -136,7 +136,7 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Op
     let mac: MacAddr = match mac_str.parse() {
         Ok(m) => m,
         Err(e) => {
-            r.error(&var("MAC"), mac_str, e);
+            r.error(&var("MAC"), e);
             return None;
         }
     };
@@ -149,10 +149,10 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Op
         None | Some("static") => Method::Static,
         Some("dhcp") => Method::Dhcp,
         Some("skip") => Method::Skip,
-        Some(other) => {
+        Some(_) => {
             // OpenNebula/one#7648: the server has leaked NIC models (`virtio`) into METHOD.
             r.warn(format!(
-                "ETH{idx}_METHOD={other:?} is not static, dhcp or skip; taken as static"
+                "ETH{idx}_METHOD is not static, dhcp or skip; taken as static"
             ));
             Method::Static
         }
@@ -172,9 +172,9 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Op
         Some("dhcp") => Ip6Method::Dhcp,
         Some("disable") => Ip6Method::Disable,
         Some("skip") => Ip6Method::Skip,
-        Some(other) => {
+        Some(_) => {
             r.warn(format!(
-                "ETH{idx}_IP6_METHOD={other:?} is not static, auto, dhcp, disable or skip; taken as static"
+                "ETH{idx}_IP6_METHOD is not static, auto, dhcp, disable or skip; taken as static"
             ));
             Ip6Method::Static
         }
@@ -314,10 +314,11 @@ fn routes(r: &mut Reader, name: &str) -> Vec<Route> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    let entries = value.split(',').map(str::trim).filter(|e| !e.is_empty());
+    for (i, entry) in entries.enumerate() {
         match parse_route(entry) {
             Ok(route) => out.push(route),
-            Err(e) => r.error(name, entry, e),
+            Err(e) => r.error(name, format_args!("entry {}: {e}", i + 1)),
         }
     }
     out
@@ -334,7 +335,7 @@ fn parse_route(entry: &str) -> Result<Route, String> {
     let to: Cidr = to.parse()?;
     let via: IpAddr = via
         .parse()
-        .map_err(|_| format!("gateway {via:?} is not an IP address"))?;
+        .map_err(|_| "the gateway is not an IP address".to_string())?;
     if to.addr.is_ipv4() != via.is_ipv4() {
         return Err("network and gateway are of different IP versions".into());
     }
@@ -347,13 +348,13 @@ fn ip_list(r: &mut Reader, name: &str) -> Vec<IpAddr> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for w in value
+    let words = value
         .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|w| !w.is_empty())
-    {
+        .filter(|w| !w.is_empty());
+    for (i, w) in words.enumerate() {
         match w.parse() {
             Ok(ip) => push_unique(&mut out, ip),
-            Err(_) => r.error(name, w, "not an IP address"),
+            Err(_) => r.error(name, format_args!("entry {}: not an IP address", i + 1)),
         }
     }
     out
@@ -364,10 +365,10 @@ fn domain_list(r: &mut Reader, name: &str) -> Vec<String> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for w in value
+    let words = value
         .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|w| !w.is_empty())
-    {
+        .filter(|w| !w.is_empty());
+    for (i, w) in words.enumerate() {
         let ok = w.len() <= 253
             && w.trim_end_matches('.').split('.').all(|l| {
                 !l.is_empty()
@@ -378,7 +379,7 @@ fn domain_list(r: &mut Reader, name: &str) -> Vec<String> {
         if ok {
             push_unique(&mut out, w.to_ascii_lowercase());
         } else {
-            r.error(name, w, "not a domain name");
+            r.error(name, format_args!("entry {}: not a domain name", i + 1));
         }
     }
     out

@@ -35,7 +35,10 @@ fn shared_extent_image(count: usize, size: u32, data: u32) -> Vec<u8> {
         .map(|i| file(data, size, format!("F{i:05}.TXT;1").as_bytes(), &[]))
         .collect();
     let root_len = iso.dir(20, 20, &[], &records);
-    assert!(20 + root_len / 2048 < data, "the data follows the root folder");
+    assert!(
+        20 + root_len / 2048 < data,
+        "the data follows the root folder"
+    );
     let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     iso.put(data, 0, &content);
     iso.pvd("CONTEXT", 20, root_len);
@@ -79,7 +82,8 @@ fn records_sharing_an_extent_are_refused_before_reading() {
         "{err}"
     );
     assert!(
-        err.to_string().starts_with("the files in / add up to 536870912 bytes"),
+        err.to_string()
+            .starts_with("the files in / add up to 536870912 bytes"),
         "{err}"
     );
     assert!(read.get() < 1 << 20, "{} bytes read", read.get());
