@@ -232,9 +232,11 @@ mod tests {
     /// the variable and the reason only.
     #[test]
     fn errors_name_the_variable_not_the_value() {
-        let c = ctx("VMID='1'\nETH0_MAC='hunter1'\nETH1_MAC='02:00:0a:00:00:01'\n\
+        let c = ctx(
+            "VMID='1'\nETH0_MAC='hunter1'\nETH1_MAC='02:00:0a:00:00:01'\n\
                      ETH1_IP='hunter2'\nETH1_METHOD='hunter3'\nDNS='10.0.0.1 hunter4'\n\
-                     USERNAME='Hunter 5'\nSTART_SCRIPT_BASE64='hunter6!'\n");
+                     USERNAME='Hunter 5'\nSTART_SCRIPT_BASE64='hunter6!'\n",
+        );
         let all = format!("{:?} {:?}", c.errors, c.warnings);
         assert!(!all.contains("unter"), "{all}");
         for want in [
@@ -244,9 +246,18 @@ mod tests {
         ] {
             assert!(c.errors.iter().any(|e| e == want), "{want} not in {all}");
         }
-        assert!(c.errors.iter().any(|e| e.starts_with("USERNAME: ")), "{all}");
-        assert!(c.errors.iter().any(|e| e.starts_with("START_SCRIPT_BASE64: ")));
-        assert!(c.warnings.iter().any(|w| w.starts_with("ETH1_METHOD is not")));
+        assert!(
+            c.errors.iter().any(|e| e.starts_with("USERNAME: ")),
+            "{all}"
+        );
+        assert!(c
+            .errors
+            .iter()
+            .any(|e| e.starts_with("START_SCRIPT_BASE64: ")));
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("ETH1_METHOD is not")));
     }
 
     #[test]
