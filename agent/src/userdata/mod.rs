@@ -254,7 +254,8 @@ mod tests {
         };
         let ctx = crate::source::to_context(raw);
         let took = started.elapsed();
-        assert!(took.as_secs() < 5, "took {took:?}");
+        // Under 2 s on an idle machine, minutes before the fix; generous for shared CI cores.
+        assert!(took.as_secs() < 15, "took {took:?}");
         assert!(
             ctx.errors
                 .iter()

@@ -241,7 +241,7 @@ mod tests {
         assert!(!all.contains("unter"), "{all}");
         for want in [
             "ETH0_MAC: not a MAC address",
-            "ETH1_IP: not an IP address",
+            "ETH1_IP: invalid IPv4 address syntax",
             "DNS: entry 2: not an IP address",
         ] {
             assert!(c.errors.iter().any(|e| e == want), "{want} not in {all}");

@@ -212,7 +212,8 @@ fn many_nics_without_mac_are_bounded() {
     let started = std::time::Instant::now();
     let c = super::super::to_context(&parsed.vars, &[], "test");
     let took = started.elapsed();
-    assert!(took.as_secs() < 5, "took {took:?}");
+    // Under 2 s on an idle machine, minutes before the fix; generous for shared CI cores.
+    assert!(took.as_secs() < 15, "took {took:?}");
     assert!(c.network.nics.is_empty());
     let mac: Vec<&String> = c.warnings.iter().filter(|w| w.contains("MAC")).collect();
     assert_eq!(mac.len(), 21, "{mac:?}");

@@ -57,7 +57,8 @@ fn many_files_are_read_with_one_listing() {
     let started = Instant::now();
     let files = crate::source::opennebula::read_cd_files(&path, 1 << 20).unwrap();
     let took = started.elapsed();
-    assert!(took.as_secs() < 5, "took {took:?}");
+    // Under 2 s on an idle machine, minutes before the fix; generous for shared CI cores.
+    assert!(took.as_secs() < 15, "took {took:?}");
     assert_eq!(files.len(), 20_000);
     assert_eq!(files[0], ("F00000.TXT".to_string(), vec![0, 1, 2, 3]));
     assert_eq!(files[19_999].0, "F19999.TXT");
