@@ -4,9 +4,10 @@
 # and without Rock Ridge and Joliet. Run from agent/fuzz.
 set -eu
 cd "$(dirname "$0")"
-mkdir -p corpus/iso9660 corpus/context_sh
-install -m 644 seeds/iso9660/* corpus/iso9660/
-install -m 644 seeds/context_sh/* corpus/context_sh/
+for target in seeds/*; do
+    mkdir -p "corpus/${target#seeds/}"
+    install -m 644 "$target"/* "corpus/${target#seeds/}/"
+done
 for f in ../../vm-fixtures/contexts/*/context.sh; do
     install -m 644 "$f" "corpus/context_sh/$(basename "$(dirname "$f")").sh"
 done
@@ -24,4 +25,4 @@ if command -v xorriso >/dev/null; then
         xorriso -as mkisofs -V CONTEXT $flags -no-pad -o "corpus/iso9660/$name.iso" "$tree" 2>/dev/null
     done
 fi
-ls -l corpus/iso9660 corpus/context_sh
+ls -l corpus/*

@@ -406,11 +406,10 @@ pub struct MacAddr(pub [u8; 6]);
 impl FromStr for MacAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bytes =
-            parse_hex_bytes(s.trim()).ok_or_else(|| format!("{s:?} is not a MAC address"))?;
+        let bytes = parse_hex_bytes(s.trim()).ok_or_else(|| "not a MAC address".to_string())?;
         let arr: [u8; 6] = bytes
             .try_into()
-            .map_err(|_| format!("{s:?} is not a MAC address (needs 6 bytes)"))?;
+            .map_err(|_| "not a MAC address (needs 6 bytes)".to_string())?;
         Ok(MacAddr(arr))
     }
 }
@@ -486,13 +485,9 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| "not an IP address".to_string())?;
         let prefix = match prefix {
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("{s:?} has a bad prefix length"))?,
+            Some(p) => p.parse().map_err(|_| "bad prefix length".to_string())?,
             None if addr.is_ipv4() => 32,
             None => 128,
         };

@@ -13,7 +13,7 @@ const QEMU_OUI: [u8; 3] = [0x52, 0x54, 0x00];
 pub fn parse_mac_prefix(s: &str) -> Result<[u8; 2], String> {
     parse_hex_bytes(s.trim())
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("{s:?} is not a 2-byte MAC prefix like 02:00"))
+        .ok_or_else(|| "not a 2-byte MAC prefix like 02:00".to_string())
 }
 
 pub fn format_mac_prefix(p: [u8; 2]) -> String {
@@ -56,16 +56,14 @@ pub fn mask_to_prefix(mask: &str) -> Result<u8, String> {
         return if n <= 32 {
             Ok(n)
         } else {
-            Err(format!("{mask:?} is not a netmask (prefix over 32)"))
+            Err("not a netmask (prefix over 32)".into())
         };
     }
-    let ip: Ipv4Addr = m
-        .parse()
-        .map_err(|_| format!("{mask:?} is not a netmask"))?;
+    let ip: Ipv4Addr = m.parse().map_err(|_| "not a netmask".to_string())?;
     let bits = u32::from(ip);
     let prefix = bits.leading_ones();
     if bits.checked_shl(prefix).unwrap_or(0) != 0 {
-        return Err(format!("{mask:?} is not a contiguous netmask"));
+        return Err("not a contiguous netmask".into());
     }
     Ok(prefix as u8)
 }

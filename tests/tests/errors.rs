@@ -169,7 +169,7 @@ fn invalid_values_exit_1_but_plan_the_rest() {
         v["errors"][0]
             .as_str()
             .unwrap()
-            .starts_with("UPDATE_SCHEDULE="),
+            .starts_with("UPDATE_SCHEDULE:"),
         "{v}"
     );
 }

@@ -50,8 +50,13 @@ fn check(src: &str, canary: &Path) {
         assert!(!stderr(&o).contains("panicked"));
         let v = json(&o);
         let text = v.to_string();
-        // Values are kept literally…
-        assert!(text.contains("$(touch"), "{cmd}: {text}");
+        // Values are kept literally (errors name a variable, never quote its value): the
+        // hostname is made of the substitution's text, the user name is refused as text.
+        assert!(text.contains("\"touch-"), "{cmd}: {text}");
+        assert!(
+            text.contains("USERNAME: not a valid user name"),
+            "{cmd}: {text}"
+        );
         assert_no_canary(canary);
     }
     // …and every stray line was reported with its line number.

@@ -116,7 +116,7 @@ fn summary_mentions_the_essentials() {
         "default via 10.0.3.1",
         "user      ubuntu (sudo",
         "start_script",
-        "error: UPDATE_SCHEDULE=",
+        "error: UPDATE_SCHEDULE:",
     ] {
         assert!(s.contains(needle), "{needle:?} missing in:\n{s}");
     }

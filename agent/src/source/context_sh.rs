@@ -111,8 +111,17 @@ pub fn parse(input: &[u8]) -> Parsed {
                         );
                     }
                     next = a.end + 1;
+                    let first_line = lineno;
                     lineno += text[pos..a.end].matches('\n').count();
-                    out.vars.0.insert(a.name, a.value);
+                    if a.value.contains('\0') {
+                        // No program's environment can carry it: every start script would fail.
+                        out.warn(
+                            first_line,
+                            format_args!("{} holds a NUL byte; variable dropped", a.name),
+                        );
+                    } else {
+                        out.vars.0.insert(a.name, a.value);
+                    }
                 }
                 Err(why) => out.warn(lineno, format_args!("skipped: {why}")),
             }
@@ -138,7 +147,8 @@ fn parse_assignment(text: &str, start: usize, eol: usize) -> Result<Assignment, 
         return Err("not a NAME='value' line".into());
     };
     if !is_name(name) {
-        return Err(format!("{:?} is not a variable name", shorten(name)));
+        // The text is not quoted: a broken line may be a piece of a secret.
+        return Err("the text before '=' is not a variable name".into());
     }
     let value_start = start + name.len() + 1;
     let tail = &text[value_start..];
@@ -160,10 +170,7 @@ fn parse_assignment(text: &str, start: usize, eol: usize) -> Result<Assignment, 
         .map_or(text.len(), |n| value_start + consumed + n);
     let rest_of_line = &text[value_start + consumed..end];
     if !rest_of_line.trim().is_empty() {
-        return Err(format!(
-            "{name} has text after its closing quote: {:?}",
-            shorten(rest_of_line.trim())
-        ));
+        return Err(format!("{name} has text after its closing quote"));
     }
     Ok(Assignment {
         name: name.to_string(),
@@ -205,14 +212,6 @@ fn is_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn shorten(s: &str) -> String {
-    let mut out: String = s.chars().take(40).collect();
-    if s.chars().count() > 40 {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -330,5 +329,31 @@ mod tests {
         let p = parse(b"A='h\xffllo'\n");
         assert_eq!(p.vars.get("A"), Some("h\u{fffd}llo"));
         assert_eq!(p.warnings.len(), 1);
+    }
+
+    #[test]
+    fn a_nul_byte_drops_the_variable_by_name() {
+        let p = parse(b"A='1'\nPASSWORD='se\0cret'\nS='multi\nline\0'\nB='2'\n");
+        assert_eq!(p.vars.get("A"), Some("1"));
+        assert_eq!(p.vars.get("B"), Some("2"));
+        assert!(!p.vars.has_key("PASSWORD") && !p.vars.has_key("S"));
+        assert_eq!(
+            p.warnings,
+            [
+                "line 2: PASSWORD holds a NUL byte; variable dropped",
+                "line 3: S holds a NUL byte; variable dropped"
+            ]
+        );
+    }
+
+    #[test]
+    fn warnings_never_quote_values() {
+        let p = parse(b"PASSWORD='hunter2'xyzzy'\nhunter3 rest=x\nT='ok'\n");
+        assert_eq!(p.vars.get("T"), Some("ok"));
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        for w in &p.warnings {
+            assert!(!w.contains("hunter") && !w.contains("xyzzy"), "{w}");
+        }
+        assert!(p.warnings[0].contains("PASSWORD"), "{:?}", p.warnings);
     }
 }

@@ -18,6 +18,8 @@ use std::str::FromStr;
 
 /// Largest `context.sh` read (OpenNebula's are a few KiB; a start script may add some MiB).
 pub const MAX_CONTEXT_SH: u64 = 16 << 20;
+/// Most bytes read for all the context's files together (the start scripts' private copy).
+pub const MAX_CONTEXT_FILES: u64 = 256 << 20;
 
 /// The `--source` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,6 +375,7 @@ pub fn read_files(source: &Source, limit: u64) -> Result<Vec<(String, Vec<u8>)>,
                 source,
             };
             let mut out = Vec::new();
+            let mut total = 0u64;
             for entry in std::fs::read_dir(path).map_err(io)? {
                 let entry = entry.map_err(io)?;
                 let meta = entry.metadata().map_err(io)?;
@@ -380,17 +383,24 @@ pub fn read_files(source: &Source, limit: u64) -> Result<Vec<(String, Vec<u8>)>,
                     continue;
                 }
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if meta.len() > limit {
-                    return Err(SourceError::Iso {
-                        origin,
-                        source: iso9660::IsoError::TooLarge {
-                            path: name,
-                            size: meta.len(),
-                            limit,
-                        },
-                    });
-                }
-                out.push((name, std::fs::read(entry.path()).map_err(io)?));
+                total = total.saturating_add(meta.len());
+                let source = if meta.len() > limit {
+                    iso9660::IsoError::TooLarge {
+                        path: name,
+                        size: meta.len(),
+                        limit,
+                    }
+                } else if total > MAX_CONTEXT_FILES {
+                    iso9660::IsoError::FilesTooLarge {
+                        dir: path.display().to_string(),
+                        size: total,
+                        limit: MAX_CONTEXT_FILES,
+                    }
+                } else {
+                    out.push((name, std::fs::read(entry.path()).map_err(io)?));
+                    continue;
+                };
+                return Err(SourceError::Iso { origin, source });
             }
             out.sort();
             Ok(out)

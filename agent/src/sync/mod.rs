@@ -18,7 +18,7 @@ pub mod s3;
 pub mod sigv4;
 pub mod state;
 mod transfer;
-mod xml;
+pub mod xml;
 
 use config::Options;
 use creds::Env;

@@ -6,6 +6,7 @@
 //! YAML through serde_norway (a maintained fork of the deprecated serde_yaml): its `Value`
 //! lets each key be checked on its own, so one unknown key never hides the others.
 
+use super::yaml_depth;
 use crate::context::{CloudConfig, CloudUser, Context, Hostname, WriteFile};
 use crate::source::context_sh::Vars;
 use base64::Engine;
@@ -28,6 +29,8 @@ pub struct Doc {
 }
 
 pub fn parse(text: &str, warnings: &mut Vec<String>) -> Result<Doc, String> {
+    // Bounded before libyaml sees it: its work grows with the square of the nesting.
+    yaml_depth::check(text).map_err(|e| e.to_string())?;
     let value: Value = serde_norway::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
     let map = match value {
         Value::Null => return Ok(Doc::default()),
@@ -80,7 +83,7 @@ impl Doc {
                 }
                 None => ctx
                     .errors
-                    .push(format!("user-data {key}: {raw:?} has no usable label")),
+                    .push(format!("user-data {key}: has no usable label")),
             }
         }
         for k in self.keys {
@@ -214,15 +217,15 @@ fn users(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<CloudUser>, String
             _ => return Err(at("expected a name or a mapping")),
         }
         if !valid_name(&u.name) {
-            return Err(at(&format!("{:?} is not a valid user name", u.name)));
+            return Err(at("name: not a valid user name"));
         }
         if let Some(s) = &u.shell {
             if !s.starts_with('/') || s.contains([':', '\n', ' ']) {
-                return Err(at(&format!("shell {s:?} is not an absolute path")));
+                return Err(at("shell: not an absolute path"));
             }
         }
         if u.groups.iter().any(|g| !valid_name(g)) {
-            return Err(at(&format!("groups {:?}: not valid group names", u.groups)));
+            return Err(at("groups: not valid group names"));
         }
         out.push(u);
     }
@@ -244,7 +247,7 @@ fn write_files(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<WriteFile>, 
             .and_then(scalar)
             .ok_or_else(|| at("path is missing".into()))?;
         if !path.starts_with('/') || path.split('/').any(|c| c == "..") || path.ends_with('/') {
-            return Err(at(format!("path {path:?} must be an absolute file path")));
+            return Err(at("path: must be an absolute file path".into()));
         }
         let encoding = get("encoding")
             .and_then(scalar)
@@ -267,7 +270,7 @@ fn write_files(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<WriteFile>, 
             .and_then(scalar)
             .unwrap_or_else(|| "root:root".into());
         if owner.split(':').count() > 2 || owner.split(':').any(|p| !valid_name(p)) {
-            return Err(at(format!("owner {owner:?} is not user[:group]")));
+            return Err(at("owner: not user[:group]".into()));
         }
         let append = match get("append") {
             Some(a) => flag(a).map_err(|e| at(format!("append: {e}")))?,

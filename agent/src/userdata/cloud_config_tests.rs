@@ -92,7 +92,7 @@ secret_access_key: s3cr3t\n    access_key_id: AKIA1\n",
     assert!(w.is_empty(), "{w:?}");
     let (c, _, _) = fold("vmctx:\n  update_schedule: 'every tuesday-ish'\n");
     assert!(
-        c.errors[0].starts_with("user-data vmctx: UPDATE_SCHEDULE="),
+        c.errors[0].starts_with("user-data vmctx: UPDATE_SCHEDULE:"),
         "{:?}",
         c.errors
     );
@@ -107,7 +107,7 @@ fn unknown_keys_warn_bad_values_fail() {
         ("write_files: {path: /x}\n", "write_files: expected a list"),
         (
             "write_files:\n  - path: etc/x\n",
-            "write_files: [0]: path \"etc/x\" must be an absolute file path",
+            "write_files: [0]: path: must be an absolute file path",
         ),
         (
             "write_files:\n  - path: /x\n    encoding: rot13\n",
@@ -115,7 +115,7 @@ fn unknown_keys_warn_bad_values_fail() {
         ),
         (
             "users:\n  - name: Bad Name\n",
-            "users: [0]: \"Bad Name\" is not a valid user name",
+            "users: [0]: name: not a valid user name",
         ),
         ("runcmd: ls\n", "runcmd: expected a list"),
         (

@@ -8,6 +8,7 @@
 
 pub mod cloud_config;
 mod mime;
+pub mod yaml_depth;
 
 use crate::context::{CloudConfig, Context, UserScript};
 use std::io::Read;
@@ -114,16 +115,41 @@ fn sort(
         _ => sniffed.to_string(),
     };
     match ctype.as_str() {
-        "text/x-shellscript" => out.push(Part::Script { name: name.to_string(), body }),
+        "text/x-shellscript" => out.push(Part::Script {
+            name: name.to_string(),
+            body,
+        }),
         "text/cloud-config" => match String::from_utf8(body) {
-            Ok(text) => out.push(Part::CloudConfig { name: name.to_string(), text }),
-            Err(_) => warnings.push(format!("user-data {name}: #cloud-config that is not UTF-8: skipped")),
+            Ok(text) => out.push(Part::CloudConfig {
+                name: name.to_string(),
+                text,
+            }),
+            Err(_) => warnings.push(format!(
+                "user-data {name}: #cloud-config that is not UTF-8: skipped"
+            )),
         },
+        // Only a `#directive`'s name is shown: the rest of the line may hold a secret.
         "" => warnings.push(format!(
-            "user-data {name}: {:?} is not a kind vmctx runs (#! scripts and #cloud-config): skipped",
-            first.chars().take(40).collect::<String>()
+            "user-data {name}: {} is not a kind vmctx runs (#! scripts and #cloud-config): skipped",
+            directive(&first)
         )),
-        other => warnings.push(format!("user-data {name}: {other} is not supported: skipped")),
+        other => warnings.push(format!(
+            "user-data {name}: {other} is not supported: skipped"
+        )),
+    }
+}
+
+/// `#include`, `#cloud-boothook`, …: the first word of a `#` line; else a plain description.
+fn directive(first: &str) -> String {
+    let word: String = first
+        .chars()
+        .take_while(|c| *c == '#' || *c == '-' || c.is_ascii_alphanumeric())
+        .take(30)
+        .collect();
+    if word.len() > 1 && word.starts_with('#') {
+        format!("{word:?}")
+    } else {
+        "plain text".into()
     }
 }
 
@@ -205,5 +231,41 @@ mod tests {
         assert!(decode(b"just some text\n", &mut w).unwrap().is_empty());
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("#include"), "{w:?}");
+    }
+
+    /// Through the whole user-data path: a context whose gzipped `USER_DATA` unpacks to
+    /// nearly 16 MiB of `[`. libyaml took over 120 s on it; the pre-scan refuses it at once.
+    #[test]
+    fn deeply_nested_yaml_is_refused_before_parsing() {
+        use base64::Engine;
+        let mut doc = b"#cloud-config\nhostname: a\nruncmd: ".to_vec();
+        doc.resize(MAX_DECODED as usize - 16, b'[');
+        let body = gz(&doc);
+        assert!(body.len() < 64 << 10, "{} bytes of gzip", body.len());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&body);
+        let text = format!("VMID='1'\nUSER_DATA='{b64}'\nUSER_DATA_ENCODING='base64'\n");
+        let started = std::time::Instant::now();
+        let raw = crate::source::Raw {
+            origin: "test".into(),
+            parsed: crate::source::context_sh::parse(text.as_bytes()),
+            files: Vec::new(),
+            warnings: Vec::new(),
+            cloud: None,
+        };
+        let ctx = crate::source::to_context(raw);
+        let took = started.elapsed();
+        // Under 2 s on an idle machine, minutes before the fix; generous for shared CI cores.
+        assert!(took.as_secs() < 15, "took {took:?}");
+        assert!(
+            ctx.errors
+                .iter()
+                .any(|e| e.contains("nested deeper than 64 levels (line 3)")),
+            "{:?}",
+            ctx.errors
+        );
+        assert!(
+            ctx.hostname.is_none(),
+            "a refused document configures nothing"
+        );
     }
 }

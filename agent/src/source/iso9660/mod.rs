@@ -57,6 +57,8 @@ pub enum IsoError {
     NotFound(String),
     #[error("{path} is {size} bytes, over the {limit}-byte limit")]
     TooLarge { path: String, size: u64, limit: u64 },
+    #[error("the files in {dir} add up to {size} bytes, over the {limit}-byte limit (records sharing an extent, or too much data)")]
+    FilesTooLarge { dir: String, size: u64, limit: u64 },
 }
 
 /// One entry of a directory listing.
@@ -208,6 +210,60 @@ impl<R: Read + Seek> IsoImage<R> {
         if node.entry.is_dir {
             return Err(IsoError::NotFound(format!("{shown} (is a directory)")));
         }
+        self.read_node(&node, shown, limit)
+    }
+
+    /// Reads every file directly in `dir`, sorted by name: one listing, then each file by its
+    /// extent (a lookup by path would read the whole directory again for every file). Each is
+    /// at most `limit` bytes; together at most `total` and the image's own size, since more
+    /// than the image holds means records sharing an extent. Sizes are checked before any
+    /// file is read.
+    pub fn read_dir_files(
+        &mut self,
+        dir: &str,
+        limit: u64,
+        total: u64,
+    ) -> Result<Vec<(String, Vec<u8>)>, IsoError> {
+        let (node, shown) = self.resolve(dir)?;
+        if !node.entry.is_dir {
+            return Err(IsoError::NotFound(format!("{shown} (not a directory)")));
+        }
+        let mut files: Vec<Node> = self
+            .read_dir(&node, &shown)?
+            .into_iter()
+            .filter(|n| !n.entry.is_dir)
+            .collect();
+        files.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
+        let path = |n: &Node| format!("{}/{}", shown.trim_end_matches('/'), n.entry.name);
+        let mut size = 0u64;
+        for n in &files {
+            if n.entry.size > limit {
+                return Err(IsoError::TooLarge {
+                    path: path(n),
+                    size: n.entry.size,
+                    limit,
+                });
+            }
+            size = size.saturating_add(n.entry.size);
+        }
+        let bound = total.min(self.img.size);
+        if size > bound {
+            return Err(IsoError::FilesTooLarge {
+                dir: shown,
+                size,
+                limit: bound,
+            });
+        }
+        let mut out = Vec::with_capacity(files.len());
+        for n in files {
+            let bytes = self.read_node(&n, path(&n), limit)?;
+            out.push((n.entry.name, bytes));
+        }
+        Ok(out)
+    }
+
+    /// Reads a file's data, refusing more than `limit` bytes and unsupported layouts.
+    fn read_node(&mut self, node: &Node, shown: String, limit: u64) -> Result<Vec<u8>, IsoError> {
         let size = node.entry.size;
         if size > limit {
             return Err(IsoError::TooLarge {

@@ -1,5 +1,6 @@
 //! Unit tests: small images built byte by byte, plus images built by xorriso.
 
+mod bounds;
 mod builder;
 mod names;
 mod xorriso;

@@ -1,7 +1,7 @@
 //! Reading a context CD (an image file or a block device) without mounting it.
 
 use super::super::iso9660::{IsoError, IsoImage};
-use super::super::{context_sh, Raw, SourceError, MAX_CONTEXT_SH};
+use super::super::{context_sh, Raw, SourceError, MAX_CONTEXT_FILES, MAX_CONTEXT_SH};
 use std::path::Path;
 
 /// The volume label OpenNebula gives the context CD.
@@ -50,7 +50,8 @@ pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
     })
 }
 
-/// Every file in the CD's root folder, each at most `limit` bytes.
+/// Every file in the CD's root folder, each at most `limit` bytes, all together at most
+/// [`MAX_CONTEXT_FILES`] (and the image's size).
 pub fn read_cd_files(path: &Path, limit: u64) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
     let origin = format!("opennebula:{}", path.display());
     let iso = |source: IsoError| SourceError::Iso {
@@ -58,14 +59,7 @@ pub fn read_cd_files(path: &Path, limit: u64) -> Result<Vec<(String, Vec<u8>)>, 
         source,
     };
     let mut image = IsoImage::open(path).map_err(iso)?;
-    let mut out = Vec::new();
-    for e in image.list("/").map_err(iso)? {
-        if !e.is_dir {
-            let bytes = image
-                .read_file(&format!("/{}", e.name), limit)
-                .map_err(iso)?;
-            out.push((e.name, bytes));
-        }
-    }
-    Ok(out)
+    image
+        .read_dir_files("/", limit, MAX_CONTEXT_FILES)
+        .map_err(iso)
 }

@@ -29,7 +29,6 @@ fn start_script(r: &mut Reader) -> Option<StartScript> {
             None => {
                 r.error(
                     "START_SCRIPT_BASE64",
-                    b64,
                     "not valid base64; no start script will run",
                 );
                 return None;
@@ -51,10 +50,9 @@ fn start_script(r: &mut Reader) -> Option<StartScript> {
     {
         None | Some("once") => ScriptMode::Once,
         Some("always") => ScriptMode::Always,
-        Some(other) => {
+        Some(_) => {
             r.error(
                 "START_SCRIPT_MODE",
-                other,
                 "expected once or always; taken as once",
             );
             ScriptMode::Once
@@ -85,11 +83,14 @@ fn init_scripts(r: &mut Reader, files: &[String]) -> Vec<String> {
         if name.contains('/') || name == "." || name == ".." {
             r.error(
                 "INIT_SCRIPTS",
-                name,
                 "must be a file name on the context CD, not a path",
             );
         } else if !files.iter().any(|f| f == name) {
-            r.error("INIT_SCRIPTS", name, "no such file on the context CD");
+            // A file name, not a secret: which one is missing is the point.
+            r.error(
+                "INIT_SCRIPTS",
+                format_args!("{name:?}: no such file on the context CD"),
+            );
         } else if !out.iter().any(|o| o == name) {
             out.push(name.to_string());
         }
@@ -105,12 +106,12 @@ fn user_data(r: &mut Reader) -> Option<UserData> {
         Some((_, e)) if e == "base64" => match decode_base64(raw) {
             Some(b) => b,
             None => {
-                r.error(var, raw, "not valid base64 (USERDATA_ENCODING=base64)");
+                r.error(var, "not valid base64 (USERDATA_ENCODING=base64)");
                 return None;
             }
         },
-        Some((name, e)) => {
-            r.error(name, &e, "the only encoding is base64");
+        Some((name, _)) => {
+            r.error(name, "the only encoding is base64");
             return None;
         }
     };
@@ -173,7 +174,6 @@ pub(super) fn sync(r: &mut Reader) -> Option<SyncSettings> {
     if !valid_bucket(bucket) {
         r.error(
             "S3_SYNC_BUCKET",
-            bucket,
             "not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')",
         );
         return None;
@@ -191,8 +191,8 @@ pub(super) fn sync(r: &mut Reader) -> Option<SyncSettings> {
     };
     let dir = match r.get("S3_SYNC_DIR") {
         Some(d) if d.starts_with('/') && !d.split('/').any(|c| c == "..") => d.to_string(),
-        Some(d) => {
-            r.error("S3_SYNC_DIR", d, "must be an absolute path");
+        Some(_) => {
+            r.error("S3_SYNC_DIR", "must be an absolute path");
             return None;
         }
         None => format!("{home}/notebooks"),
@@ -205,8 +205,8 @@ pub(super) fn sync(r: &mut Reader) -> Option<SyncSettings> {
         None | Some("both") => SyncMode::Both,
         Some("pull") => SyncMode::Pull,
         Some("push") => SyncMode::Push,
-        Some(other) => {
-            r.error("S3_SYNC_MODE", other, "expected pull, push or both");
+        Some(_) => {
+            r.error("S3_SYNC_MODE", "expected pull, push or both");
             return None;
         }
     };
@@ -302,10 +302,9 @@ pub(super) fn ec2(r: &mut Reader) -> Option<Ec2Settings> {
     {
         None | Some("optional") => false,
         Some("required") => true,
-        Some(other) => {
+        Some(_) => {
             r.error(
                 "EC2_IMDS_TOKENS",
-                other,
                 "expected optional or required; taken as required",
             );
             true // the safer reading of a typo
@@ -359,7 +358,7 @@ pub(super) fn system(r: &mut Reader) -> System {
         match mount_point(m) {
             Ok(m) if !grow_fs.contains(&m) => grow_fs.push(m),
             Ok(_) => {}
-            Err(e) => r.error("GROW_FS", m, e),
+            Err(e) => r.error("GROW_FS", e),
         }
     }
     let timezone = r.parse_with("TIMEZONE", timezone_name);
@@ -370,10 +369,9 @@ pub(super) fn system(r: &mut Reader) -> System {
     {
         None | Some("regenerate") => HostKeys::Regenerate,
         Some("keep") => HostKeys::Keep,
-        Some(other) => {
+        Some(_) => {
             r.error(
                 "SSH_HOST_KEYS",
-                other,
                 "expected REGENERATE (new keys for a new instance) or KEEP",
             );
             HostKeys::Regenerate

@@ -23,7 +23,7 @@ fn start_script_base64_wins_and_modes() {
 fn bad_base64_start_script_runs_nothing() {
     let c = ctx("START_SCRIPT='echo plain'\nSTART_SCRIPT_BASE64='!!!'\n");
     assert!(c.scripts.start.is_none());
-    assert!(c.errors[0].starts_with("START_SCRIPT_BASE64="));
+    assert!(c.errors[0].starts_with("START_SCRIPT_BASE64:"));
 }
 
 #[test]
@@ -148,14 +148,14 @@ fn system_defaults_grow_root_and_regenerate_host_keys() {
 #[test]
 fn system_bad_values_are_errors() {
     for (text, var) in [
-        ("GROW_ROOTFS='maybe'\n", "GROW_ROOTFS="),
-        ("GROW_FS='data'\n", "GROW_FS="),
-        ("GROW_FS='/data/../etc'\n", "GROW_FS="),
-        ("TIMEZONE='../../etc/shadow'\n", "TIMEZONE="),
-        ("TIMEZONE='/usr/share/zoneinfo/UTC'\n", "TIMEZONE="),
-        ("TIMEZONE='Europe/./Prague'\n", "TIMEZONE="),
-        ("TIMEZONE='Europe/Pra gue'\n", "TIMEZONE="),
-        ("SSH_HOST_KEYS='rotate'\n", "SSH_HOST_KEYS="),
+        ("GROW_ROOTFS='maybe'\n", "GROW_ROOTFS:"),
+        ("GROW_FS='data'\n", "GROW_FS:"),
+        ("GROW_FS='/data/../etc'\n", "GROW_FS:"),
+        ("TIMEZONE='../../etc/shadow'\n", "TIMEZONE:"),
+        ("TIMEZONE='/usr/share/zoneinfo/UTC'\n", "TIMEZONE:"),
+        ("TIMEZONE='Europe/./Prague'\n", "TIMEZONE:"),
+        ("TIMEZONE='Europe/Pra gue'\n", "TIMEZONE:"),
+        ("SSH_HOST_KEYS='rotate'\n", "SSH_HOST_KEYS:"),
     ] {
         let c = ctx(text);
         assert!(

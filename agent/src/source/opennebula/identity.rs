@@ -25,7 +25,7 @@ pub(super) fn hostname(r: &mut Reader) -> Option<Hostname> {
                 from: from.into(),
             }),
             None => {
-                r.error(from, raw, "has no character usable in a hostname");
+                r.error(from, "has no character usable in a hostname");
                 None
             }
         };
@@ -85,10 +85,9 @@ pub(super) fn user(r: &mut Reader) -> Option<User> {
     let name = match r.get("USERNAME") {
         None => "root".to_string(),
         Some(n) if crate::context::valid_username(n) => n.to_string(),
-        Some(n) => {
+        Some(_) => {
             r.error(
                 "USERNAME",
-                n,
                 "not a valid user name ([a-z_][a-z0-9_-]*, at most 32)",
             );
             return None;
@@ -105,8 +104,8 @@ pub(super) fn user(r: &mut Reader) -> Option<User> {
         Some(s) if s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c == ':') => {
             s.to_string()
         }
-        Some(s) => {
-            r.error("USERNAME_SHELL", s, "not an absolute path");
+        Some(_) => {
+            r.error("USERNAME_SHELL", "not an absolute path");
             "/bin/bash".to_string()
         }
     };
@@ -203,7 +202,7 @@ mod tests {
     fn unusable_hostname_is_an_error() {
         let c = ctx("SET_HOSTNAME='...'\n");
         assert!(c.hostname.is_none());
-        assert!(c.errors[0].starts_with("SET_HOSTNAME="));
+        assert!(c.errors[0].starts_with("SET_HOSTNAME:"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod onegate;
 pub use cd::{read_cd, read_cd_files, CONTEXT_LABEL};
 
 use super::context_sh::Vars;
+use crate::cloud_init::instance::secret_var;
 use crate::context::{Context, SyncSettings, UpdateSchedule};
 use sha2::{Digest, Sha256};
 use std::str::FromStr;
@@ -80,13 +81,19 @@ fn instance_id(r: &mut Reader, net: &crate::context::Network) -> String {
         if !vmid.is_empty() && vmid.bytes().all(|b| b.is_ascii_digit()) {
             return format!("one-{vmid}");
         }
-        r.error("VMID", vmid, "is not a number");
+        r.error("VMID", "is not a number");
     }
     let mut macs: Vec<String> = net.nics.iter().map(|n| n.mac.to_string()).collect();
     let what = if macs.is_empty() {
-        // No NICs either: the variables themselves are all there is to tell VMs apart.
-        macs = r.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        "the context's variables"
+        // No NICs either: the variables themselves are all there is to tell VMs apart. Not
+        // the secret ones: a short hash of a few known values can be reversed offline.
+        macs = r
+            .vars
+            .iter()
+            .filter(|(k, _)| !secret_var(k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        "the context's variables (secrets left out)"
     } else {
         macs.sort();
         "the NICs' MACs"
@@ -130,9 +137,9 @@ impl<'a> Reader<'a> {
         self.warnings.push(msg.into());
     }
 
-    pub fn error(&mut self, name: &str, value: &str, why: impl std::fmt::Display) {
-        self.errors
-            .push(format!("{name}={:?}: {why}", shorten(value)));
+    /// An invalid value: named by its variable and why, never quoted (it may be a secret).
+    pub fn error(&mut self, name: &str, why: impl std::fmt::Display) {
+        self.errors.push(format!("{name}: {why}"));
     }
 
     /// Parses `name` with `FromStr`; a bad value is an error and reads as unset.
@@ -144,7 +151,7 @@ impl<'a> Reader<'a> {
         match v.parse() {
             Ok(x) => Some(x),
             Err(e) => {
-                self.error(name, v, e);
+                self.error(name, e);
                 None
             }
         }
@@ -160,7 +167,7 @@ impl<'a> Reader<'a> {
         match f(v) {
             Ok(x) => Some(x),
             Err(e) => {
-                self.error(name, v, e);
+                self.error(name, e);
                 None
             }
         }
@@ -178,14 +185,6 @@ pub(crate) fn parse_flag(v: &str) -> Result<bool, String> {
         "no" | "false" | "0" | "off" => Ok(false),
         _ => Err("expected YES or NO".into()),
     }
-}
-
-fn shorten(s: &str) -> String {
-    let mut out: String = s.chars().take(60).collect();
-    if s.chars().count() > 60 {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -218,10 +217,53 @@ mod tests {
         assert_ne!(none1.instance_id, none2.instance_id, "never a constant");
     }
 
+    /// The hash of the variables must not be a way to check guesses of a password offline.
+    #[test]
+    fn instance_id_hash_leaves_secrets_out() {
+        let a = ctx("SET_HOSTNAME='a'\nPASSWORD='hunter2'\nONEGATE_TOKEN='t1'\n");
+        let b = ctx("SET_HOSTNAME='a'\nPASSWORD='letmein'\nONEGATE_TOKEN='t2'\n");
+        let plain = ctx("SET_HOSTNAME='a'\n");
+        assert_eq!(a.instance_id, b.instance_id, "secrets are no input");
+        assert_eq!(a.instance_id, plain.instance_id);
+        assert!(a.warnings.iter().any(|w| w.contains("secrets left out")));
+    }
+
+    /// A malformed value may be a secret put in the wrong place: errors and warnings name
+    /// the variable and the reason only.
+    #[test]
+    fn errors_name_the_variable_not_the_value() {
+        let c = ctx(
+            "VMID='1'\nETH0_MAC='hunter1'\nETH1_MAC='02:00:0a:00:00:01'\n\
+                     ETH1_IP='hunter2'\nETH1_METHOD='hunter3'\nDNS='10.0.0.1 hunter4'\n\
+                     USERNAME='Hunter 5'\nSTART_SCRIPT_BASE64='hunter6!'\n",
+        );
+        let all = format!("{:?} {:?}", c.errors, c.warnings);
+        assert!(!all.contains("unter"), "{all}");
+        for want in [
+            "ETH0_MAC: not a MAC address",
+            "ETH1_IP: invalid IPv4 address syntax",
+            "DNS: entry 2: not an IP address",
+        ] {
+            assert!(c.errors.iter().any(|e| e == want), "{want} not in {all}");
+        }
+        assert!(
+            c.errors.iter().any(|e| e.starts_with("USERNAME: ")),
+            "{all}"
+        );
+        assert!(c
+            .errors
+            .iter()
+            .any(|e| e.starts_with("START_SCRIPT_BASE64: ")));
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("ETH1_METHOD is not")));
+    }
+
     #[test]
     fn bad_vmid_is_an_error() {
         let c = ctx("VMID='4x'\n");
-        assert!(c.errors[0].starts_with("VMID="), "{:?}", c.errors);
+        assert_eq!(c.errors, ["VMID: is not a number"]);
     }
 
     #[test]

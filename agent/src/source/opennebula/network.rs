@@ -26,14 +26,27 @@ pub(super) fn network(r: &mut Reader) -> Network {
         return net;
     }
 
-    let (indices, aliases) = nic_indices(r);
+    let indices = nic_indices(r);
     // A legacy context with no ETHx_* variables at all: OpenNebula's original rule applies to
     // every NIC whose MAC carries the prefix (resolved against the live links by the plan).
     net.derive_all_prefixed = indices.is_empty();
 
     let mut seen_macs = BTreeSet::new();
-    for idx in indices {
-        let Some(mut nic) = nic(r, idx, mac_prefix, aliases.get(&idx)) else {
+    let mut no_mac = 0usize;
+    for (idx, keys) in indices {
+        if r.get(&format!("ETH{idx}_MAC")).is_none() {
+            // B13: an empty MAC must never match some NIC; say so only if the NIC was meant.
+            if keys.meant {
+                no_mac += 1;
+                if no_mac <= MAX_NO_MAC_WARNINGS {
+                    r.warn(format!(
+                        "ETH{idx} has variables but no ETH{idx}_MAC; skipped"
+                    ));
+                }
+            }
+            continue;
+        }
+        let Some(mut nic) = nic(r, idx, mac_prefix, &keys.aliases) else {
             continue;
         };
         if !seen_macs.insert(nic.mac) {
@@ -51,6 +64,12 @@ pub(super) fn network(r: &mut Reader) -> Network {
         }
         net.nics.push(nic);
     }
+    if no_mac > MAX_NO_MAC_WARNINGS {
+        r.warn(format!(
+            "{} more NICs have variables but no ETHx_MAC; skipped",
+            no_mac - MAX_NO_MAC_WARNINGS
+        ));
+    }
     // Global resolvers: DNS first, then each NIC's own, in numeric NIC order (B14).
     for nic in &net.nics {
         if nic.method == Method::Skip {
@@ -66,21 +85,35 @@ pub(super) fn network(r: &mut Reader) -> Network {
     net
 }
 
-/// NIC indices (numeric order) and, per NIC, its alias indices. Only keys with a value count,
-/// except that any `ETHx_` key at all marks the context as a current (non-legacy) one.
-fn nic_indices(r: &Reader) -> (BTreeSet<u32>, BTreeMap<u32, BTreeSet<u32>>) {
-    let mut nics = BTreeSet::new();
-    let mut aliases: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
-    for key in r.vars.keys() {
+/// Warnings for NICs without a MAC beyond these are summed up in one line.
+const MAX_NO_MAC_WARNINGS: usize = 20;
+
+/// What the `ETHx_*` keys say about one NIC index.
+#[derive(Default)]
+struct NicKeys {
+    aliases: BTreeSet<u32>,
+    /// A non-alias key has a value: the NIC was meant, even without a MAC.
+    meant: bool,
+}
+
+/// The `ETHx_*` keys grouped by NIC index (numeric order), in one pass over the variables
+/// (a pass per NIC was quadratic in hostile contexts). Any `ETHx_` key at all marks the
+/// context as a current (non-legacy) one.
+fn nic_indices(r: &Reader) -> BTreeMap<u32, NicKeys> {
+    let mut nics: BTreeMap<u32, NicKeys> = BTreeMap::new();
+    for (key, value) in r.vars.iter() {
         let Some((idx, rest)) = split_index(key, "ETH") else {
             continue;
         };
-        nics.insert(idx);
-        if let Some((alias, _)) = split_index(rest, "ALIAS") {
-            aliases.entry(idx).or_default().insert(alias);
+        let keys = nics.entry(idx).or_default();
+        match split_index(rest, "ALIAS") {
+            Some((alias, _)) => {
+                keys.aliases.insert(alias);
+            }
+            None => keys.meant |= !value.trim().is_empty(),
         }
     }
-    (nics, aliases)
+    nics
 }
 
 /// `ETH12_IP` with prefix `ETH` → (12, `IP`).
@@ -96,27 +129,14 @@ fn split_index<'k>(key: &'k str, prefix: &str) -> Option<(u32, &'k str)> {
     Some((num.parse().ok()?, rest))
 }
 
-fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>>) -> Option<Nic> {
+fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Option<Nic> {
     let p = format!("ETH{idx}_");
     let var = |s: &str| format!("{p}{s}");
-    let Some(mac_str) = r.get(&var("MAC")) else {
-        // B13: an empty MAC must never match some NIC; say so only if the NIC was meant.
-        let meant = r.vars.iter().any(|(k, v)| {
-            k.starts_with(&p)
-                && !v.trim().is_empty()
-                && split_index(&k[p.len()..], "ALIAS").is_none()
-        });
-        if meant {
-            r.warn(format!(
-                "ETH{idx} has variables but no ETH{idx}_MAC; skipped"
-            ));
-        }
-        return None;
-    };
+    let mac_str = r.get(&var("MAC"))?;
     let mac: MacAddr = match mac_str.parse() {
         Ok(m) => m,
         Err(e) => {
-            r.error(&var("MAC"), mac_str, e);
+            r.error(&var("MAC"), e);
             return None;
         }
     };
@@ -129,10 +149,10 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>
         None | Some("static") => Method::Static,
         Some("dhcp") => Method::Dhcp,
         Some("skip") => Method::Skip,
-        Some(other) => {
+        Some(_) => {
             // OpenNebula/one#7648: the server has leaked NIC models (`virtio`) into METHOD.
             r.warn(format!(
-                "ETH{idx}_METHOD={other:?} is not static, dhcp or skip; taken as static"
+                "ETH{idx}_METHOD is not static, dhcp or skip; taken as static"
             ));
             Method::Static
         }
@@ -152,9 +172,9 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>
         Some("dhcp") => Ip6Method::Dhcp,
         Some("disable") => Ip6Method::Disable,
         Some("skip") => Ip6Method::Skip,
-        Some(other) => {
+        Some(_) => {
             r.warn(format!(
-                "ETH{idx}_IP6_METHOD={other:?} is not static, auto, dhcp, disable or skip; taken as static"
+                "ETH{idx}_IP6_METHOD is not static, auto, dhcp, disable or skip; taken as static"
             ));
             Ip6Method::Static
         }
@@ -173,7 +193,6 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: Option<&BTreeSet<u32>
     } else {
         Vec::new()
     };
-    let aliases: Vec<u32> = aliases.into_iter().flatten().copied().collect();
     let mut alias4 = Vec::new();
     let mut alias6 = Vec::new();
     for a in aliases {
@@ -295,10 +314,11 @@ fn routes(r: &mut Reader, name: &str) -> Vec<Route> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    let entries = value.split(',').map(str::trim).filter(|e| !e.is_empty());
+    for (i, entry) in entries.enumerate() {
         match parse_route(entry) {
             Ok(route) => out.push(route),
-            Err(e) => r.error(name, entry, e),
+            Err(e) => r.error(name, format_args!("entry {}: {e}", i + 1)),
         }
     }
     out
@@ -315,7 +335,7 @@ fn parse_route(entry: &str) -> Result<Route, String> {
     let to: Cidr = to.parse()?;
     let via: IpAddr = via
         .parse()
-        .map_err(|_| format!("gateway {via:?} is not an IP address"))?;
+        .map_err(|_| "the gateway is not an IP address".to_string())?;
     if to.addr.is_ipv4() != via.is_ipv4() {
         return Err("network and gateway are of different IP versions".into());
     }
@@ -328,13 +348,13 @@ fn ip_list(r: &mut Reader, name: &str) -> Vec<IpAddr> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for w in value
+    let words = value
         .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|w| !w.is_empty())
-    {
+        .filter(|w| !w.is_empty());
+    for (i, w) in words.enumerate() {
         match w.parse() {
             Ok(ip) => push_unique(&mut out, ip),
-            Err(_) => r.error(name, w, "not an IP address"),
+            Err(_) => r.error(name, format_args!("entry {}: not an IP address", i + 1)),
         }
     }
     out
@@ -345,10 +365,10 @@ fn domain_list(r: &mut Reader, name: &str) -> Vec<String> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for w in value
+    let words = value
         .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|w| !w.is_empty())
-    {
+        .filter(|w| !w.is_empty());
+    for (i, w) in words.enumerate() {
         let ok = w.len() <= 253
             && w.trim_end_matches('.').split('.').all(|l| {
                 !l.is_empty()
@@ -359,7 +379,7 @@ fn domain_list(r: &mut Reader, name: &str) -> Vec<String> {
         if ok {
             push_unique(&mut out, w.to_ascii_lowercase());
         } else {
-            r.error(name, w, "not a domain name");
+            r.error(name, format_args!("entry {}: not a domain name", i + 1));
         }
     }
     out

@@ -19,11 +19,7 @@ pub(super) fn onegate(r: &mut Reader, files: &[String]) -> Option<OneGate> {
         .strip_prefix("http://")
         .or_else(|| endpoint.strip_prefix("https://"));
     if !host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace)) {
-        r.error(
-            "ONEGATE_ENDPOINT",
-            &endpoint,
-            "expected an http:// or https:// URL",
-        );
+        r.error("ONEGATE_ENDPOINT", "expected an http:// or https:// URL");
         return None;
     }
     let Some(vmid) = r.get("VMID") else {
@@ -101,11 +97,11 @@ mod tests {
             &["token.txt"],
         );
         assert!(
-            c.errors[0].starts_with("ONEGATE_ENDPOINT="),
+            c.errors[0].starts_with("ONEGATE_ENDPOINT:"),
             "{:?}",
             c.errors
         );
         let c = ctx("REPORT_READY='maybe'\n", &[]);
-        assert!(c.errors[0].starts_with("REPORT_READY="), "{:?}", c.errors);
+        assert!(c.errors[0].starts_with("REPORT_READY:"), "{:?}", c.errors);
     }
 }

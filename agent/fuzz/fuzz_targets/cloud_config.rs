@@ -1,0 +1,13 @@
+//! Any byte string as user-data, through the whole user-data path: gzip, MIME, each
+//! `#cloud-config` document (YAML, after the nesting pre-scan) folded into a context.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vmctx::context::UserData;
+use vmctx::source::context_sh::Vars;
+
+fuzz_target!(|data: &[u8]| {
+    let mut ctx = vmctx::source::opennebula::to_context(&Vars::default(), &[], "fuzz");
+    ctx.scripts.user_data = UserData::from_body(data.to_vec());
+    vmctx::userdata::merge(&mut ctx);
+});
