@@ -81,7 +81,7 @@ fn sync_settings() {
     let c = ctx("S3_SYNC_BUCKET='nb1'\nS3_SYNC_INTERVAL='5\nOnCalendar=minutely'\n");
     assert_eq!(c.sync.unwrap().interval, "15min");
     assert!(
-        c.errors.len() == 1 && c.errors[0].starts_with("S3_SYNC_INTERVAL="),
+        c.errors.len() == 1 && c.errors[0].starts_with("S3_SYNC_INTERVAL:"),
         "{:?}",
         c.errors
     );
@@ -104,7 +104,7 @@ fn update_command_is_one_line() {
         ));
         assert!(c.update.is_none(), "{bad:?}: no schedule");
         assert!(
-            c.errors.len() == 1 && c.errors[0].starts_with("UPDATE_COMMAND="),
+            c.errors.len() == 1 && c.errors[0].starts_with("UPDATE_COMMAND:"),
             "{:?}",
             c.errors
         );

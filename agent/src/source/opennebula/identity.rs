@@ -51,7 +51,7 @@ pub(super) fn ssh_keys(r: &mut Reader) -> Vec<String> {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            if !looks_like_key(line) {
+            if !crate::ssh_keys::is_key(line, crate::ssh_keys::Options::Allowed) {
                 r.warn(format!(
                     "{var}: a line that is not an SSH public key was left out"
                 ));
@@ -63,21 +63,6 @@ pub(super) fn ssh_keys(r: &mut Reader) -> Vec<String> {
         }
     }
     keys
-}
-
-/// An authorized_keys line: optional options, then a key type and base64 data.
-fn looks_like_key(line: &str) -> bool {
-    line.split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .any(|w| {
-            let t = w[0];
-            (t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-"))
-                && w[1].len() >= 16
-                && w[1]
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
-        })
 }
 
 /// `USERNAME` (default root) with sudo, shell and password per one-context's rules.
