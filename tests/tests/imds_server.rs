@@ -336,7 +336,8 @@ fn write_context(map: &std::path::Path, addr: &str, text: &str) {
 /// One VM's context (gzipped, deeply nested YAML in its user-data) once kept every VM unserved
 /// for minutes, at start and again on every change. Now the others are answered within a couple
 /// of seconds of the start and all through a rebuild of a hostile one, and pick up their own
-/// changes meanwhile; a hostile build is stopped at its time budget and its VM refused.
+/// changes meanwhile; the hostile VM loses only its user-data (the time budget of a build is
+/// tested with a build that never ends in `imds_serve`'s unit tests).
 #[test]
 fn host_map_a_hostile_context_holds_up_no_other_vm() {
     let map = tempfile::tempdir().unwrap();
@@ -374,31 +375,35 @@ fn host_map_a_hostile_context_holds_up_no_other_vm() {
         "{:?}",
         started.elapsed()
     );
-    // The hostile VM is told to come back later while its tree is built…
-    let out = get_from("127.0.0.4", &s.addr, p);
-    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
-    // …and refused once its build has run out of time.
+    // The hostile VM costs only what its bad value configures: its user-data is refused by the
+    // nesting bound before any YAML parser sees it (or, were a build ever slow, the build is
+    // stopped at its time budget), and it is answered with its own data, never another's.
     let t = Instant::now();
-    while !get_from("127.0.0.4", &s.addr, p).is_empty() {
+    loop {
+        let out = get_from("127.0.0.4", &s.addr, p);
+        if out.starts_with("HTTP/1.1 200") {
+            assert_eq!(body(&out), "i-00000000000000004", "{out}");
+            break;
+        }
         assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "127.0.0.4 still answered"
+            out.is_empty() || out.starts_with("HTTP/1.1 503"),
+            "127.0.0.4: {out}"
         );
+        assert!(t.elapsed() < Duration::from_secs(10), "127.0.0.4: {out}");
         std::thread::sleep(Duration::from_millis(100));
     }
     // 127.0.0.5 turns hostile: while it is built again, 127.0.0.2 is answered at once.
     write_context(map.path(), "127.0.0.5", &hostile_context(5, 128 << 10));
     let t = Instant::now();
-    let mut saw_building = false;
     while t.elapsed() < Duration::from_secs(4) {
         let q = Instant::now();
         let out = get_from("127.0.0.2", &s.addr, p);
         assert_eq!(body(&out), "i-0a1b2c3d4e5f60718", "{out}");
         assert!(q.elapsed() < Duration::from_secs(3), "{:?}", q.elapsed());
-        saw_building |= get_from("127.0.0.5", &s.addr, p).starts_with("HTTP/1.1 503");
+        let other = get_from("127.0.0.5", &s.addr, p);
+        assert!(!other.contains("i-0a1b2c3d4e5f60718"), "{other}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(saw_building, "127.0.0.5 was not rebuilt");
     // A change of its own while 127.0.0.5 builds again is picked up within seconds.
     write_context(map.path(), "127.0.0.5", &hostile_context(5, 130 << 10));
     write_context(
@@ -415,11 +420,6 @@ fn host_map_a_hostile_context_holds_up_no_other_vm() {
     );
     let (st, log) = s.stop();
     assert!(st.success(), "{log}");
-    assert!(
-        log.contains("127.0.0.4: not served: building its tree took longer than 3 s: stopped"),
-        "{log}"
-    );
-    assert!(log.contains("127.0.0.5: not served"), "{log}");
 }
 
 /// Each VM's own `EC2_IMDS_TOKENS` holds in host mode, and a token minted by one VM is refused
