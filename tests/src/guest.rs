@@ -111,7 +111,6 @@ impl Guest {
     /// The emulator serving `tree` (a JSON tree file) on the namespace's own loopback, and the
     /// source (`ec2:http://ADDR`) that reads it.
     pub fn imds(&self, tree: &std::path::Path) -> (NsImds, String) {
-        use std::io::BufRead;
         self.ip(&["link", "set", "lo", "up"]);
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.netns])
@@ -122,15 +121,7 @@ impl Guest {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("imds serve started")
-            .to_string();
+        let addr = listening_addr(&mut child).expect("imds serve started");
         (NsImds(child), format!("ec2:http://{addr}"))
     }
 }

@@ -42,9 +42,22 @@ pub struct ImdsServer {
     pub addr: String,
 }
 
+/// The address in the first line `vmctx imds serve` prints on stdout (`listening on ADDR`);
+/// the line itself when it says something else.
+pub fn listening_addr(child: &mut std::process::Child) -> Result<String, String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    match line.trim().strip_prefix("listening on ") {
+        Some(addr) => Ok(addr.to_string()),
+        None => Err(line),
+    }
+}
+
 impl ImdsServer {
     pub fn start(args: &[&str]) -> ImdsServer {
-        use std::io::BufRead;
         let mut child = Command::new(vmctx_bin())
             .args(["imds", "serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -52,18 +65,10 @@ impl ImdsServer {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let Some(addr) = line
-            .trim()
-            .strip_prefix("listening on ")
-            .map(str::to_string)
-        else {
+        let Ok(addr) = listening_addr(&mut child) else {
             let _ = child.kill();
             let o = child.wait_with_output().unwrap();
-            panic!("imds serve did not start: {line:?} {}", stderr(&o));
+            panic!("imds serve did not start: {}", stderr(&o));
         };
         ImdsServer { child, addr }
     }

@@ -126,19 +126,7 @@ fn sighup_reloads_the_context_and_sigusr1_logs_counters() {
 /// One process serving two VMs, each by its source address; a third added while it runs.
 #[test]
 fn host_map_serves_each_vm_its_own_tree() {
-    let map = tempfile::tempdir().unwrap();
-    let vm2 = map.path().join("127.0.0.2");
-    std::fs::create_dir(&vm2).unwrap();
-    std::fs::copy(
-        fixture("imported-ami").join("context.sh"),
-        vm2.join("context.sh"),
-    )
-    .unwrap();
-    std::fs::write(
-        map.path().join("127.0.0.3.json"),
-        r#"{"meta-data": {"instance-id": "i-00000000000000003"}}"#,
-    )
-    .unwrap();
+    let map = two_vm_map();
     let s = ImdsServer::start(&["--host-map", map.path().to_str().unwrap()]);
     let p = "/latest/meta-data/instance-id";
     wait_served(
