@@ -22,6 +22,11 @@ async fn start(limits: Limits) -> Running {
     )
     .unwrap();
     let imds = Arc::new(Imds::new(Trees::Single(Arc::new(tree)), Policy::default()).unwrap());
+    run(imds, limits).await
+}
+
+/// Serves `imds` on a free loopback port until [`Running::stop`].
+async fn run(imds: Arc<Imds>, limits: Limits) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -219,18 +224,7 @@ async fn start_host_map(limits: Limits) -> Running {
         );
     }
     let imds = Arc::new(Imds::new(Trees::ByAddr(m), Policy::default()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(serve(listener, imds.clone(), limits, async {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        imds,
-        stop: Some(tx),
-        task,
-    }
+    run(imds, limits).await
 }
 
 /// A connection from `from` (any 127/8 address is this machine's).
