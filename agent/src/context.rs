@@ -28,7 +28,7 @@ pub struct Context {
     /// Disks, time zone and SSH host keys: the image made this instance's own.
     pub system: System,
     /// What user-data asks for beyond the fields above (its hostname, keys and `vmctx:`
-    /// settings are merged into them): see `crate::userdata`.
+    /// settings are merged into them): see `crate::source::userdata`.
     pub cloud_config: Option<CloudConfig>,
     /// Tolerated oddities: skipped lines, legacy forms, NICs without a MAC, …
     pub warnings: Vec<String>,
@@ -194,7 +194,7 @@ impl UserData {
     pub fn from_body(body: Vec<u8>) -> Option<UserData> {
         (!body.is_empty()).then(|| UserData {
             bytes: body.len(),
-            kind: crate::userdata::kind(&body),
+            kind: crate::source::userdata::kind(&body),
             body,
         })
     }

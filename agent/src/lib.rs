@@ -24,4 +24,3 @@ pub mod stage;
 pub mod state;
 pub mod status;
 pub mod sync;
-pub mod userdata;

@@ -9,5 +9,5 @@ use vmctx::source::context_sh::Vars;
 fuzz_target!(|data: &[u8]| {
     let mut ctx = vmctx::source::opennebula::to_context(&Vars::default(), &[], "fuzz");
     ctx.scripts.user_data = UserData::from_body(data.to_vec());
-    vmctx::userdata::merge(&mut ctx);
+    vmctx::source::userdata::merge(&mut ctx);
 });

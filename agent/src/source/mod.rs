@@ -9,6 +9,7 @@ pub mod iso9660;
 pub mod opennebula;
 pub mod openstack;
 pub mod vfat;
+pub mod userdata;
 
 use crate::context::Context;
 use context_sh::Parsed;
@@ -331,7 +332,7 @@ pub fn to_context_checked(raw: Raw) -> Result<Context, SourceError> {
     let mut warnings = raw.warnings;
     warnings.append(&mut ctx.warnings);
     ctx.warnings = warnings;
-    crate::userdata::merge(&mut ctx);
+    crate::source::userdata::merge(&mut ctx);
     crate::ssh_keys::check(&mut ctx);
     Ok(ctx)
 }
@@ -351,7 +352,7 @@ pub fn to_context(raw: Raw) -> Context {
     );
     warnings.append(&mut ctx.warnings);
     ctx.warnings = warnings;
-    crate::userdata::merge(&mut ctx);
+    crate::source::userdata::merge(&mut ctx);
     crate::ssh_keys::check(&mut ctx);
     ctx
 }

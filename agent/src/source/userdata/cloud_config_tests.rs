@@ -133,7 +133,7 @@ fn unknown_keys_warn_bad_values_fail() {
 #[test]
 fn malformed_yaml_is_a_context_error() {
     let mut c = ctx("VMID='1'\nUSER_DATA='#cloud-config\nhostname: [unclosed\n'\n");
-    crate::userdata::merge(&mut c);
+    crate::source::userdata::merge(&mut c);
     assert!(
         c.errors
             .iter()
