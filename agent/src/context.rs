@@ -189,17 +189,6 @@ pub struct UserData {
     pub kind: String,
 }
 
-impl UserData {
-    /// User-data as a source delivered it; `None` when it is empty.
-    pub fn from_body(body: Vec<u8>) -> Option<UserData> {
-        (!body.is_empty()).then(|| UserData {
-            bytes: body.len(),
-            kind: crate::source::userdata::kind(&body),
-            body,
-        })
-    }
-}
-
 /// User-data decoded: its scripts and the `#cloud-config` items that have executors of their own.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CloudConfig {

@@ -8,8 +8,8 @@ pub mod ec2;
 pub mod iso9660;
 pub mod opennebula;
 pub mod openstack;
-pub mod vfat;
 pub mod userdata;
+pub mod vfat;
 
 use crate::context::Context;
 use context_sh::Parsed;

@@ -8,7 +8,6 @@
 use super::Metadata;
 use crate::context::{
     Cidr, Context, Ec2Settings, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Scripts, User,
-    UserData,
 };
 use crate::derive;
 use std::net::{IpAddr, Ipv4Addr};
@@ -42,7 +41,10 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
             .filter(|a| a.len() > 1)
             .map(|a| a[..a.len() - 1].to_string())
     });
-    let user_data = md.user_data.clone().and_then(UserData::from_body);
+    let user_data = md
+        .user_data
+        .clone()
+        .and_then(crate::source::userdata::user_data);
     Ok(Context {
         instance_id: instance_id.clone(),
         source: origin.to_string(),

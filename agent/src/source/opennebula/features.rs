@@ -115,7 +115,7 @@ fn user_data(r: &mut Reader) -> Option<UserData> {
             return None;
         }
     };
-    UserData::from_body(body)
+    crate::source::userdata::user_data(body)
 }
 
 /// Base64 as OpenNebula users paste it: line breaks and blanks allowed, padding optional.

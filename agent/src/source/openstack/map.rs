@@ -9,7 +9,7 @@ use super::schema::{self, MetaData, Net, NetworkData, Service, META_DATA, NETWOR
 use super::Metadata;
 use crate::context::{
     Cidr, Context, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Password, Route, Scripts,
-    Secret, User, UserData,
+    Secret, User,
 };
 use crate::derive;
 use std::net::{IpAddr, Ipv6Addr};
@@ -57,7 +57,10 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
             meta.files.len()
         ));
     }
-    let user_data = md.user_data.clone().and_then(UserData::from_body);
+    let user_data = md
+        .user_data
+        .clone()
+        .and_then(crate::source::userdata::user_data);
     let mut env = vec![("INSTANCE_ID".to_string(), instance_id.clone())];
     if let Some(az) = &meta.availability_zone {
         env.push(("AVAILABILITY_ZONE".into(), az.clone()));

@@ -10,7 +10,7 @@ pub mod cloud_config;
 mod mime;
 pub mod yaml_depth;
 
-use crate::context::{CloudConfig, Context, UserScript};
+use crate::context::{CloudConfig, Context, UserData, UserScript};
 use std::io::Read;
 
 /// Largest user-data after decompression (EC2 allows 16 KiB raw; gzip can hide much more).
@@ -33,6 +33,15 @@ pub enum UserDataError {
 pub enum Part {
     Script { name: String, body: Vec<u8> },
     CloudConfig { name: String, text: String },
+}
+
+/// User-data as a source delivered it; `None` when it is empty.
+pub fn user_data(body: Vec<u8>) -> Option<UserData> {
+    (!body.is_empty()).then(|| UserData {
+        bytes: body.len(),
+        kind: kind(&body),
+        body,
+    })
 }
 
 /// The kind, as `vmctx show` tells it: `gzip`, `multipart`, or the first line.
