@@ -10,7 +10,7 @@
 //! `/var/lib/dbus/machine-id` removed unless it is a symlink to it). Nothing else is touched;
 //! symlinks are removed, never followed.
 
-use crate::apply::files::Root;
+use crate::files::Root;
 use std::io;
 use std::path::{Path, PathBuf};
 

@@ -11,6 +11,7 @@ pub mod cloud_init;
 pub mod context;
 pub mod derive;
 pub mod facts;
+pub mod files;
 pub mod imds_serve;
 pub mod imds_tree;
 pub mod onegate;

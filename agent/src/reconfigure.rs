@@ -131,7 +131,7 @@ pub fn run(source: &Source, root: &Path, settle: Duration) -> Result<Reconfigure
             managers: facts::Managers::detect(root),
             selinux: apply::selinux::Status::read(root),
         };
-        let state = State::new(&apply::files::Root::new(root));
+        let state = State::new(&crate::files::Root::new(root));
         let new_instance = state.instance_id().as_deref() != Some(ctx.instance_id.as_str());
         let stage = if new_instance {
             Stage::All

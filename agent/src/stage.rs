@@ -101,14 +101,14 @@ fn local_without_cd(root: &Path, why: &str) -> ExitCode {
     let mut evidence = Vec::new();
     match source::detect::dmi_cloud(root, &mut evidence) {
         Some(cloud) => {
-            let flag = crate::apply::files::Root::new(root).path("/run/vmctx/context");
-            let new = crate::apply::files::NewFile::mode(0o644);
+            let flag = crate::files::Root::new(root).path("/run/vmctx/context");
+            let new = crate::files::NewFile::mode(0o644);
             let which: &[u8] = if cloud == source::detect::OPENSTACK {
                 b"openstack\n"
             } else {
                 b"ec2\n"
             };
-            if let Err(e) = crate::apply::files::write_atomic(&flag, which, new) {
+            if let Err(e) = crate::files::write_atomic(&flag, which, new) {
                 eprintln!("vmctx: {}: {e}", flag.display());
                 return ExitCode::from(1);
             }

@@ -1,9 +1,9 @@
 //! vmctx's state under `/var/lib/vmctx`: the current instance id, per-instance done markers,
 //! the last applied plan, and what vmctx added to the network (so it removes exactly that).
 
-use crate::apply::files::{self, Dir, NewFile, Root};
 use crate::apply::network::Added;
 use crate::context::MacAddr;
+use crate::files::{self, Dir, NewFile, Root};
 use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;

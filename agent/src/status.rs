@@ -8,7 +8,7 @@
 //! 0 complete and nothing failed (or vmctx is disabled), 1 a stage failed, 3 not run yet or
 //! still running (or `--wait` timed out).
 
-use crate::apply::files::{self, NewFile, Root};
+use crate::files::{self, NewFile, Root};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;

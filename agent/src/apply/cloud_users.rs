@@ -2,10 +2,10 @@
 //! password locked or unset), its sudo rules in `/etc/sudoers.d/90-vmctx-<name>` (checked by
 //! visudo), and its own keys in vmctx's block of its `authorized_keys`.
 
-use super::files::NewFile;
 use super::users::{authorized_keys, lookup, validate_sudoers};
 use super::Apply;
 use crate::context::{CloudUser, Context};
+use crate::files::NewFile;
 use std::process::Command;
 
 pub fn apply(ap: &mut Apply, ctx: &Context) {

@@ -1,9 +1,9 @@
 //! Hostname (file and `sethostname`), vmctx's block in `/etc/hosts`, and DNS: a managed block in
 //! resolv.conf, or a systemd-resolved drop-in when resolv.conf is resolved's link (B17).
 
-use super::files::NewFile;
 use super::Apply;
 use crate::context::{Context, Method};
+use crate::files::NewFile;
 use std::net::IpAddr;
 
 pub fn hostname(ap: &mut Apply, ctx: &Context) {

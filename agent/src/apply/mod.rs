@@ -3,8 +3,6 @@
 //! before anything is touched.
 
 mod cloud_users;
-mod dir_fd;
-pub mod files;
 pub mod growfs;
 mod hostkeys;
 mod identity;
@@ -19,9 +17,9 @@ mod write_files;
 
 use crate::context::Context;
 use crate::facts::Facts;
+use crate::files::{self, Dir, NewFile, Root};
 use crate::plan::{self, ManagerFile, MANAGED_DIRS};
 use crate::state::State;
-use files::{Dir, NewFile, Root};
 use serde::Serialize;
 use std::path::Path;
 

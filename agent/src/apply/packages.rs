@@ -1,7 +1,7 @@
 //! `package_update` / `package_upgrade` of a `#cloud-config`: a small shell job for the image's
 //! package manager (detected under `--root`), run once per instance by the scripts executor.
 
-use super::files::Root;
+use crate::files::Root;
 use crate::os::{OsRelease, PackageManager};
 
 /// Refreshes the package lists only.

@@ -2,9 +2,9 @@
 //! the context files, with the context variables on top of a clean minimal environment, under a
 //! timeout, output to a log file. Once per instance unless `START_SCRIPT_MODE=always`.
 
-use super::files::Dir;
 use super::Apply;
 use crate::context::{Context, ScriptMode};
+use crate::files::Dir;
 use crate::source::{self, Source};
 use crate::state::State;
 use std::os::unix::fs::PermissionsExt;

@@ -5,8 +5,8 @@
 //! (recorded by [`super::Apply`]'s writers) gets its labels back at the end of the stage, as
 //! `restorecon` sets them. Where SELinux is off or absent nothing is run.
 
-use super::files::Root;
 use super::Apply;
+use crate::files::Root;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;

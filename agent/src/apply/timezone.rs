@@ -3,9 +3,9 @@
 //! The name's form is checked when the context is read; that the zone exists in this system's
 //! tzdata is checked by [`check`] before apply changes anything.
 
-use super::files::{NewFile, Root};
 use super::Apply;
 use crate::context::System;
+use crate::files::{NewFile, Root};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

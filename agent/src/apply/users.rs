@@ -3,9 +3,9 @@
 //! `authorized_keys`. passwd and shadow are read here, never through libc's NSS (the release
 //! binary is static glibc). No password or key material is logged.
 
-use super::files::{self, Dir, NewFile};
 use super::Apply;
 use crate::context::{Password, User};
+use crate::files::{self, Dir, NewFile};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,10 +2,10 @@
 //! with its permissions and owner, or appended to. Once per instance, as cloud-init: an
 //! `append` must not grow the file on every boot.
 
-use super::files::{Dir, NewFile};
 use super::users::lookup;
 use super::Apply;
 use crate::context::{Context, WriteFile};
+use crate::files::{Dir, NewFile};
 use crate::state::State;
 
 const MARKER: &str = "write-files";

@@ -9,8 +9,8 @@
 //! `base64_encoded_keys`; cloud-init's own configuration (`merged_cfg`, `sys_info`) has no
 //! counterpart and is left out.
 
-use crate::apply::files::{self, NewFile, Root};
 use crate::context::Context;
+use crate::files::{self, NewFile, Root};
 use crate::source::{Cloud, Raw};
 use serde_json::{json, Map, Value};
 use std::path::Path;

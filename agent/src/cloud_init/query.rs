@@ -7,7 +7,7 @@
 
 use super::instance::{INSTANCE_DATA, INSTANCE_DATA_SENSITIVE, REDACTED};
 use super::output::py_json;
-use crate::apply::files::Root;
+use crate::files::Root;
 use serde_json::{Map, Value};
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;

@@ -5,7 +5,7 @@
 
 use super::instance::platform;
 use super::output::{py_json, py_yaml};
-use crate::apply::files::Root;
+use crate::files::Root;
 use crate::status::{self as vs, Overall, RunResult, StageRun, Status};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;

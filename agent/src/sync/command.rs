@@ -3,7 +3,7 @@
 
 use super::config::{self, Flags};
 use super::{Report, SyncError};
-use crate::apply::files::Root;
+use crate::files::Root;
 use std::path::Path;
 
 /// Runs the command; `Ok(true)` = in step (exit 0), `Ok(false)` = some files failed (exit 1).

@@ -3,8 +3,8 @@
 
 use super::creds::Env;
 use super::local::{Excludes, DEFAULT_EXCLUDES};
-use crate::apply::files::Root;
 use crate::context::{AwsCredentials, Secret, SyncMode};
+use crate::files::Root;
 use serde::Deserialize;
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //! file per (endpoint, bucket, prefix, folder) with each file's base, and a lock beside it.
 
 use super::decide::Base;
-use crate::apply::files::{self, NewFile};
+use crate::files::{self, NewFile};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

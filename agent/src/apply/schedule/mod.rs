@@ -9,9 +9,9 @@
 
 mod convert;
 
-use super::files::NewFile;
 use super::Apply;
 use crate::context::{Context, SyncMode, SyncSettings};
+use crate::files::NewFile;
 use crate::os::{self, OsRelease, PackageManager};
 pub use convert::{to_calendar, to_cron};
 use std::path::Path;
@@ -386,7 +386,7 @@ mod tests {
 
     fn apply_in(root: &Path) -> Apply {
         Apply {
-            root: super::super::files::Root::new(root),
+            root: crate::files::Root::new(root),
             dry_run: false,
             actions: Vec::new(),
             written: Default::default(),

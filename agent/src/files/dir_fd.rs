@@ -8,7 +8,7 @@
 //! walk happens on the descriptor (`openat`, `fchmod`, `fchown`, `renameat`), so a folder
 //! swapped for a link between a check and a change cannot redirect the change.
 
-use super::files::NewFile;
+use super::NewFile;
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, renameat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};

@@ -1,4 +1,5 @@
-//! Atomic file writes and managed blocks: the only way apply changes a file.
+//! Atomic file writes and managed blocks: the only way vmctx changes a file (apply, state,
+//! status, sync, instance data).
 //!
 //! A write goes to a temp file in the same directory, is fsynced, takes the old file's mode
 //! and owner, and is renamed over the target; then the directory is fsynced. A crash leaves
@@ -7,7 +8,9 @@
 //! swapped for a link to `/etc` (every path is walked by [`Dir::open`], and the write happens
 //! on the folder's descriptor).
 
-pub use super::dir_fd::Dir;
+mod dir_fd;
+
+pub use dir_fd::Dir;
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub const BEGIN: &str = "# BEGIN vmctx managed block: changes inside are overwritten";
 pub const END: &str = "# END vmctx managed block";
 
-/// Every path apply touches, taken under `--root`.
+/// Every path vmctx touches, taken under `--root`.
 #[derive(Debug, Clone)]
 pub struct Root(PathBuf);
 
