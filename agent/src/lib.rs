@@ -14,7 +14,6 @@ pub mod facts;
 pub mod files;
 pub mod imds_serve;
 pub mod imds_tree;
-pub mod onegate;
 pub mod os;
 pub mod plan;
 pub mod reconfigure;

@@ -8,6 +8,7 @@ mod hostkeys;
 mod identity;
 pub mod network;
 mod packages;
+mod onegate;
 pub mod schedule;
 mod scripts;
 pub mod selinux;
@@ -327,7 +328,7 @@ pub fn apply(
         scripts::run(&mut ap, ctx, &state);
         // Last: tell OneGate the VM is ready (REPORT_READY=YES), when nothing failed.
         let failed = ap.count(Outcome::Failed);
-        crate::onegate::report(&mut ap, ctx, &state, failed);
+        onegate::report(&mut ap, ctx, &state, failed);
     }
     if !dry_run {
         if let Err(e) = state.save_plan(&ctx.instance_id, &plan.to_json()) {

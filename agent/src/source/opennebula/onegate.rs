@@ -1,5 +1,5 @@
 //! `REPORT_READY`, `ONEGATE_ENDPOINT`, `ONEGATE_TOKEN` / `token.txt` and `VMID`: what vmctx
-//! needs to tell OneGate that the VM is ready (acted on by `crate::onegate`).
+//! needs to tell OneGate that the VM is ready (acted on by `crate::apply::onegate`).
 
 use super::Reader;
 use crate::context::{OneGate, Secret};

@@ -16,7 +16,7 @@
 //! put in a message. The endpoint may be a host name: the sync's client resolves it with
 //! hickory (no NSS), and speaks https too.
 
-use crate::apply::Apply;
+use super::Apply;
 use crate::context::{Context, OneGate, Secret};
 use crate::state::State;
 use crate::sync::http::{self, UploadBody};
