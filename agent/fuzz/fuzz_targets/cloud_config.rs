@@ -3,11 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vmctx::context::UserData;
 use vmctx::source::context_sh::Vars;
 
 fuzz_target!(|data: &[u8]| {
     let mut ctx = vmctx::source::opennebula::to_context(&Vars::default(), &[], "fuzz");
-    ctx.scripts.user_data = UserData::from_body(data.to_vec());
+    ctx.scripts.user_data = vmctx::source::userdata::user_data(data.to_vec());
     vmctx::source::userdata::merge(&mut ctx);
 });
