@@ -73,6 +73,8 @@ pub struct ServeOptions {
     /// `--hop-limit`: one tree: overrides the context's `EC2_IMDS_HOP_LIMIT`; host map: a VM's
     /// context may ask for less, never more.
     pub hop_limit: Option<u8>,
+    /// Where and how patiently a metadata-service source is read.
+    pub imds: crate::settings::Imds,
 }
 
 impl ServeOptions {
@@ -177,7 +179,7 @@ async fn serve_single(
     listen: SocketAddr,
     device: Option<&str>,
 ) -> Result<(), ServeError> {
-    let (tree, ctx_policy) = load_single(&opts.tree, &opts.root)?;
+    let (tree, ctx_policy) = load_single(&opts.tree, &opts.root, &opts.imds)?;
     let policy = opts.flags().over(ctx_policy);
     let listener = server::bind_to(listen, device).map_err(|source| ServeError::Bind {
         addr: listen,
@@ -189,9 +191,9 @@ async fn serve_single(
             .map_err(|e| ServeError::Tree(e.to_string()))?,
     );
     let reload: Reload = {
-        let (from, root) = (opts.tree.clone(), opts.root.clone());
+        let (from, root, md) = (opts.tree.clone(), opts.root.clone(), opts.imds.clone());
         Arc::new(move || {
-            load_single(&from, &root)
+            load_single(&from, &root, &md)
                 .map(|(t, _)| Trees::Single(Arc::new(t)))
                 .map_err(|e| e.to_string())
         })
@@ -246,16 +248,24 @@ fn say_listening(local: SocketAddr) {
 }
 
 /// The single tree `--source`/`--tree` name (`vmctx imds tree`).
-pub fn load_tree(from: &TreeFrom, root: &Path) -> Result<Tree, ServeError> {
-    load_single(from, root).map(|(t, _)| t)
+pub fn load_tree(
+    from: &TreeFrom,
+    root: &Path,
+    imds: &crate::settings::Imds,
+) -> Result<Tree, ServeError> {
+    load_single(from, root, imds).map(|(t, _)| t)
 }
 
 /// The tree, and the policy the context asks for (none for a tree file).
-fn load_single(from: &TreeFrom, root: &Path) -> Result<(Tree, Option<Policy>), ServeError> {
+fn load_single(
+    from: &TreeFrom,
+    root: &Path,
+    imds: &crate::settings::Imds,
+) -> Result<(Tree, Option<Policy>), ServeError> {
     match from {
         TreeFrom::File(p) => Ok((tree_file(p)?, None)),
         TreeFrom::Source(s) => {
-            let ctx = source::load(s, root)?;
+            let ctx = source::load(s, root, imds)?;
             let (tree, policy) = from_context(&ctx)?;
             Ok((tree, Some(policy)))
         }
@@ -377,7 +387,7 @@ mod tests {
         )
         .unwrap();
         let from = TreeFrom::Source(Source::Dir(d.path().into()));
-        let (tree, policy) = load_single(&from, Path::new("/")).unwrap();
+        let (tree, policy) = load_single(&from, Path::new("/"), &Default::default()).unwrap();
         assert_eq!(tree.instance_id(), "i-00000000000000003");
         let p = policy.unwrap();
         assert!(p.tokens_required);

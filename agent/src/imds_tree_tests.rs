@@ -18,7 +18,12 @@ fn imported_ami() -> Tree {
         env!("CARGO_MANIFEST_DIR"),
         "/../vm-fixtures/contexts/imported-ami"
     );
-    let c = source::load(&Source::Dir(dir.into()), std::path::Path::new("/")).unwrap();
+    let c = source::load(
+        &Source::Dir(dir.into()),
+        std::path::Path::new("/"),
+        &Default::default(),
+    )
+    .unwrap();
     build(&c, now()).unwrap()
 }
 

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
+use vmctx::settings::{Imds, Settings};
 use vmctx::source;
 use vmctx::source::iso9660::IsoImage;
 use vmctx::{derive, facts, plan};
@@ -20,7 +21,10 @@ const MAX_CAT: u64 = 64 << 20;
 fn main() -> ExitCode {
     // Started through the `cloud-init` link: answer as cloud-init does.
     if vmctx::cloud_init::invoked_as_cloud_init() {
-        return ExitCode::from(vmctx::cloud_init::main(std::env::args_os().collect()));
+        return ExitCode::from(vmctx::cloud_init::main(
+            std::env::args_os().collect(),
+            std::env::var_os("VMCTX_ROOT"),
+        ));
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -39,10 +43,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     let root = cli.root.as_path();
+    // The environment's knobs, read here only: the library is handed them.
+    let settings = Settings::from_lookup(|k| std::env::var(k).ok());
     match cli.command {
-        Command::Detect { json } => detect(root, json),
+        Command::Detect { json } => detect(root, json, &settings),
         Command::Show { source, json } => {
-            let ctx = source::load(&source, root).map_err(|e| e.to_string())?;
+            let ctx = source::load(&source, root, &settings.imds).map_err(|e| e.to_string())?;
             let out = if json {
                 serde_json::to_string(&ctx)
             } else {
@@ -56,7 +62,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             links_file,
             json,
         } => {
-            let ctx = source::load(&source, root).map_err(|e| e.to_string())?;
+            let ctx = source::load(&source, root, &settings.imds).map_err(|e| e.to_string())?;
             let links = match links_file {
                 Some(f) => facts::read_links_file(&f),
                 None => facts::live_links(),
@@ -90,7 +96,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             // A dry run changes nothing, so it neither waits for nor records a stage.
             let _lock = (!dry_run).then(|| vmctx::status::lock(root));
             let rec = (!dry_run).then(|| vmctx::status::Recorder::begin(root, name));
-            let (result, end) = vmctx::stage::apply_stage(root, source, stage, dry_run, json, wait);
+            let (result, end) =
+                vmctx::stage::apply_stage(root, source, stage, dry_run, json, wait, &settings);
             if let Some(rec) = rec {
                 rec.finish(end);
             }
@@ -104,7 +111,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let _lock = vmctx::status::lock(root);
             let rec = vmctx::status::Recorder::begin(root, "reconfigure");
             let settle = Duration::from_millis(settle_ms);
-            match vmctx::reconfigure::run(&source, root, settle) {
+            match vmctx::reconfigure::run(&source, root, settle, &settings) {
                 Ok(r) => {
                     let mut end = match r.rounds.last() {
                         Some(last) => vmctx::status::StageEnd::from_report(
@@ -209,7 +216,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Imds { op } => imds(op, root),
+        Command::Imds { op } => imds(op, root, &settings.imds),
         Command::ImdsBuildVm { path } => {
             vmctx::imds_serve::build_vm_child(&path)?;
             Ok(ExitCode::SUCCESS)
@@ -230,7 +237,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 excludes: a.exclude,
                 jobs: a.jobs,
             };
-            let in_step = vmctx::sync::command::run(flags, root, a.once, a.json)?;
+            let in_step = vmctx::sync::command::run(
+                flags,
+                root,
+                &std::env::vars().collect(),
+                a.once,
+                a.json,
+            )?;
             Ok(if in_step {
                 ExitCode::SUCCESS
             } else {
@@ -240,7 +253,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
+fn imds(op: ImdsOp, root: &Path, imds_settings: &Imds) -> Result<ExitCode, String> {
     use vmctx::imds_serve::{self, Mode, ServeOptions};
     match op {
         ImdsOp::Serve {
@@ -263,11 +276,13 @@ fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
                 listen,
                 require_token,
                 hop_limit,
+                imds: imds_settings.clone(),
             })
             .map_err(|e| e.to_string())?;
         }
         ImdsOp::Tree { tree } => {
-            let t = imds_serve::load_tree(&tree.from(), root).map_err(|e| e.to_string())?;
+            let t = imds_serve::load_tree(&tree.from(), root, imds_settings)
+                .map_err(|e| e.to_string())?;
             let mut value = t.to_json();
             imds_serve::redact(&mut value);
             let json = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
@@ -286,8 +301,8 @@ fn exit_for(errors: &[String]) -> ExitCode {
     }
 }
 
-fn detect(root: &Path, json: bool) -> Result<ExitCode, String> {
-    let url = source::detect::probe_url(root);
+fn detect(root: &Path, json: bool, settings: &Settings) -> Result<ExitCode, String> {
+    let url = source::detect::probe_url(root, &settings.imds);
     let d = source::detect::decide(root, url.as_deref());
     if json {
         println!("{}", serde_json::to_string(&d).map_err(|e| e.to_string())?);

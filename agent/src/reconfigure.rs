@@ -17,6 +17,7 @@
 
 use crate::apply::{self, Report, Stage};
 use crate::facts::{self, Facts, Links};
+use crate::settings::{Imds, Settings};
 use crate::source::{self, Raw, Source, SourceError};
 use crate::state::State;
 use serde::Serialize;
@@ -75,9 +76,9 @@ struct Seen {
     context: Option<u64>,
 }
 
-fn look(source: &Source, root: &Path) -> Result<(Seen, Option<Raw>), String> {
+fn look(source: &Source, root: &Path, imds: &Imds) -> Result<(Seen, Option<Raw>), String> {
     let links = facts::live_links().map_err(|e| e.to_string())?;
-    let raw = match source::read_local(source, root, Duration::ZERO) {
+    let raw = match source::read_local(source, root, Duration::ZERO, imds) {
         Ok(raw) => Some(raw),
         Err(SourceError::NotFound(_)) => None,
         Err(e) => return Err(format!("{e}; nothing was changed")),
@@ -95,12 +96,17 @@ fn look(source: &Source, root: &Path) -> Result<(Seen, Option<Raw>), String> {
 }
 
 /// Looks until two looks `settle` apart agree (or [`MAX_SETTLE_WAIT`] passed).
-fn settled(source: &Source, root: &Path, settle: Duration) -> Result<(Seen, Option<Raw>), String> {
+fn settled(
+    source: &Source,
+    root: &Path,
+    settle: Duration,
+    imds: &Imds,
+) -> Result<(Seen, Option<Raw>), String> {
     let started = Instant::now();
-    let mut last = look(source, root)?;
+    let mut last = look(source, root, imds)?;
     loop {
         std::thread::sleep(settle);
-        let now = look(source, root)?;
+        let now = look(source, root, imds)?;
         if now.0 == last.0 || started.elapsed() >= MAX_SETTLE_WAIT {
             return Ok(now);
         }
@@ -108,11 +114,16 @@ fn settled(source: &Source, root: &Path, settle: Duration) -> Result<(Seen, Opti
     }
 }
 
-pub fn run(source: &Source, root: &Path, settle: Duration) -> Result<Reconfigured, String> {
+pub fn run(
+    source: &Source,
+    root: &Path,
+    settle: Duration,
+    settings: &Settings,
+) -> Result<Reconfigured, String> {
     let mut out = Reconfigured::default();
     let mut applied: Option<Seen> = None;
     for _ in 0..MAX_ROUNDS {
-        let (seen, raw) = settled(source, root, settle)?;
+        let (seen, raw) = settled(source, root, settle, &settings.imds)?;
         if applied.as_ref() == Some(&seen) {
             break;
         }
@@ -145,7 +156,8 @@ pub fn run(source: &Source, root: &Path, settle: Duration) -> Result<Reconfigure
                 state.instance_id().as_deref().unwrap_or("none")
             );
         }
-        let report = apply::apply(&ctx, &facts, root, stage, false).map_err(|e| e.to_string())?;
+        let report =
+            apply::apply(&ctx, &facts, root, stage, false, settings).map_err(|e| e.to_string())?;
         crate::cloud_init::instance::record(root, &ds, &ctx);
         out.rounds.push(Round {
             stage: if new_instance { "all" } else { "local" },

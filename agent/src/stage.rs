@@ -16,6 +16,7 @@ pub fn apply_stage(
     dry_run: bool,
     json: bool,
     wait: u64,
+    settings: &crate::settings::Settings,
 ) -> (Result<ExitCode, String>, crate::status::StageEnd) {
     use crate::status::StageEnd;
     let failed = |msg: String| (Err(msg.clone()), StageEnd::error(msg));
@@ -33,9 +34,9 @@ pub fn apply_stage(
         return none(ExitCode::SUCCESS);
     }
     let read = if local {
-        source::read_local(&source, root, wait)
+        source::read_local(&source, root, wait, &settings.imds)
     } else {
-        source::read_waiting(&source, root, wait)
+        source::read_waiting(&source, root, wait, &settings.imds)
     };
     let raw = match read {
         Ok(raw) => raw,
@@ -65,7 +66,7 @@ pub fn apply_stage(
         managers: facts::Managers::detect(root),
         selinux: crate::apply::selinux::Status::read(root),
     };
-    let report = match crate::apply::apply(&ctx, &facts, root, stage, dry_run) {
+    let report = match crate::apply::apply(&ctx, &facts, root, stage, dry_run, settings) {
         Ok(r) => r,
         Err(e) => {
             let mut end = StageEnd::error(e.to_string());

@@ -7,8 +7,8 @@ pub mod growfs;
 mod hostkeys;
 mod identity;
 pub mod network;
-mod packages;
 mod onegate;
+mod packages;
 pub mod schedule;
 mod scripts;
 pub mod selinux;
@@ -20,6 +20,7 @@ use crate::context::Context;
 use crate::facts::Facts;
 use crate::files::{self, Dir, NewFile, Root};
 use crate::plan::{self, ManagerFile, MANAGED_DIRS};
+use crate::settings::Settings;
 use crate::state::State;
 use serde::Serialize;
 use std::path::Path;
@@ -246,13 +247,15 @@ impl Apply {
     }
 }
 
-/// Applies `ctx` for `stage`, given what the system has (`facts`).
+/// Applies `ctx` for `stage`, given what the system has (`facts`) and the environment's knobs
+/// (`settings`).
 pub fn apply(
     ctx: &Context,
     facts: &Facts,
     root: &Path,
     stage: Stage,
     dry_run: bool,
+    settings: &Settings,
 ) -> Result<Report, ApplyError> {
     // What can only be checked against this system (the zone exists) refuses the context too.
     let mut errors = ctx.errors.clone();
@@ -328,7 +331,7 @@ pub fn apply(
         scripts::run(&mut ap, ctx, &state);
         // Last: tell OneGate the VM is ready (REPORT_READY=YES), when nothing failed.
         let failed = ap.count(Outcome::Failed);
-        onegate::report(&mut ap, ctx, &state, failed);
+        onegate::report(&mut ap, ctx, &state, failed, &settings.onegate);
     }
     if !dry_run {
         if let Err(e) = state.save_plan(&ctx.instance_id, &plan.to_json()) {

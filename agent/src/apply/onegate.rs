@@ -12,12 +12,13 @@
 //!
 //! Once per instance (a done marker, set only when OneGate accepted it: a failed report is
 //! tried again at the next boot). Connect errors, timeouts, 429 and 5xx are retried with
-//! backoff (5 tries, 1 s doubling); other answers fail at once. The token is never logged nor
+//! backoff (5 tries, 1 s doubling: `Settings::onegate`); other answers fail at once. The token is never logged nor
 //! put in a message. The endpoint may be a host name: the sync's client resolves it with
 //! hickory (no NSS), and speaks https too.
 
 use super::Apply;
 use crate::context::{Context, OneGate, Secret};
+use crate::retry::{self, Backoff, GaveUp, Try};
 use crate::state::State;
 use crate::sync::http::{self, UploadBody};
 use bytes::Bytes;
@@ -25,16 +26,19 @@ use http_body_util::BodyExt;
 use std::time::{Duration, Instant};
 
 const MARKER: &str = "report-ready";
-const TRIES: u32 = 5;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The first pause between tries (then doubled); `VMCTX_ONEGATE_BACKOFF_MS` overrides it.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Largest answer body read (for the message).
 const MAX_BODY: usize = 4096;
 
 /// The final stage's last step. `failed_before`: actions of this apply that failed (then
-/// readiness is not reported).
-pub fn report(ap: &mut Apply, ctx: &Context, state: &State, failed_before: usize) {
+/// readiness is not reported); `policy`: how tries are spaced (`Settings::onegate`).
+pub fn report(
+    ap: &mut Apply,
+    ctx: &Context,
+    state: &State,
+    failed_before: usize,
+    policy: &Backoff,
+) {
     let Some(gate) = &ctx.onegate else { return };
     let target = format!("{}/vm", gate.endpoint);
     if state.done(&ctx.instance_id, MARKER) {
@@ -58,11 +62,7 @@ pub fn report(ap: &mut Apply, ctx: &Context, state: &State, failed_before: usize
         Ok(t) => t,
         Err(e) => return ap.failed("onegate", &target, e),
     };
-    let backoff = std::env::var("VMCTX_ONEGATE_BACKOFF_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(FIRST_BACKOFF, Duration::from_millis);
-    match put_ready(gate, &token, TRIES, backoff) {
+    match put_ready(gate, &token, policy) {
         Ok(detail) => {
             if let Err(e) = state.mark_done(&ctx.instance_id, MARKER, &detail) {
                 ap.failed("state", MARKER, format!("done marker: {e}"));
@@ -92,12 +92,7 @@ fn token(ctx: &Context, gate: &OneGate) -> Result<Secret, String> {
 }
 
 /// Sends `READY=YES`, retrying what may pass later; the detail of the success, or why not.
-pub fn put_ready(
-    gate: &OneGate,
-    token: &Secret,
-    tries: u32,
-    first_backoff: Duration,
-) -> Result<String, String> {
+pub fn put_ready(gate: &OneGate, token: &Secret, policy: &Backoff) -> Result<String, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,35 +101,31 @@ pub fn put_ready(
         let client = http::client(None).map_err(|e| e.to_string())?;
         let url = format!("{}/vm", gate.endpoint);
         let started = Instant::now();
-        let mut pause = first_backoff;
-        let mut last = String::new();
-        for attempt in 1..=tries {
-            if attempt > 1 {
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
-            match once(&client, &url, &gate.vmid, token).await {
-                Ok(status) if status.is_success() => {
-                    return Ok(format!(
+        let tries = policy.tries;
+        let sent = retry::run(policy, None, |attempt| {
+            let (client, url) = (&client, &url);
+            async move {
+                match once(client, url, &gate.vmid, token).await {
+                    Ok(status) if status.is_success() => Try::Done(format!(
                         "READY=YES reported (HTTP {}, try {attempt} of {tries})",
                         status.as_u16()
-                    ));
-                }
-                Ok(status) => {
-                    last = format!("HTTP {status}");
-                    let transient = status.is_server_error() || status.as_u16() == 429;
-                    if !transient {
-                        return Err(format!("OneGate refused READY=YES: {last}"));
+                    )),
+                    Ok(status) if status.is_server_error() || status.as_u16() == 429 => {
+                        Try::Again(format!("HTTP {status}"))
                     }
+                    Ok(status) => Try::Fail(format!("OneGate refused READY=YES: HTTP {status}")),
+                    Err(e) => Try::Again(e),
                 }
-                Err(e) => last = e,
             }
-            tracing::debug!("onegate try {attempt}: {last}");
-        }
-        Err(format!(
-            "gave up after {tries} tries in {:.1} s; last: {last}",
-            started.elapsed().as_secs_f64()
-        ))
+        })
+        .await;
+        sent.map_err(|e| match e {
+            GaveUp::Failed(why) => why,
+            GaveUp::Exhausted { last, tries } => format!(
+                "gave up after {tries} tries in {:.1} s; last: {last}",
+                started.elapsed().as_secs_f64()
+            ),
+        })
     })
 }
 

@@ -23,14 +23,15 @@ pub fn invoked_as_cloud_init() -> bool {
         .is_some_and(|a| Path::new(&a).file_name().is_some_and(|n| n == NAME))
 }
 
-/// Runs the cloud-init command line `args` (argv[0] first); returns the exit code.
-pub fn main(args: Vec<OsString>) -> u8 {
+/// Runs the cloud-init command line `args` (argv[0] first); `env_root` is `VMCTX_ROOT`, the
+/// root when `--root` is not given. Returns the exit code.
+pub fn main(args: Vec<OsString>, env_root: Option<OsString>) -> u8 {
     let args: Vec<String> = args
         .into_iter()
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let (root, args) = take_root(args);
+    let (root, args) = take_root(args, env_root);
     let mut rest = args.iter().map(String::as_str);
     // cloud-init's global options come before the subcommand.
     let sub = loop {
@@ -113,9 +114,10 @@ pub fn log_error(file: &str, msg: &str) {
     eprintln!("{t} - {file}[ERROR]: {msg}");
 }
 
-/// `--root DIR` (or `--root=DIR`) anywhere, else `VMCTX_ROOT`, else `/`; the other arguments.
-fn take_root(args: Vec<String>) -> (PathBuf, Vec<String>) {
-    let mut root = std::env::var_os("VMCTX_ROOT")
+/// `--root DIR` (or `--root=DIR`) anywhere, else `env_root` (`VMCTX_ROOT`), else `/`; the other
+/// arguments.
+fn take_root(args: Vec<String>, env_root: Option<OsString>) -> (PathBuf, Vec<String>) {
+    let mut root = env_root
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"));
     let mut rest = Vec::new();
@@ -320,7 +322,7 @@ mod tests {
             status_args(&parse(&["--format", "xml"], STATUS_OPTS).unwrap()),
             Err(e) if e.contains("invalid choice: 'xml'")
         ));
-        let (root, rest) = take_root(vec!["status".into(), "--root=/tmp/r".into()]);
+        let (root, rest) = take_root(vec!["status".into(), "--root=/tmp/r".into()], None);
         assert_eq!(
             (root, rest),
             (PathBuf::from("/tmp/r"), vec!["status".into()])
@@ -332,7 +334,7 @@ mod tests {
         for sub in [
             "init", "modules", "single", "devel", "analyze", "schema", "bogus",
         ] {
-            assert_eq!(main(vec!["cloud-init".into(), sub.into()]), 1);
+            assert_eq!(main(vec!["cloud-init".into(), sub.into()], None), 1);
             let line = unsupported(sub);
             assert!(
                 line.contains("vmctx") && line.contains("vmctx --help"),

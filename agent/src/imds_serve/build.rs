@@ -38,8 +38,12 @@ fn read_vm(src: &VmSource) -> Result<VmFiles, String> {
                     file.display()
                 ));
             }
-            let raw = source::read(&Source::Dir(dir.clone()), Path::new("/"))
-                .map_err(|e| e.to_string())?;
+            let raw = source::read(
+                &Source::Dir(dir.clone()),
+                Path::new("/"),
+                &Default::default(),
+            )
+            .map_err(|e| e.to_string())?;
             Ok(VmFiles::Context(Box::new(raw)))
         }
     }

@@ -270,13 +270,14 @@ pub fn decide(root: &Path, imds: Option<&str>) -> Decision {
     }
 }
 
-/// Where `--source auto` probes: `VMCTX_IMDS_URL`, else EC2's address — but only on the real
-/// root: with `--root DIR` the machine is a test tree and only an explicit URL is asked.
-pub fn probe_url(root: &Path) -> Option<String> {
-    match std::env::var(super::ec2::ENV_URL) {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if root == Path::new("/") => Some(super::ec2::DEFAULT_URL.to_string()),
-        _ => None,
+/// Where `--source auto` probes: the settings' URL (`VMCTX_IMDS_URL`), else EC2's address —
+/// but only on the real root: with `--root DIR` the machine is a test tree and only an
+/// explicit URL is asked.
+pub fn probe_url(root: &Path, imds: &crate::settings::Imds) -> Option<String> {
+    match &imds.url {
+        Some(u) => Some(u.clone()),
+        None if root == Path::new("/") => Some(super::ec2::DEFAULT_URL.to_string()),
+        None => None,
     }
 }
 

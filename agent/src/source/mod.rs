@@ -12,6 +12,7 @@ pub mod userdata;
 pub mod vfat;
 
 use crate::context::Context;
+use crate::settings::Imds;
 use context_sh::Parsed;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -157,29 +158,29 @@ pub struct Raw {
 
 /// Reads the context named by `source`. `root` prefixes the paths searched by detection
 /// (`/sys/class/block`, `/dev`); explicit paths are used as given.
-pub fn read(source: &Source, root: &Path) -> Result<Raw, SourceError> {
+pub fn read(source: &Source, root: &Path, imds: &Imds) -> Result<Raw, SourceError> {
     match source {
         Source::OpenNebula(None) => read_volume(root, Some(detect::Volume::Context)),
         Source::ConfigDrive(None) => read_volume(root, Some(detect::Volume::ConfigDrive)),
         Source::Auto => {
-            let d = detect::decide(root, detect::probe_url(root).as_deref());
+            let d = detect::decide(root, detect::probe_url(root, imds).as_deref());
             match d.source.as_deref().map(str::parse::<Source>) {
                 Some(Ok(Source::OpenNebula(Some(dev)))) => opennebula::read_cd(&dev, false),
                 Some(Ok(Source::ConfigDrive(Some(dev)))) => read_config_drive(&dev),
-                Some(Ok(s @ (Source::Ec2(_) | Source::OpenStack(_)))) => read(&s, root),
+                Some(Ok(s @ (Source::Ec2(_) | Source::OpenStack(_)))) => read(&s, root, imds),
                 _ => Err(SourceError::NotFound(d.summary)),
             }
         }
         Source::OpenNebula(Some(path)) => opennebula::read_cd(path, true),
         Source::Dir(path) => read_dir(path),
-        Source::Ec2(_) => read_ec2(source),
+        Source::Ec2(_) => read_ec2(source, imds),
         Source::ConfigDrive(Some(path)) => read_config_drive(path),
         // The drive first, always: the service may be unreachable where a drive exists.
         Source::OpenStack(None) => match read_volume(root, Some(detect::Volume::ConfigDrive)) {
-            Err(SourceError::NotFound(_)) => read_openstack_service(None),
+            Err(SourceError::NotFound(_)) => read_openstack_service(None, imds),
             other => other,
         },
-        Source::OpenStack(Some(url)) => read_openstack_service(Some(url)),
+        Source::OpenStack(Some(url)) => read_openstack_service(Some(url), imds),
     }
 }
 
@@ -211,13 +212,13 @@ fn read_config_drive(path: &Path) -> Result<Raw, SourceError> {
 }
 
 /// Nova's metadata service; where it has no `/openstack`, its EC2-compatible tree.
-fn read_openstack_service(url: Option<&str>) -> Result<Raw, SourceError> {
+fn read_openstack_service(url: Option<&str>, imds: &Imds) -> Result<Raw, SourceError> {
     const BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
     let fail = |e| SourceError::Ec2 {
         origin: Source::OpenStack(url.map(str::to_string)).to_string(),
         source: e,
     };
-    let opts = ec2::Options::from_env_budget(url, BUDGET).map_err(fail)?;
+    let opts = ec2::Options::new(url, BUDGET, imds).map_err(fail)?;
     let origin = Source::OpenStack(Some(opts.endpoint.url.clone())).to_string();
     match openstack::read_service(&opts) {
         Ok(openstack::ServiceAnswer::OpenStack(md)) => Ok(Raw {
@@ -228,7 +229,7 @@ fn read_openstack_service(url: Option<&str>) -> Result<Raw, SourceError> {
             cloud: Some(Cloud::OpenStack(md)),
         }),
         Ok(openstack::ServiceAnswer::NoOpenStack) => {
-            let mut raw = read_ec2(&Source::Ec2(Some(opts.endpoint.url.clone())))?;
+            let mut raw = read_ec2(&Source::Ec2(Some(opts.endpoint.url.clone())), imds)?;
             raw.warnings.push(format!(
                 "{}/openstack answers 404: read as an EC2-style metadata service",
                 opts.endpoint.url
@@ -244,16 +245,17 @@ pub fn read_local(
     source: &Source,
     root: &Path,
     wait: std::time::Duration,
+    imds: &Imds,
 ) -> Result<Raw, SourceError> {
     match source {
         // Either volume (CONTEXT or config-2): the first found.
         Source::Auto => waiting(root, wait, || read_volume(root, None)),
-        Source::OpenStack(None) => read_waiting(&Source::ConfigDrive(None), root, wait),
-        other => read_waiting(other, root, wait),
+        Source::OpenStack(None) => read_waiting(&Source::ConfigDrive(None), root, wait, imds),
+        other => read_waiting(other, root, wait, imds),
     }
 }
 
-fn read_ec2(source: &Source) -> Result<Raw, SourceError> {
+fn read_ec2(source: &Source, imds: &Imds) -> Result<Raw, SourceError> {
     let Source::Ec2(url) = source else {
         unreachable!("read_ec2 is called for ec2 sources")
     };
@@ -261,7 +263,7 @@ fn read_ec2(source: &Source) -> Result<Raw, SourceError> {
         origin: source.to_string(),
         source: e,
     };
-    let opts = ec2::Options::from_env(url.as_deref()).map_err(fail)?;
+    let opts = ec2::Options::new(url.as_deref(), ec2::DEFAULT_BUDGET, imds).map_err(fail)?;
     let md = ec2::read(&opts).map_err(fail)?;
     Ok(Raw {
         origin: Source::Ec2(Some(opts.endpoint.url.clone())).to_string(),
@@ -279,12 +281,13 @@ pub fn read_waiting(
     source: &Source,
     root: &Path,
     wait: std::time::Duration,
+    imds: &Imds,
 ) -> Result<Raw, SourceError> {
     match source {
         Source::Auto | Source::OpenNebula(None) | Source::ConfigDrive(None) => {
-            waiting(root, wait, || read(source, root))
+            waiting(root, wait, || read(source, root, imds))
         }
-        _ => read(source, root),
+        _ => read(source, root, imds),
     }
 }
 
@@ -313,8 +316,8 @@ fn waiting(
 }
 
 /// Reads and normalizes: parse warnings are carried into the context's warnings.
-pub fn load(source: &Source, root: &Path) -> Result<Context, SourceError> {
-    let raw = read(source, root)?;
+pub fn load(source: &Source, root: &Path, imds: &Imds) -> Result<Context, SourceError> {
+    let raw = read(source, root, imds)?;
     to_context_checked(raw)
 }
 
@@ -484,13 +487,23 @@ mod tests {
     #[test]
     fn dir_errors_name_the_source() {
         let t = tempfile::tempdir().unwrap();
-        let e = read(&Source::Dir(t.path().into()), Path::new("/")).unwrap_err();
+        let e = read(
+            &Source::Dir(t.path().into()),
+            Path::new("/"),
+            &Default::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             format!("dir:{}: no context.sh in it", t.path().display())
         );
         let missing = t.path().join("nope");
-        let e = read(&Source::Dir(missing.clone()), Path::new("/")).unwrap_err();
+        let e = read(
+            &Source::Dir(missing.clone()),
+            Path::new("/"),
+            &Default::default(),
+        )
+        .unwrap_err();
         assert!(
             e.to_string()
                 .starts_with(&format!("dir:{}: ", missing.display())),
@@ -504,7 +517,12 @@ mod tests {
         std::fs::write(t.path().join("context.sh"), "INIT_SCRIPTS='b.sh'\n").unwrap();
         std::fs::write(t.path().join("b.sh"), "#!/bin/sh\n").unwrap();
         std::fs::create_dir(t.path().join("sub")).unwrap();
-        let raw = read(&Source::Dir(t.path().into()), Path::new("/")).unwrap();
+        let raw = read(
+            &Source::Dir(t.path().into()),
+            Path::new("/"),
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(raw.files, vec!["b.sh"]);
         assert_eq!(to_context(raw).scripts.init, vec!["b.sh"]);
     }

@@ -4,6 +4,7 @@
 use super::creds::Credentials;
 use super::http::{HttpClient, UploadBody};
 use super::sigv4::{self, Signer};
+use crate::retry::{self, Backoff, GaveUp, Try};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -266,7 +267,8 @@ impl S3 {
         }
     }
 
-    /// Signs and sends, retrying connection failures, 5xx and 429 (three tries, backoff).
+    /// Signs and sends, retrying connection failures, 5xx and 429 (three tries, 0.3 s then 0.6 s
+    /// apart).
     async fn send(
         &self,
         method: &str,
@@ -295,11 +297,8 @@ impl S3 {
         } else {
             format!("{}{path}?{}", self.target.endpoint(), qs.join("&"))
         };
-        let mut last = None;
-        for attempt in 0..3u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(150 << attempt)).await;
-            }
+        let policy = Backoff::doubling(3, Duration::from_millis(300));
+        let sent = retry::run(&policy, None, |_| async {
             let mut h = headers.to_vec();
             h.push(("host".into(), self.target.authority.clone()));
             let signer = Signer {
@@ -314,35 +313,37 @@ impl S3 {
             for (k, v) in &h {
                 req = req.header(k.as_str(), v.as_str());
             }
-            let req = req
-                .body(body()?)
-                .map_err(|e| S3Error::Config(format!("request: {e}")))?;
+            let body = match body() {
+                Ok(b) => b,
+                Err(e) => return Try::Fail(S3Error::from(e)),
+            };
+            let req = match req.body(body) {
+                Ok(r) => r,
+                Err(e) => return Try::Fail(S3Error::Config(format!("request: {e}"))),
+            };
             let sent = tokio::time::timeout(Duration::from_secs(60), self.http.request(req)).await;
             let resp = match sent {
-                Err(_) => {
-                    last = Some(self.unreachable("no answer in 60 s".into()));
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    last = Some(self.unreachable(error_chain(&e)));
-                    continue;
-                }
+                Err(_) => return Try::Again(self.unreachable("no answer in 60 s".into())),
+                Ok(Err(e)) => return Try::Again(self.unreachable(error_chain(&e))),
                 Ok(Ok(r)) => r,
             };
             let status = resp.status().as_u16();
             if status < 300 {
-                return Ok(resp);
+                return Try::Done(resp);
             }
             // An error document is small; a longer one is not read.
             let text = collect_at_most(resp, 64 << 10).await.unwrap_or_default();
             let err = self.error(status, &text);
             if status >= 500 || status == 429 {
-                last = Some(err);
-                continue;
+                Try::Again(err)
+            } else {
+                Try::Fail(err)
             }
-            return Err(err);
-        }
-        Err(last.unwrap_or(S3Error::Precondition))
+        })
+        .await;
+        sent.map_err(|e| match e {
+            GaveUp::Failed(e) | GaveUp::Exhausted { last: e, .. } => e,
+        })
     }
 
     fn unreachable(&self, why: String) -> S3Error {

@@ -8,6 +8,7 @@
 //! read as "no data".
 
 use super::{Ec2Error, Endpoint};
+use crate::retry::{self, Backoff, GaveUp, Try};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::{Method, Request, StatusCode};
@@ -23,8 +24,12 @@ pub const TOKEN_TTL: &str = "21600";
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(1);
 /// One GET attempt's timeout (the budget caps it further).
 const GET_TIMEOUT: Duration = Duration::from_secs(2);
-const MAX_ATTEMPTS: u32 = 6;
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// 6 tries, pauses from 50 ms doubling up to 1.6 s, all inside the budget.
+const BACKOFF: Backoff = Backoff {
+    tries: 6,
+    first: Duration::from_millis(50),
+    max_pause: Duration::from_millis(1600),
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -51,7 +56,7 @@ pub struct Client {
     token: tokio::sync::Mutex<Token>,
     refreshed: Mutex<bool>,
     permits: tokio::sync::Semaphore,
-    max_attempts: u32,
+    backoff: Backoff,
     /// Said once per read: a fallback to IMDSv1, a token refresh.
     pub notes: Mutex<Vec<String>>,
     pub requests: AtomicU32,
@@ -66,7 +71,7 @@ impl Client {
             token: tokio::sync::Mutex::new(Token::Unknown),
             refreshed: Mutex::new(false),
             permits: tokio::sync::Semaphore::new(concurrency.max(1)),
-            max_attempts: MAX_ATTEMPTS,
+            backoff: BACKOFF,
             notes: Mutex::new(Vec::new()),
             requests: AtomicU32::new(0),
         }
@@ -77,7 +82,10 @@ impl Client {
     pub fn tokenless(endpoint: Endpoint, budget: Duration, concurrency: usize) -> Client {
         Client {
             token: tokio::sync::Mutex::new(Token::V1),
-            max_attempts: u32::MAX,
+            backoff: Backoff {
+                tries: u32::MAX,
+                ..BACKOFF
+            },
             ..Client::new(endpoint, budget, concurrency)
         }
     }
@@ -150,31 +158,13 @@ impl Client {
         }
     }
 
-    /// Sleeps before attempt `n + 1`; false when the budget has no room for it.
-    async fn backoff(&self, n: u32) -> bool {
-        let wait = FIRST_BACKOFF * 2u32.pow(n.min(5));
-        if n + 1 >= self.max_attempts || self.remaining() <= wait {
-            return false;
-        }
-        tokio::time::sleep(wait).await;
-        true
-    }
-
     /// Fetches a token, or decides on IMDSv1. Called with the token lock held.
     async fn fetch_token(&self, gen: u32) -> Result<Token, Ec2Error> {
         const PATH: &str = "latest/api/token";
-        let mut n = 0;
-        loop {
+        let got = retry::run(&self.backoff, Some(self.deadline), |_| async move {
             let timeout = TOKEN_TIMEOUT.min(self.remaining());
-            let last = match self
-                .attempt(
-                    Method::PUT,
-                    PATH,
-                    Some(("x-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL)),
-                    timeout,
-                )
-                .await
-            {
+            let ttl = Some(("x-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL));
+            match self.attempt(Method::PUT, PATH, ttl, timeout).await {
                 Outcome::Status(s, body) if s == StatusCode::OK => {
                     let token = String::from_utf8(body.to_vec()).unwrap_or_default();
                     let token = token.trim();
@@ -182,22 +172,22 @@ impl Client {
                         || token.len() > 4096
                         || !token.bytes().all(|b| b.is_ascii_graphic())
                     {
-                        return Err(Ec2Error::Invalid {
+                        return Try::Fail(Ec2Error::Invalid {
                             url: self.url(PATH),
                             what: "the token PUT answered 200 without a usable token".into(),
                         });
                     }
-                    return Ok(Token::V2 {
+                    Try::Done(Token::V2 {
                         token: token.to_string(),
                         gen: gen + 1,
-                    });
+                    })
                 }
                 Outcome::Status(s, _) if (403..=405).contains(&s.as_u16()) => {
                     self.note(format!(
                         "{}: token PUT answered {s}: no IMDSv2 here, using IMDSv1",
                         self.url(PATH)
                     ));
-                    return Ok(Token::V1);
+                    Try::Done(Token::V1)
                 }
                 Outcome::TimedOut if self.remaining() > Duration::ZERO => {
                     self.note(format!(
@@ -205,29 +195,23 @@ impl Client {
                         self.url(PATH),
                         timeout.as_millis()
                     ));
-                    return Ok(Token::V1);
+                    Try::Done(Token::V1)
                 }
-                Outcome::Status(s, _) if s == StatusCode::BAD_REQUEST => {
-                    return Err(Ec2Error::TokenRefused {
-                        url: self.url(PATH),
-                        status: s.to_string(),
-                    });
-                }
-                Outcome::Status(s, _) if is_transient(s) => s.to_string(),
-                Outcome::Status(s, _) => {
-                    return Err(Ec2Error::TokenRefused {
-                        url: self.url(PATH),
-                        status: s.to_string(),
-                    });
-                }
-                Outcome::Transport(e) => e,
-                Outcome::TimedOut => "timed out".into(),
-            };
-            if !self.backoff(n).await {
-                return Err(self.out_of_time(PATH, &last));
+                Outcome::Status(s, _) if is_transient(s) => Try::Again(s.to_string()),
+                // A 400 (a bad TTL) among them: not worth another try, and no IMDSv1 either.
+                Outcome::Status(s, _) => Try::Fail(Ec2Error::TokenRefused {
+                    url: self.url(PATH),
+                    status: s.to_string(),
+                }),
+                Outcome::Transport(e) => Try::Again(e),
+                Outcome::TimedOut => Try::Again("timed out".into()),
             }
-            n += 1;
-        }
+        })
+        .await;
+        got.map_err(|e| match e {
+            GaveUp::Failed(e) => e,
+            GaveUp::Exhausted { last, .. } => self.out_of_time(PATH, &last),
+        })
     }
 
     /// The token to send, fetching the first one if needed.
@@ -265,53 +249,55 @@ impl Client {
     /// GETs `path` (relative to the endpoint, e.g. `latest/meta-data/`): the body, or None on
     /// 404. Anything else that is not a 200 after the retries is an error.
     pub async fn get(&self, path: &str) -> Result<Option<Bytes>, Ec2Error> {
-        let mut n = 0;
+        let got = retry::run(&self.backoff, Some(self.deadline), |_| self.get_once(path)).await;
+        got.map_err(|e| match e {
+            GaveUp::Failed(e) => e,
+            GaveUp::Exhausted { last, tries } if self.remaining() > Duration::ZERO => {
+                Ec2Error::Retries {
+                    url: self.url(path),
+                    attempts: tries,
+                    last,
+                }
+            }
+            GaveUp::Exhausted { last, .. } => self.out_of_time(path, &last),
+        })
+    }
+
+    /// One try of a GET; a 401 gets a fresh token (once per read) and is asked again.
+    async fn get_once(&self, path: &str) -> Try<Option<Bytes>, String, Ec2Error> {
         loop {
-            let token = self.current().await?;
+            let token = match self.current().await {
+                Ok(t) => t,
+                Err(e) => return Try::Fail(e),
+            };
             let header = match &token {
                 Token::V2 { token, .. } => Some(("x-aws-ec2-metadata-token", token.as_str())),
                 _ => None,
             };
             let timeout = GET_TIMEOUT.min(self.remaining());
             if timeout.is_zero() {
-                return Err(self.out_of_time(path, "no time left"));
+                return Try::Fail(self.out_of_time(path, "no time left"));
             }
-            let last = match self.attempt(Method::GET, path, header, timeout).await {
-                Outcome::Status(s, body) if s == StatusCode::OK => return Ok(Some(body)),
-                Outcome::Status(s, _) if s == StatusCode::NOT_FOUND => return Ok(None),
+            return match self.attempt(Method::GET, path, header, timeout).await {
+                Outcome::Status(s, body) if s == StatusCode::OK => Try::Done(Some(body)),
+                Outcome::Status(s, _) if s == StatusCode::NOT_FOUND => Try::Done(None),
                 Outcome::Status(s, _) if s == StatusCode::UNAUTHORIZED => match token {
-                    Token::V2 { gen, .. } => {
-                        self.refresh(gen, path).await?;
-                        continue;
-                    }
-                    _ => {
-                        return Err(Ec2Error::TokenRequired {
-                            url: self.url(path),
-                        })
-                    }
+                    Token::V2 { gen, .. } => match self.refresh(gen, path).await {
+                        Ok(()) => continue,
+                        Err(e) => Try::Fail(e),
+                    },
+                    _ => Try::Fail(Ec2Error::TokenRequired {
+                        url: self.url(path),
+                    }),
                 },
-                Outcome::Status(s, _) if is_transient(s) => s.to_string(),
-                Outcome::Status(s, _) => {
-                    return Err(Ec2Error::Status {
-                        url: self.url(path),
-                        status: s.to_string(),
-                    })
-                }
-                Outcome::Transport(e) => e,
-                Outcome::TimedOut => format!("no answer in {} ms", timeout.as_millis()),
+                Outcome::Status(s, _) if is_transient(s) => Try::Again(s.to_string()),
+                Outcome::Status(s, _) => Try::Fail(Ec2Error::Status {
+                    url: self.url(path),
+                    status: s.to_string(),
+                }),
+                Outcome::Transport(e) => Try::Again(e),
+                Outcome::TimedOut => Try::Again(format!("no answer in {} ms", timeout.as_millis())),
             };
-            if !self.backoff(n).await {
-                return Err(if self.remaining() > Duration::ZERO {
-                    Ec2Error::Retries {
-                        url: self.url(path),
-                        attempts: n + 1,
-                        last,
-                    }
-                } else {
-                    self.out_of_time(path, &last)
-                });
-            }
-            n += 1;
         }
     }
 }

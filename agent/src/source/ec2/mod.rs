@@ -20,11 +20,6 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// `--source auto`'s probe: short, so a machine without an IMDS is not held up.
 pub const PROBE_BUDGET: Duration = Duration::from_millis(400);
 
-/// Environment overrides, read at the edges (`Options::from_env`).
-pub const ENV_URL: &str = "VMCTX_IMDS_URL";
-pub const ENV_TIMEOUT: &str = "VMCTX_IMDS_TIMEOUT";
-pub const ENV_CONCURRENCY: &str = "VMCTX_IMDS_CONCURRENCY";
-
 #[derive(Debug, thiserror::Error)]
 pub enum Ec2Error {
     #[error("{url:?} is not an IMDS URL: {why}")]
@@ -114,34 +109,19 @@ pub struct Options {
 }
 
 impl Options {
-    /// `url` (from `--source ec2:URL`), else `VMCTX_IMDS_URL`, else EC2's address; the budget
-    /// from `VMCTX_IMDS_TIMEOUT` (seconds, fractions allowed), the concurrency from
-    /// `VMCTX_IMDS_CONCURRENCY` (1 crawls serially).
-    pub fn from_env(url: Option<&str>) -> Result<Options, Ec2Error> {
-        Options::from_env_budget(url, DEFAULT_BUDGET)
-    }
-
-    /// As [`Options::from_env`], with another default budget (OpenStack's service: 60 s).
-    pub fn from_env_budget(url: Option<&str>, default: Duration) -> Result<Options, Ec2Error> {
-        let env_url = std::env::var(ENV_URL).ok().filter(|u| !u.is_empty());
-        let url = url
-            .map(str::to_string)
-            .or(env_url)
-            .unwrap_or_else(|| DEFAULT_URL.into());
-        let budget = std::env::var(ENV_TIMEOUT)
-            .ok()
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-            .map_or(default, Duration::from_secs_f64);
-        let concurrency = std::env::var(ENV_CONCURRENCY)
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .filter(|n| (1..=64).contains(n))
-            .unwrap_or(DEFAULT_CONCURRENCY);
+    /// `url` (from `--source ec2:URL`), else the settings' URL (`VMCTX_IMDS_URL`), else EC2's
+    /// address; the budget and concurrency from the settings, else `default_budget` and
+    /// [`DEFAULT_CONCURRENCY`].
+    pub fn new(
+        url: Option<&str>,
+        default_budget: Duration,
+        imds: &crate::settings::Imds,
+    ) -> Result<Options, Ec2Error> {
+        let url = url.or(imds.url.as_deref()).unwrap_or(DEFAULT_URL);
         Ok(Options {
-            endpoint: Endpoint::parse(&url)?,
-            budget,
-            concurrency,
+            endpoint: Endpoint::parse(url)?,
+            budget: imds.budget.unwrap_or(default_budget),
+            concurrency: imds.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
         })
     }
 }
