@@ -9,11 +9,15 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+mod origin;
+
+pub use origin::Origin;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Context {
     pub instance_id: String,
-    /// Where the context was read from, e.g. `opennebula:/dev/sr0`.
-    pub source: String,
+    /// Where the context was read from, shown as e.g. `opennebula:/dev/sr0`.
+    pub source: Origin,
     pub hostname: Option<Hostname>,
     pub network: Network,
     pub ssh_keys: Vec<String>,

@@ -10,7 +10,7 @@ fn now() -> SystemTime {
 
 fn ctx(text: &str) -> Context {
     let p = context_sh::parse(text.as_bytes());
-    opennebula::to_context(&p.vars, &[], "test")
+    opennebula::to_context(&p.vars, &[], &"dir:test".parse().unwrap())
 }
 
 fn imported_ami() -> Tree {

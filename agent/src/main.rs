@@ -307,7 +307,8 @@ fn detect(root: &Path, json: bool, settings: &Settings) -> Result<ExitCode, Stri
     if json {
         println!("{}", serde_json::to_string(&d).map_err(|e| e.to_string())?);
     } else {
-        println!("{}", d.source.as_deref().unwrap_or("none"));
+        let found = d.source.as_ref().map(ToString::to_string);
+        println!("{}", found.as_deref().unwrap_or("none"));
         for p in d.probes.iter().chain(&d.evidence) {
             println!("  {}: {}", p.device, p.found);
         }

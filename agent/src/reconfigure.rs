@@ -133,7 +133,7 @@ pub fn run(
             continue;
         };
         out.note = None;
-        out.source = Some(raw.origin.clone());
+        out.source = Some(raw.origin.to_string());
         let ds = crate::cloud_init::instance::Ds::from_raw(&raw);
         let ctx =
             source::to_context_checked(raw).map_err(|e| format!("{e}; nothing was changed"))?;

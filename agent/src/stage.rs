@@ -51,7 +51,7 @@ pub fn apply_stage(
         // Not readable: say so and leave the working configuration as it is.
         Err(e) => return failed(format!("{e}; nothing was changed")),
     };
-    let origin = raw.origin.clone();
+    let origin = raw.origin.to_string();
     let ds = crate::cloud_init::instance::Ds::from_raw(&raw);
     let ctx = match source::to_context_checked(raw) {
         Ok(ctx) => ctx,

@@ -6,7 +6,8 @@ use libfuzzer_sys::fuzz_target;
 use vmctx::source::context_sh::Vars;
 
 fuzz_target!(|data: &[u8]| {
-    let mut ctx = vmctx::source::opennebula::to_context(&Vars::default(), &[], "fuzz");
+    let mut ctx =
+        vmctx::source::opennebula::to_context(&Vars::default(), &[], &"dir:fuzz".parse().unwrap());
     ctx.scripts.user_data = vmctx::source::userdata::user_data(data.to_vec());
     vmctx::source::userdata::merge(&mut ctx);
 });

@@ -13,5 +13,5 @@ fuzz_target!(|data: &[u8]| {
         network_data: Some(data.to_vec()),
         ..Metadata::default()
     };
-    let _ = map::to_context(&md, "configdrive:fuzz");
+    let _ = map::to_context(&md, &"configdrive:fuzz".parse().unwrap());
 });

@@ -276,7 +276,7 @@ pub fn apply(
 
     // Network sources (EC2, Nova's metadata service) are read after the network is up: their network, hostname, users
     // and keys are applied in the final stage.
-    let from_network = crate::source::origin_is_network(&ctx.source);
+    let from_network = ctx.source.is_network();
     let identity_stage = if from_network {
         Stage::Final
     } else {

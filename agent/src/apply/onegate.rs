@@ -78,8 +78,7 @@ fn token(ctx: &Context, gate: &OneGate) -> Result<Secret, String> {
     if let Some(t) = &gate.token {
         return Ok(t.clone());
     }
-    let src: crate::source::Source = ctx.source.parse()?;
-    let files = crate::source::read_files(&src, 64 << 20).map_err(|e| e.to_string())?;
+    let files = crate::source::read_files(&ctx.source, 64 << 20).map_err(|e| e.to_string())?;
     let (_, bytes) = files
         .iter()
         .find(|(n, _)| n == "token.txt")

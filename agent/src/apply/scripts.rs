@@ -5,7 +5,7 @@
 use super::Apply;
 use crate::context::{Context, ScriptMode};
 use crate::files::Dir;
-use crate::source::{self, Source};
+use crate::source;
 use crate::state::State;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -207,8 +207,7 @@ fn marker(name: &str) -> String {
 
 /// Copies the context's files into a fresh private folder (0700); returns them by name.
 fn private_copy(ctx: &Context, dir: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let src: Source = ctx.source.parse().map_err(|e: String| e)?;
-    let files = source::read_files(&src, MAX_CONTEXT_FILE).map_err(|e| e.to_string())?;
+    let files = source::read_files(&ctx.source, MAX_CONTEXT_FILE).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::set_permissions(dir, PermissionsExt::from_mode(0o700)).map_err(|e| e.to_string())?;

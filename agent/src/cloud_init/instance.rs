@@ -9,7 +9,7 @@
 //! `base64_encoded_keys`; cloud-init's own configuration (`merged_cfg`, `sys_info`) has no
 //! counterpart and is left out.
 
-use crate::context::Context;
+use crate::context::{Context, Origin};
 use crate::files::{self, NewFile, Root};
 use crate::source::{Cloud, Raw};
 use serde_json::{json, Map, Value};
@@ -65,46 +65,58 @@ impl Platform {
     }
 }
 
-pub fn platform(origin: &str) -> Platform {
-    let (kind, arg) = origin.split_once(':').unwrap_or((origin, ""));
+pub fn platform(origin: &Origin) -> Platform {
     let p = |description: String, cloud_name, platform, subplatform: String| Platform {
         description,
         cloud_name,
         platform,
         subplatform,
     };
-    match kind {
-        "opennebula" => p(
-            format!("DataSourceOpenNebula [seed={arg}]"),
+    match origin {
+        Origin::OpenNebula(dev) => p(
+            format!("DataSourceOpenNebula [seed={}]", dev.display()),
             "opennebula",
             "opennebula",
-            format!("config-disk ({arg})"),
+            format!("config-disk ({})", dev.display()),
         ),
-        "dir" => p(
-            format!("DataSourceOpenNebula [seed={arg}]"),
+        Origin::Dir(dir) => p(
+            format!("DataSourceOpenNebula [seed={}]", dir.display()),
             "opennebula",
             "opennebula",
-            format!("seed-dir ({arg})"),
+            format!("seed-dir ({})", dir.display()),
         ),
-        "ec2" => p(
+        Origin::Ec2(url) => p(
             "DataSourceEc2".into(),
             "aws",
             "ec2",
-            format!("metadata ({arg})"),
+            format!("metadata ({url})"),
         ),
-        "configdrive" => p(
-            format!("DataSourceConfigDrive [source={arg}]"),
+        Origin::ConfigDrive(dev) => p(
+            format!("DataSourceConfigDrive [source={}]", dev.display()),
             "openstack",
             "openstack",
-            format!("config-disk ({arg})"),
+            format!("config-disk ({})", dev.display()),
         ),
-        "openstack" => p(
-            format!("DataSourceOpenStack [{arg}]"),
+        Origin::OpenStack(url) => p(
+            format!("DataSourceOpenStack [{url}]"),
             "openstack",
             "openstack",
-            format!("metadata ({arg})"),
+            format!("metadata ({url})"),
         ),
-        _ => p("DataSourceNone".into(), "unknown", "none", "unknown".into()),
+    }
+}
+
+/// As [`platform`], for an origin read back as text (`status.json`); one vmctx does not know
+/// is cloud-init's `DataSourceNone`.
+pub fn platform_named(origin: &str) -> Platform {
+    match origin.parse::<Origin>() {
+        Ok(o) => platform(&o),
+        Err(_) => Platform {
+            description: "DataSourceNone".into(),
+            cloud_name: "unknown",
+            platform: "none",
+            subplatform: "unknown".into(),
+        },
     }
 }
 

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 fn raw(origin: &str, context_sh: &str, cloud: Option<Cloud>) -> Raw {
     Raw {
-        origin: origin.into(),
+        origin: origin.parse().unwrap(),
         parsed: if cloud.is_some() {
             Parsed::default()
         } else {
@@ -179,15 +179,18 @@ fn openstack_document() {
 
 #[test]
 fn platforms() {
-    let p = platform("configdrive:/dev/sr1");
+    let p = platform_named("configdrive:/dev/sr1");
     assert_eq!(p.short_name(), "configdrive");
-    assert_eq!(platform("ec2:http://[fd00:ec2::254]").short_name(), "ec2");
     assert_eq!(
-        platform("openstack:http://169.254.169.254").short_name(),
+        platform_named("ec2:http://[fd00:ec2::254]").short_name(),
+        "ec2"
+    );
+    assert_eq!(
+        platform_named("openstack:http://169.254.169.254").short_name(),
         "openstack"
     );
-    assert_eq!(platform("dir:/ctx").subplatform, "seed-dir (/ctx)");
-    assert_eq!(platform("what").short_name(), "none");
+    assert_eq!(platform_named("dir:/ctx").subplatform, "seed-dir (/ctx)");
+    assert_eq!(platform_named("what").short_name(), "none");
 }
 
 #[test]

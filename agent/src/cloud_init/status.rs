@@ -3,7 +3,7 @@
 //! shapes and exit codes (cloudinit/cmd/status.py): 0 done or still running, 1 an error,
 //! 2 done with recoverable errors (vmctx's warnings and skipped actions).
 
-use super::instance::platform;
+use super::instance::platform_named;
 use super::output::{py_json, py_yaml};
 use crate::files::Root;
 use crate::status::{self as vs, Overall, RunResult, StageRun, Status};
@@ -144,7 +144,7 @@ pub fn details(o: Overall, st: &Status, boot: Boot) -> Details {
     let origin = ["final", "all", "reconfigure", "local"]
         .iter()
         .find_map(|n| st.stages.get(*n).and_then(|r| r.source.clone()));
-    let ds = origin.as_deref().map(platform);
+    let ds = origin.as_deref().map(platform_named);
     let detail = match (&ds, v1.get("stage").and_then(Value::as_str)) {
         (Some(p), _) => p.description.clone(),
         (None, Some(stage)) => format!("Running in stage: {stage}"),

@@ -96,7 +96,7 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
         .collect();
     Plan {
         instance_id: ctx.instance_id.clone(),
-        source: ctx.source.clone(),
+        source: ctx.source.to_string(),
         hostname: ctx.hostname.clone(),
         network,
         network_files,

@@ -183,7 +183,7 @@ fn is_openstack(lower: &str) -> bool {
 /// The whole decision: a source, or none, with every check's evidence.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
-    pub source: Option<String>,
+    pub source: Option<super::Source>,
     pub probes: Vec<Probe>,
     pub evidence: Vec<Probe>,
     #[serde(skip)]
@@ -202,17 +202,17 @@ pub fn decide(root: &Path, imds: Option<&str>) -> Decision {
             Volume::ConfigDrive => super::Source::ConfigDrive(dev),
         };
         return Decision {
-            source: Some(source.to_string()),
+            source: Some(source),
             probes: cd.probes,
             evidence,
             summary: String::new(),
         };
     }
     let mut summary = cd.summary();
-    let ec2 = |url: Option<&str>| super::Source::Ec2(url.map(str::to_string)).to_string();
+    let ec2 = |url: Option<&str>| super::Source::Ec2(url.map(str::to_string));
     if let Some(cloud) = dmi_cloud(root, &mut evidence) {
         let source = if cloud == OPENSTACK {
-            super::Source::OpenStack(imds.map(str::to_string)).to_string()
+            super::Source::OpenStack(imds.map(str::to_string))
         } else {
             ec2(imds)
         };
@@ -240,7 +240,7 @@ pub fn decide(root: &Path, imds: Option<&str>) -> Decision {
             let found = match answer {
                 // Nova serves an EC2 tree too: its own `/openstack` says which cloud this is.
                 Ok(id) if endpoint.as_ref().is_ok_and(super::openstack::has_service) => {
-                    source = Some(super::Source::OpenStack(Some(url.to_string())).to_string());
+                    source = Some(super::Source::OpenStack(Some(url.to_string())));
                     format!("answered: instance {id}; /openstack answers too (OpenStack)")
                 }
                 Ok(id) => {
@@ -405,7 +405,10 @@ mod tests {
         )
         .unwrap();
         let d = decide(t.path(), Some("http://127.0.0.1:9"));
-        assert_eq!(d.source.as_deref(), Some("ec2:http://127.0.0.1:9"));
+        assert_eq!(
+            d.source.map(|s| s.to_string()).as_deref(),
+            Some("ec2:http://127.0.0.1:9")
+        );
         assert!(d.evidence.iter().any(|p| p.device == "dmi product_uuid"));
     }
 

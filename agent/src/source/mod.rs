@@ -11,7 +11,7 @@ pub mod openstack;
 pub mod userdata;
 pub mod vfat;
 
-use crate::context::Context;
+use crate::context::{Context, Origin};
 use crate::settings::Imds;
 use context_sh::Parsed;
 use std::fmt;
@@ -44,15 +44,26 @@ pub enum Source {
 }
 
 impl Source {
+    /// The origin this source names when it names exactly one (no detection needed).
+    pub fn named_origin(&self) -> Option<Origin> {
+        match self {
+            Source::Auto | Source::OpenNebula(None) | Source::ConfigDrive(None) => None,
+            // The drive if there is one, else the service: not known before looking.
+            Source::OpenStack(None) => None,
+            Source::OpenNebula(Some(p)) => Some(Origin::OpenNebula(p.clone())),
+            Source::Dir(p) => Some(Origin::Dir(p.clone())),
+            Source::ConfigDrive(Some(p)) => Some(Origin::ConfigDrive(p.clone())),
+            Source::Ec2(u) => Some(Origin::Ec2(
+                u.clone().unwrap_or_else(|| ec2::DEFAULT_URL.into()),
+            )),
+            Source::OpenStack(Some(u)) => Some(Origin::OpenStack(u.clone())),
+        }
+    }
+
     /// Read over the network (after it is up, in the final stage), not from a local volume.
     pub fn is_network(&self) -> bool {
-        matches!(self, Source::Ec2(_) | Source::OpenStack(Some(_)))
+        self.named_origin().is_some_and(|o| o.is_network())
     }
-}
-
-/// Whether a context's origin (`Context::source`) is a metadata service.
-pub fn origin_is_network(origin: &str) -> bool {
-    origin.starts_with("ec2") || origin.starts_with("openstack:http")
 }
 
 impl FromStr for Source {
@@ -83,6 +94,13 @@ impl FromStr for Source {
                  configdrive[:DEVICE_IMAGE_OR_DIR] or openstack[:URL]"
             )),
         }
+    }
+}
+
+/// As `--source` takes it (`vmctx detect --json`).
+impl serde::Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -119,8 +137,6 @@ pub enum SourceError {
     },
     #[error("{origin}: no context.sh in it")]
     NoContextSh { origin: String },
-    #[error("{0}: not supported yet (this build reads OpenNebula contexts only)")]
-    Unsupported(String),
     #[error("{origin}: {source}")]
     Ec2 {
         origin: String,
@@ -146,7 +162,7 @@ pub enum Cloud {
 #[derive(Debug, Clone)]
 pub struct Raw {
     /// e.g. `opennebula:/dev/sr0`
-    pub origin: String,
+    pub origin: Origin,
     pub parsed: Parsed,
     /// Names of the other files beside `context.sh` (for `INIT_SCRIPTS`).
     pub files: Vec<String>,
@@ -164,11 +180,11 @@ pub fn read(source: &Source, root: &Path, imds: &Imds) -> Result<Raw, SourceErro
         Source::ConfigDrive(None) => read_volume(root, Some(detect::Volume::ConfigDrive)),
         Source::Auto => {
             let d = detect::decide(root, detect::probe_url(root, imds).as_deref());
-            match d.source.as_deref().map(str::parse::<Source>) {
-                Some(Ok(Source::OpenNebula(Some(dev)))) => opennebula::read_cd(&dev, false),
-                Some(Ok(Source::ConfigDrive(Some(dev)))) => read_config_drive(&dev),
-                Some(Ok(s @ (Source::Ec2(_) | Source::OpenStack(_)))) => read(&s, root, imds),
-                _ => Err(SourceError::NotFound(d.summary)),
+            match d.source {
+                Some(Source::OpenNebula(Some(dev))) => opennebula::read_cd(&dev, false),
+                // Detection names a device, or a metadata service; never `auto` itself.
+                Some(Source::Auto) | None => Err(SourceError::NotFound(d.summary)),
+                Some(s) => read(&s, root, imds),
             }
         }
         Source::OpenNebula(Some(path)) => opennebula::read_cd(path, true),
@@ -197,9 +213,9 @@ fn read_volume(root: &Path, want: Option<detect::Volume>) -> Result<Raw, SourceE
 }
 
 fn read_config_drive(path: &Path) -> Result<Raw, SourceError> {
-    let origin = Source::ConfigDrive(Some(path.to_path_buf())).to_string();
+    let origin = Origin::ConfigDrive(path.to_path_buf());
     let md = openstack::read_drive(path).map_err(|source| SourceError::OpenStack {
-        origin: origin.clone(),
+        origin: origin.to_string(),
         source,
     })?;
     Ok(Raw {
@@ -219,7 +235,7 @@ fn read_openstack_service(url: Option<&str>, imds: &Imds) -> Result<Raw, SourceE
         source: e,
     };
     let opts = ec2::Options::new(url, BUDGET, imds).map_err(fail)?;
-    let origin = Source::OpenStack(Some(opts.endpoint.url.clone())).to_string();
+    let origin = Origin::OpenStack(opts.endpoint.url.clone());
     match openstack::read_service(&opts) {
         Ok(openstack::ServiceAnswer::OpenStack(md)) => Ok(Raw {
             origin,
@@ -236,7 +252,10 @@ fn read_openstack_service(url: Option<&str>, imds: &Imds) -> Result<Raw, SourceE
             ));
             Ok(raw)
         }
-        Err(source) => Err(SourceError::OpenStack { origin, source }),
+        Err(source) => Err(SourceError::OpenStack {
+            origin: origin.to_string(),
+            source,
+        }),
     }
 }
 
@@ -266,7 +285,7 @@ fn read_ec2(source: &Source, imds: &Imds) -> Result<Raw, SourceError> {
     let opts = ec2::Options::new(url.as_deref(), ec2::DEFAULT_BUDGET, imds).map_err(fail)?;
     let md = ec2::read(&opts).map_err(fail)?;
     Ok(Raw {
-        origin: Source::Ec2(Some(opts.endpoint.url.clone())).to_string(),
+        origin: Origin::Ec2(opts.endpoint.url.clone()),
         parsed: Parsed::default(),
         files: Vec::new(),
         warnings: Vec::new(),
@@ -329,7 +348,7 @@ pub fn to_context_checked(raw: Raw) -> Result<Context, SourceError> {
         Some(Cloud::OpenStack(md)) => openstack::map::to_context(md, &raw.origin),
     };
     let mut ctx = mapped.map_err(|why| SourceError::Data {
-        origin: raw.origin.clone(),
+        origin: raw.origin.to_string(),
         why,
     })?;
     let mut warnings = raw.warnings;
@@ -361,7 +380,7 @@ pub fn to_context(raw: Raw) -> Context {
 }
 
 /// A context that only carries an error (apply refuses it, plan shows it).
-fn broken(origin: &str, error: String) -> Context {
+fn broken(origin: &Origin, error: String) -> Context {
     let mut ctx = opennebula::to_context(&Default::default(), &[], origin);
     ctx.warnings.clear();
     ctx.errors = vec![error];
@@ -369,11 +388,11 @@ fn broken(origin: &str, error: String) -> Context {
 }
 
 /// Every file of the context (`context.sh` included), for the scripts' private copy.
-pub fn read_files(source: &Source, limit: u64) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
-    match source {
-        Source::OpenNebula(Some(path)) => opennebula::read_cd_files(path, limit),
-        Source::Dir(path) => {
-            let origin = source.to_string();
+pub fn read_files(origin: &Origin, limit: u64) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+    match origin {
+        Origin::OpenNebula(path) => opennebula::read_cd_files(path, limit),
+        Origin::Dir(path) => {
+            let origin = origin.to_string();
             let io = |source| SourceError::Io {
                 origin: origin.clone(),
                 source,
@@ -410,15 +429,14 @@ pub fn read_files(source: &Source, limit: u64) -> Result<Vec<(String, Vec<u8>)>,
             Ok(out)
         }
         // A metadata service or config drive has no files beside its user-data.
-        Source::Ec2(_) | Source::ConfigDrive(_) | Source::OpenStack(_) => Ok(Vec::new()),
-        other => Err(SourceError::Unsupported(other.to_string())),
+        Origin::Ec2(_) | Origin::ConfigDrive(_) | Origin::OpenStack(_) => Ok(Vec::new()),
     }
 }
 
 fn read_dir(path: &Path) -> Result<Raw, SourceError> {
-    let origin = format!("dir:{}", path.display());
+    let origin = Origin::Dir(path.to_path_buf());
     let io = |source| SourceError::Io {
-        origin: origin.clone(),
+        origin: origin.to_string(),
         source,
     };
     let file = path.join("context.sh");
@@ -427,13 +445,15 @@ fn read_dir(path: &Path) -> Result<Raw, SourceError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Say which: the folder is missing, or only context.sh is.
             std::fs::metadata(path).map_err(io)?;
-            return Err(SourceError::NoContextSh { origin });
+            return Err(SourceError::NoContextSh {
+                origin: origin.to_string(),
+            });
         }
         Err(e) => return Err(io(e)),
     };
     if meta.len() > MAX_CONTEXT_SH {
         return Err(SourceError::Iso {
-            origin,
+            origin: origin.to_string(),
             source: iso9660::IsoError::TooLarge {
                 path: "context.sh".into(),
                 size: meta.len(),

@@ -7,7 +7,8 @@
 
 use super::Metadata;
 use crate::context::{
-    Cidr, Context, Ec2Settings, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Scripts, User,
+    Cidr, Context, Ec2Settings, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Origin,
+    Scripts, User,
 };
 use crate::derive;
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 /// The user the metadata's keys go to (EC2 names none; as OpenNebula's default, root).
 pub const DEFAULT_USER: &str = "root";
 
-pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
+pub fn to_context(md: &Metadata, origin: &Origin) -> Result<Context, String> {
     let mut warnings: Vec<String> = md.notes.clone();
     let mut errors = Vec::new();
     let instance_id = md.get("instance-id").unwrap_or_default().to_string();
@@ -47,7 +48,7 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
         .and_then(crate::source::userdata::user_data);
     Ok(Context {
         instance_id: instance_id.clone(),
-        source: origin.to_string(),
+        source: origin.clone(),
         hostname,
         network,
         ssh_keys,
@@ -268,7 +269,7 @@ mod tests {
                 "10.0.1.0/24",
             ),
         ]);
-        let c = to_context(&m, "ec2:test").unwrap();
+        let c = to_context(&m, &Origin::Ec2("test".into())).unwrap();
         assert!(c.errors.is_empty(), "{:?}", c.errors);
         let h = c.hostname.unwrap();
         assert_eq!(
@@ -314,7 +315,7 @@ mod tests {
     fn a_bad_instance_id_is_refused() {
         for bad in ["", "../../etc", "i-1/2", ".hidden"] {
             assert!(
-                to_context(&md(&[("instance-id", bad)]), "ec2").is_err(),
+                to_context(&md(&[("instance-id", bad)]), &Origin::Ec2("test".into())).is_err(),
                 "{bad}"
             );
         }

@@ -2,6 +2,7 @@
 
 use super::super::iso9660::{IsoError, IsoImage};
 use super::super::{context_sh, Raw, SourceError, MAX_CONTEXT_FILES, MAX_CONTEXT_SH};
+use crate::context::Origin;
 use std::path::Path;
 
 /// The volume label OpenNebula gives the context CD.
@@ -10,7 +11,8 @@ pub const CONTEXT_LABEL: &str = "CONTEXT";
 /// Reads `context.sh` and the file list from the CD at `path`. An explicitly named image with
 /// another label is still read (with a warning); a detected one always has the label.
 pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
-    let origin = format!("opennebula:{}", path.display());
+    let at = Origin::OpenNebula(path.to_path_buf());
+    let origin = at.to_string();
     let iso = |source: IsoError| SourceError::Iso {
         origin: origin.clone(),
         source,
@@ -42,7 +44,7 @@ pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
         .map(|e| e.name)
         .collect();
     Ok(Raw {
-        origin,
+        origin: at,
         parsed: context_sh::parse(&bytes),
         files,
         warnings,
@@ -53,7 +55,7 @@ pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
 /// Every file in the CD's root folder, each at most `limit` bytes, all together at most
 /// [`MAX_CONTEXT_FILES`] (and the image's size).
 pub fn read_cd_files(path: &Path, limit: u64) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
-    let origin = format!("opennebula:{}", path.display());
+    let origin = Origin::OpenNebula(path.to_path_buf()).to_string();
     let iso = |source: IsoError| SourceError::Iso {
         origin: origin.clone(),
         source,

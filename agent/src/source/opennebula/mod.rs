@@ -15,13 +15,13 @@ pub use cd::{read_cd, read_cd_files, CONTEXT_LABEL};
 
 use super::context_sh::Vars;
 use crate::cloud_init::instance::secret_var;
-use crate::context::{Context, SyncSettings, UpdateSchedule};
+use crate::context::{Context, Origin, SyncSettings, UpdateSchedule};
 use sha2::{Digest, Sha256};
 use std::str::FromStr;
 
 /// Builds the normalized context from parsed variables. `files` names the other files of the
 /// context CD (for `INIT_SCRIPTS`' default `init.sh`); `source` says where it came from.
-pub fn to_context(vars: &Vars, files: &[String], source: &str) -> Context {
+pub fn to_context(vars: &Vars, files: &[String], source: &Origin) -> Context {
     let mut r = Reader::new(vars);
     let network = network::network(&mut r);
     let hostname = identity::hostname(&mut r);
@@ -36,7 +36,7 @@ pub fn to_context(vars: &Vars, files: &[String], source: &str) -> Context {
     let instance_id = instance_id(&mut r, &network);
     Context {
         instance_id,
-        source: source.to_string(),
+        source: source.clone(),
         hostname,
         network,
         ssh_keys,
@@ -191,7 +191,7 @@ pub(crate) fn parse_flag(v: &str) -> Result<bool, String> {
 pub(crate) fn ctx(text: &str) -> Context {
     let parsed = super::context_sh::parse(text.as_bytes());
     assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
-    to_context(&parsed.vars, &[], "test")
+    to_context(&parsed.vars, &[], &"dir:test".parse().unwrap())
 }
 
 #[cfg(test)]

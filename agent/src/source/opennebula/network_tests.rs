@@ -210,7 +210,7 @@ fn many_nics_without_mac_are_bounded() {
         .collect();
     let parsed = crate::source::context_sh::parse(text.as_bytes());
     let started = std::time::Instant::now();
-    let c = super::super::to_context(&parsed.vars, &[], "test");
+    let c = super::super::to_context(&parsed.vars, &[], &"dir:test".parse().unwrap());
     let took = started.elapsed();
     // Under 2 s on an idle machine, minutes before the fix; generous for shared CI cores.
     assert!(took.as_secs() < 15, "took {took:?}");

@@ -50,7 +50,11 @@ mod tests {
 
     fn ctx(text: &str, files: &[&str]) -> crate::context::Context {
         let files: Vec<String> = files.iter().map(|s| s.to_string()).collect();
-        to_context(&parse(text.as_bytes()).vars, &files, "test")
+        to_context(
+            &parse(text.as_bytes()).vars,
+            &files,
+            &"dir:test".parse().unwrap(),
+        )
     }
 
     #[test]

@@ -8,8 +8,8 @@
 use super::schema::{self, MetaData, Net, NetworkData, Service, META_DATA, NETWORK_DATA};
 use super::Metadata;
 use crate::context::{
-    Cidr, Context, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Password, Route, Scripts,
-    Secret, User,
+    Cidr, Context, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Origin, Password, Route,
+    Scripts, Secret, User,
 };
 use crate::derive;
 use std::net::{IpAddr, Ipv6Addr};
@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv6Addr};
 /// The user the keys go to, as for the other sources: root, unless meta `vmctx_user` names one.
 pub const DEFAULT_USER: &str = "root";
 
-pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
+pub fn to_context(md: &Metadata, origin: &Origin) -> Result<Context, String> {
     let at = |file: &str| format!("{}/{file}", md.version);
     let meta: MetaData = schema::parse(&at(META_DATA), &md.meta_data)?;
     let mut warnings = md.notes.clone();
@@ -67,7 +67,7 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
     }
     Ok(Context {
         instance_id,
-        source: origin.to_string(),
+        source: origin.clone(),
         hostname,
         network,
         ssh_keys: keys(&meta, &mut warnings),

@@ -47,7 +47,10 @@ fn md(meta: &str, net: Option<&str>) -> Metadata {
 }
 
 fn ctx(meta: &str, net: &str) -> Result<Context, String> {
-    to_context(&md(meta, Some(net)), "configdrive:/dev/sr0")
+    to_context(
+        &md(meta, Some(net)),
+        &"configdrive:/dev/sr0".parse().unwrap(),
+    )
 }
 
 #[test]
@@ -223,7 +226,7 @@ fn netmask_forms() {
 
 #[test]
 fn no_network_data_leaves_the_network_alone() {
-    let c = to_context(&md(META, None), "configdrive:x").unwrap();
+    let c = to_context(&md(META, None), &"configdrive:x".parse().unwrap()).unwrap();
     assert!(!c.network.configure);
     assert!(c
         .warnings

@@ -255,7 +255,7 @@ mod tests {
         let text = format!("VMID='1'\nUSER_DATA='{b64}'\nUSER_DATA_ENCODING='base64'\n");
         let started = std::time::Instant::now();
         let raw = crate::source::Raw {
-            origin: "test".into(),
+            origin: "dir:test".parse().unwrap(),
             parsed: crate::source::context_sh::parse(text.as_bytes()),
             files: Vec::new(),
             warnings: Vec::new(),
