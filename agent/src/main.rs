@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 use vmctx::settings::{Imds, Settings};
-use vmctx::source;
 use vmctx::source::iso9660::IsoImage;
+use vmctx::source::{self, Source};
 use vmctx::{derive, facts, plan};
 
 /// Largest file `vmctx iso cat` prints.
@@ -47,40 +47,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     let settings = Settings::from_lookup(|k| std::env::var(k).ok());
     match cli.command {
         Command::Detect { json } => detect(root, json, &settings),
-        Command::Show { source, json } => {
-            let ctx = source::load(&source, root, &settings.imds).map_err(|e| e.to_string())?;
-            let out = if json {
-                serde_json::to_string(&ctx)
-            } else {
-                serde_json::to_string_pretty(&ctx)
-            };
-            println!("{}", out.map_err(|e| e.to_string())?);
-            Ok(exit_for(&ctx.errors))
-        }
+        Command::Show { source, json } => show(root, &source, json, &settings),
         Command::Plan {
             source,
             links_file,
             json,
-        } => {
-            let ctx = source::load(&source, root, &settings.imds).map_err(|e| e.to_string())?;
-            let links = match links_file {
-                Some(f) => facts::read_links_file(&f),
-                None => facts::live_links(),
-            }
-            .map_err(|e| e.to_string())?;
-            let facts = facts::Facts {
-                links,
-                managers: facts::Managers::detect(root),
-                selinux: vmctx::apply::selinux::Status::read(root),
-            };
-            let plan = plan::build(&ctx, &facts);
-            if json {
-                println!("{}", plan.to_json());
-            } else {
-                print!("{}", plan.summary());
-            }
-            Ok(exit_for(&plan.errors))
-        }
+        } => plan(root, &source, links_file.as_deref(), json, &settings),
         Command::Apply {
             source,
             stage,
@@ -107,67 +79,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             source,
             settle_ms,
             json,
-        } => {
-            let _lock = vmctx::status::lock(root);
-            let rec = vmctx::status::Recorder::begin(root, "reconfigure");
-            let settle = Duration::from_millis(settle_ms);
-            match vmctx::reconfigure::run(&source, root, settle, &settings) {
-                Ok(r) => {
-                    let mut end = match r.rounds.last() {
-                        Some(last) => vmctx::status::StageEnd::from_report(
-                            &last.report,
-                            r.source.as_deref().unwrap_or(""),
-                        ),
-                        None => vmctx::status::StageEnd {
-                            no_context: true,
-                            ..Default::default()
-                        },
-                    };
-                    end.changed = r.changed();
-                    rec.finish(end);
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
-                        );
-                    } else {
-                        print!("{}", r.summary());
-                    }
-                    Ok(if r.failed() == 0 {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    })
-                }
-                Err(e) => {
-                    rec.finish(vmctx::status::StageEnd::error(e.clone()));
-                    Err(e)
-                }
-            }
-        }
+        } => reconfigure(
+            root,
+            &source,
+            Duration::from_millis(settle_ms),
+            json,
+            &settings,
+        ),
         Command::Status {
             wait,
             timeout,
             json,
-        } => {
-            use vmctx::status;
-            let (o, st) = if wait {
-                status::wait(root, timeout.map(Duration::from_secs))
-            } else {
-                let mut st = status::read(root);
-                (status::overall(root, &mut st), st)
-            };
-            if json {
-                let v = status::to_json(o, &st);
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-                );
-            } else {
-                print!("{}", status::summary(o, &st));
-            }
-            Ok(ExitCode::from(o.exit_code()))
-        }
+        } => status(root, wait, timeout, json),
         Command::Clean {
             logs,
             host_keys,
@@ -183,19 +106,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             let _lock = (!dry_run).then(|| vmctx::status::lock(root));
             let report = vmctx::clean::clean(root, opts);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-                );
-            } else {
-                print!("{}", report.summary());
-            }
-            Ok(if report.errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            print_either(json, &report, || report.summary())?;
+            Ok(code(report.errors.is_empty()))
         }
         Command::Mac2ip {
             mac,
@@ -221,36 +133,134 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             vmctx::imds_serve::build_vm_child(&path)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync(a) => {
-            let flags = vmctx::sync::config::Flags {
-                config: a.config,
-                dir: a.dir,
-                bucket: a.bucket,
-                prefix: a.prefix,
-                endpoint: a.endpoint,
-                region: a.region,
-                ca_file: a.ca_file,
-                mode: a.mode,
-                interval: a.interval,
-                state_dir: a.state_dir,
-                max_delete: a.max_delete,
-                excludes: a.exclude,
-                jobs: a.jobs,
-            };
-            let in_step = vmctx::sync::command::run(
-                flags,
-                root,
-                &std::env::vars().collect(),
-                a.once,
-                a.json,
-            )?;
-            Ok(if in_step {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Command::Sync(a) => sync(root, a),
     }
+}
+
+/// 0 when `ok`, else 1.
+fn code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `value` as pretty JSON with `--json`, else the text `summary` makes.
+fn print_either<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    summary: impl FnOnce() -> String,
+) -> Result<(), String> {
+    if json {
+        let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", summary());
+    }
+    Ok(())
+}
+
+fn show(root: &Path, source: &Source, json: bool, settings: &Settings) -> Result<ExitCode, String> {
+    let ctx = source::load(source, root, &settings.imds).map_err(|e| e.to_string())?;
+    let out = if json {
+        serde_json::to_string(&ctx)
+    } else {
+        serde_json::to_string_pretty(&ctx)
+    };
+    println!("{}", out.map_err(|e| e.to_string())?);
+    Ok(exit_for(&ctx.errors))
+}
+
+fn plan(
+    root: &Path,
+    source: &Source,
+    links_file: Option<&Path>,
+    json: bool,
+    settings: &Settings,
+) -> Result<ExitCode, String> {
+    let ctx = source::load(source, root, &settings.imds).map_err(|e| e.to_string())?;
+    let links = match links_file {
+        Some(f) => facts::read_links_file(f),
+        None => facts::live_links(),
+    }
+    .map_err(|e| e.to_string())?;
+    let facts = facts::Facts {
+        links,
+        managers: facts::Managers::detect(root),
+        selinux: vmctx::apply::selinux::Status::read(root),
+    };
+    let plan = plan::build(&ctx, &facts);
+    if json {
+        println!("{}", plan.to_json());
+    } else {
+        print!("{}", plan.summary());
+    }
+    Ok(exit_for(&plan.errors))
+}
+
+fn reconfigure(
+    root: &Path,
+    source: &Source,
+    settle: Duration,
+    json: bool,
+    settings: &Settings,
+) -> Result<ExitCode, String> {
+    use vmctx::status::StageEnd;
+    let _lock = vmctx::status::lock(root);
+    let rec = vmctx::status::Recorder::begin(root, "reconfigure");
+    let r = match vmctx::reconfigure::run(source, root, settle, settings) {
+        Ok(r) => r,
+        Err(e) => {
+            rec.finish(StageEnd::error(e.clone()));
+            return Err(e);
+        }
+    };
+    let mut end = match r.rounds.last() {
+        Some(last) => StageEnd::from_report(&last.report, r.source.as_deref().unwrap_or("")),
+        None => StageEnd {
+            no_context: true,
+            ..Default::default()
+        },
+    };
+    end.changed = r.changed();
+    rec.finish(end);
+    print_either(json, &r, || r.summary())?;
+    Ok(code(r.failed() == 0))
+}
+
+fn status(root: &Path, wait: bool, timeout: Option<u64>, json: bool) -> Result<ExitCode, String> {
+    use vmctx::status;
+    let (o, st) = if wait {
+        status::wait(root, timeout.map(Duration::from_secs))
+    } else {
+        let mut st = status::read(root);
+        (status::overall(root, &mut st), st)
+    };
+    print_either(json, &status::to_json(o, &st), || status::summary(o, &st))?;
+    Ok(ExitCode::from(o.exit_code()))
+}
+
+fn sync(root: &Path, a: cli::SyncArgs) -> Result<ExitCode, String> {
+    let flags = vmctx::sync::config::Flags {
+        config: a.config,
+        dir: a.dir,
+        bucket: a.bucket,
+        prefix: a.prefix,
+        endpoint: a.endpoint,
+        region: a.region,
+        ca_file: a.ca_file,
+        mode: a.mode,
+        interval: a.interval,
+        state_dir: a.state_dir,
+        max_delete: a.max_delete,
+        excludes: a.exclude,
+        jobs: a.jobs,
+    };
+    // The sync's credentials may come from the environment (AWS_*), read here.
+    let env = std::env::vars().collect();
+    let in_step = vmctx::sync::command::run(flags, root, &env, a.once, a.json)?;
+    Ok(code(in_step))
 }
 
 fn imds(op: ImdsOp, root: &Path, imds_settings: &Imds) -> Result<ExitCode, String> {
@@ -294,11 +304,7 @@ fn imds(op: ImdsOp, root: &Path, imds_settings: &Imds) -> Result<ExitCode, Strin
 
 /// Exit 1 when some values were invalid (the rest was still planned).
 fn exit_for(errors: &[String]) -> ExitCode {
-    if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    code(errors.is_empty())
 }
 
 fn detect(root: &Path, json: bool, settings: &Settings) -> Result<ExitCode, String> {
