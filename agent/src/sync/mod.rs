@@ -172,26 +172,7 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
     report.warnings.extend(skipped);
     let remote = remote_files(listing, o, &mut report.warnings);
 
-    let all: BTreeSet<&String> = scanned
-        .keys()
-        .chain(remote.keys())
-        .chain(st.files.keys())
-        .collect();
-    let mut steps = Vec::new();
-    for rel in all {
-        match decide::decide(scanned.get(rel), remote.get(rel), st.files.get(rel), o.mode) {
-            Some(step) => steps.push((rel.clone(), step)),
-            None => report.unchanged += 1,
-        }
-    }
-    let deletions = steps.iter().filter(|(_, s)| s.deletes()).count();
-    let known = st.files.len().max(1);
-    if deletions > 0 && deletions * 100 > usize::from(o.max_delete_pct) * known {
-        return Err(SyncError::Refused(format!(
-            "{deletions} of {known} files would be deleted, more than {}% (--max-delete 100 allows it)",
-            o.max_delete_pct
-        )));
-    }
+    let steps = steps(o, &scanned, &remote, &st.files, &mut report)?;
 
     let owner = folder
         .stat()
@@ -228,6 +209,38 @@ async fn cycle(o: &Options, env: &Env, progress: &Arc<Progress>) -> Result<Repor
         state::save(&state_file, &st).map_err(SyncError::State)?;
     }
     Ok(report)
+}
+
+/// What each file needs (files in step are counted as unchanged); refused when more than
+/// `--max-delete` percent of the known files would be deleted.
+fn steps(
+    o: &Options,
+    local: &BTreeMap<String, decide::Local>,
+    remote: &BTreeMap<String, Remote>,
+    base: &BTreeMap<String, decide::Base>,
+    report: &mut Report,
+) -> Result<Vec<(String, decide::Step)>, SyncError> {
+    let all: BTreeSet<&String> = local
+        .keys()
+        .chain(remote.keys())
+        .chain(base.keys())
+        .collect();
+    let mut steps = Vec::new();
+    for rel in all {
+        match decide::decide(local.get(rel), remote.get(rel), base.get(rel), o.mode) {
+            Some(step) => steps.push((rel.clone(), step)),
+            None => report.unchanged += 1,
+        }
+    }
+    let deletions = steps.iter().filter(|(_, s)| s.deletes()).count();
+    let known = base.len().max(1);
+    if deletions > 0 && deletions * 100 > usize::from(o.max_delete_pct) * known {
+        return Err(SyncError::Refused(format!(
+            "{deletions} of {known} files would be deleted, more than {}% (--max-delete 100 allows it)",
+            o.max_delete_pct
+        )));
+    }
+    Ok(steps)
 }
 
 /// The folder, held open, and its files (none when it is to be created: `None`, made only

@@ -141,44 +141,8 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Op
         }
     };
 
-    let method = match r
-        .get(&var("METHOD"))
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("static") => Method::Static,
-        Some("dhcp") => Method::Dhcp,
-        Some("skip") => Method::Skip,
-        Some(_) => {
-            // OpenNebula/one#7648: the server has leaked NIC models (`virtio`) into METHOD.
-            r.warn(format!(
-                "ETH{idx}_METHOD is not static, dhcp or skip; taken as static"
-            ));
-            Method::Static
-        }
-    };
-    let ip6_method = match r
-        .get(&var("IP6_METHOD"))
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None => match method {
-            Method::Static => Ip6Method::Static,
-            Method::Dhcp => Ip6Method::Dhcp,
-            Method::Skip => Ip6Method::Skip,
-        },
-        Some("static") => Ip6Method::Static,
-        Some("auto") => Ip6Method::Auto,
-        Some("dhcp") => Ip6Method::Dhcp,
-        Some("disable") => Ip6Method::Disable,
-        Some("skip") => Ip6Method::Skip,
-        Some(_) => {
-            r.warn(format!(
-                "ETH{idx}_IP6_METHOD is not static, auto, dhcp, disable or skip; taken as static"
-            ));
-            Ip6Method::Static
-        }
-    };
+    let method = method(r, idx);
+    let ip6_method = ip6_method(r, idx, method);
     let mut nic = Nic::new(idx, mac, method, ip6_method);
     if method == Method::Skip {
         return Some(nic);
@@ -254,6 +218,52 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Op
         _ => Err("MTU must be an integer from 68 to 65535".into()),
     });
     Some(nic)
+}
+
+/// `ETHx_METHOD`: static (also when unset), dhcp or skip.
+fn method(r: &mut Reader, idx: u32) -> Method {
+    match r
+        .get(&format!("ETH{idx}_METHOD"))
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("static") => Method::Static,
+        Some("dhcp") => Method::Dhcp,
+        Some("skip") => Method::Skip,
+        Some(_) => {
+            // OpenNebula/one#7648: the server has leaked NIC models (`virtio`) into METHOD.
+            r.warn(format!(
+                "ETH{idx}_METHOD is not static, dhcp or skip; taken as static"
+            ));
+            Method::Static
+        }
+    }
+}
+
+/// `ETHx_IP6_METHOD`; unset, it follows `ETHx_METHOD`.
+fn ip6_method(r: &mut Reader, idx: u32, method: Method) -> Ip6Method {
+    match r
+        .get(&format!("ETH{idx}_IP6_METHOD"))
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None => match method {
+            Method::Static => Ip6Method::Static,
+            Method::Dhcp => Ip6Method::Dhcp,
+            Method::Skip => Ip6Method::Skip,
+        },
+        Some("static") => Ip6Method::Static,
+        Some("auto") => Ip6Method::Auto,
+        Some("dhcp") => Ip6Method::Dhcp,
+        Some("disable") => Ip6Method::Disable,
+        Some("skip") => Ip6Method::Skip,
+        Some(_) => {
+            r.warn(format!(
+                "ETH{idx}_IP6_METHOD is not static, auto, dhcp, disable or skip; taken as static"
+            ));
+            Ip6Method::Static
+        }
+    }
 }
 
 /// `<p>IP` with `<p>MASK` (default /24), if set and valid.
