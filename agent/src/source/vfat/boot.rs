@@ -47,27 +47,7 @@ impl Geometry {
             )));
         };
         let count = data_sectors / spc;
-        let fat_type = match count {
-            0..4085 => FatType::Fat12,
-            4085..65525 => FatType::Fat16,
-            _ => FatType::Fat32,
-        };
-        if fat_type == FatType::Fat32 {
-            if root_entries != 0 || fat16_size != 0 {
-                return Err(malformed(format!(
-                    "{count} clusters make it FAT32, but the boot sector has a FAT12/16 layout"
-                )));
-            }
-        } else if fat16_size == 0 {
-            return Err(malformed(format!(
-                "the boot sector has a FAT32 layout, but {count} clusters make it {fat_type:?} \
-                 (FAT32 needs at least 65525)"
-            )));
-        } else if root_entries == 0 {
-            return Err(malformed(format!(
-                "{fat_type:?} file system without root directory entries"
-            )));
-        }
+        let fat_type = fat_type(count, root_entries, fat16_size)?;
         let ext_flags = le16(b, 40);
         let active = if fat_type == FatType::Fat32 && ext_flags & 0x80 != 0 {
             u64::from(ext_flags & 0x0F)
@@ -128,4 +108,31 @@ impl Geometry {
     pub(super) fn cluster_offset(&self, c: u32) -> u64 {
         self.data_offset + u64::from(c.saturating_sub(2)) * self.cluster_size
     }
+}
+
+/// The FAT type `count` clusters make (as Microsoft's specification decides it), checked
+/// against the boot sector's layout: FAT32 has no fixed root directory and a 32-bit FAT size.
+fn fat_type(count: u64, root_entries: u64, fat16_size: u16) -> Result<FatType, FatError> {
+    let fat_type = match count {
+        0..4085 => FatType::Fat12,
+        4085..65525 => FatType::Fat16,
+        _ => FatType::Fat32,
+    };
+    if fat_type == FatType::Fat32 {
+        if root_entries != 0 || fat16_size != 0 {
+            return Err(malformed(format!(
+                "{count} clusters make it FAT32, but the boot sector has a FAT12/16 layout"
+            )));
+        }
+    } else if fat16_size == 0 {
+        return Err(malformed(format!(
+            "the boot sector has a FAT32 layout, but {count} clusters make it {fat_type:?} \
+             (FAT32 needs at least 65525)"
+        )));
+    } else if root_entries == 0 {
+        return Err(malformed(format!(
+            "{fat_type:?} file system without root directory entries"
+        )));
+    }
+    Ok(fat_type)
 }
