@@ -59,22 +59,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             dry_run,
             json,
             wait,
-        } => {
-            let name = match stage {
-                vmctx::apply::Stage::Local => "local",
-                vmctx::apply::Stage::Final => "final",
-                vmctx::apply::Stage::All => "all",
-            };
-            // A dry run changes nothing, so it neither waits for nor records a stage.
-            let _lock = (!dry_run).then(|| vmctx::status::lock(root));
-            let rec = (!dry_run).then(|| vmctx::status::Recorder::begin(root, name));
-            let (result, end) =
-                vmctx::stage::apply_stage(root, source, stage, dry_run, json, wait, &settings);
-            if let Some(rec) = rec {
-                rec.finish(end);
-            }
-            result
-        }
+        } => apply(root, source, stage, dry_run, json, wait, &settings),
         Command::Reconfigure {
             source,
             settle_ms,
@@ -104,10 +89,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 machine_id,
                 dry_run,
             };
-            let _lock = (!dry_run).then(|| vmctx::status::lock(root));
-            let report = vmctx::clean::clean(root, opts);
-            print_either(json, &report, || report.summary())?;
-            Ok(code(report.errors.is_empty()))
+            clean(root, opts, json)
         }
         Command::Mac2ip {
             mac,
@@ -197,6 +179,39 @@ fn plan(
         print!("{}", plan.summary());
     }
     Ok(exit_for(&plan.errors))
+}
+
+/// One stage of `vmctx apply`, recorded in `/run/vmctx/status.json` unless a dry run.
+fn apply(
+    root: &Path,
+    source: Source,
+    stage: vmctx::apply::Stage,
+    dry_run: bool,
+    json: bool,
+    wait: u64,
+    settings: &Settings,
+) -> Result<ExitCode, String> {
+    let name = match stage {
+        vmctx::apply::Stage::Local => "local",
+        vmctx::apply::Stage::Final => "final",
+        vmctx::apply::Stage::All => "all",
+    };
+    // A dry run changes nothing, so it neither waits for nor records a stage.
+    let _lock = (!dry_run).then(|| vmctx::status::lock(root));
+    let rec = (!dry_run).then(|| vmctx::status::Recorder::begin(root, name));
+    let (result, end) =
+        vmctx::stage::apply_stage(root, source, stage, dry_run, json, wait, settings);
+    if let Some(rec) = rec {
+        rec.finish(end);
+    }
+    result
+}
+
+fn clean(root: &Path, opts: vmctx::clean::Options, json: bool) -> Result<ExitCode, String> {
+    let _lock = (!opts.dry_run).then(|| vmctx::status::lock(root));
+    let report = vmctx::clean::clean(root, opts);
+    print_either(json, &report, || report.summary())?;
+    Ok(code(report.errors.is_empty()))
 }
 
 fn reconfigure(
