@@ -13,6 +13,7 @@ pub mod derive;
 pub mod facts;
 pub mod imds_serve;
 pub mod imds_tree;
+pub mod netlink;
 pub mod onegate;
 pub mod os;
 pub mod plan;

@@ -57,6 +57,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             json,
         } => {
             let ctx = source::load(&source, root).map_err(|e| e.to_string())?;
+            // Another machine's links (--links-file): its IPv6 is taken to be on.
+            let ipv6_disabled = links_file.is_none() && facts::ipv6_disabled();
             let links = match links_file {
                 Some(f) => facts::read_links_file(&f),
                 None => facts::live_links(),
@@ -66,6 +68,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 links,
                 managers: facts::Managers::detect(root),
                 selinux: vmctx::apply::selinux::Status::read(root),
+                ipv6_disabled,
             };
             let plan = plan::build(&ctx, &facts);
             if json {

@@ -130,6 +130,7 @@ pub fn run(source: &Source, root: &Path, settle: Duration) -> Result<Reconfigure
             links: seen.links.clone(),
             managers: facts::Managers::detect(root),
             selinux: apply::selinux::Status::read(root),
+            ipv6_disabled: facts::ipv6_disabled(),
         };
         let state = State::new(&apply::files::Root::new(root));
         let new_instance = state.instance_id().as_deref() != Some(ctx.instance_id.as_str());

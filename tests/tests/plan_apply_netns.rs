@@ -6,7 +6,8 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use vmctx_tests::*;
 
-const TWO_GATEWAYS: &str = "VMID='3'\nETH0_MAC='02:00:0a:00:01:0a'\nETH0_IP='10.0.1.10'\nETH0_GATEWAY='10.0.1.1'\n\
+const TWO_GATEWAYS: &str =
+    "VMID='3'\nETH0_MAC='02:00:0a:00:01:0a'\nETH0_IP='10.0.1.10'\nETH0_GATEWAY='10.0.1.1'\n\
 ETH1_MAC='02:00:0a:00:03:05'\nETH1_IP='10.0.3.5'\nETH1_GATEWAY='10.0.3.1'\n";
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOps ops@example";
@@ -83,7 +84,11 @@ fn live_addresses(g: &Guest, dev: &str) -> BTreeSet<String> {
             if a["scope"] == "link" {
                 continue;
             }
-            out.insert(format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]));
+            out.insert(format!(
+                "{}/{}",
+                a["local"].as_str().unwrap(),
+                a["prefixlen"]
+            ));
         }
     }
     out
@@ -94,7 +99,7 @@ fn live_rules(g: &Guest) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for family in ["-4", "-6"] {
         for r in ip_json(g, &[family, "rule"]) {
-            let Some(src) = r["src"].as_str() else {
+            let Some(src) = r["src"].as_str().filter(|s| *s != "all") else {
                 continue;
             };
             let len = r["srclen"]
@@ -143,7 +148,8 @@ fn assert_plan_is_what_apply_did(g: &Guest, plan: &Value) {
 fn plan_apply_compare(g: &Guest, src: &str, stage: &str) -> Value {
     let (code, plan, err) = vmctx_json(g, &["plan", "--json", "--source", src]);
     assert_eq!(code, Some(0), "{err}");
-    let (code, report, err) = vmctx_json(g, &["apply", "--json", "--stage", stage, "--source", src]);
+    let (code, report, err) =
+        vmctx_json(g, &["apply", "--json", "--stage", stage, "--source", src]);
     assert_eq!(code, Some(0), "{err}{report:#}");
     assert_plan_is_what_apply_did(g, &plan);
     let (_, again, _) = vmctx_json(g, &["apply", "--json", "--stage", stage, "--source", src]);
@@ -175,7 +181,8 @@ fn two_gateways_the_plan_shows_table_101_and_its_rule_as_apply_installs_them() {
     let o = g.vmctx(&["plan", "--source", &dir_source(&ctx)]);
     let text = stdout(&o);
     assert!(
-        text.contains("default via 10.0.3.1 table 101") && text.contains("from 10.0.3.5/32 table 101"),
+        text.contains("default via 10.0.3.1 table 101")
+            && text.contains("from 10.0.3.5/32 table 101"),
         "{text}"
     );
 }
@@ -220,12 +227,22 @@ fn ec2_secondary_nic_plan_is_what_apply_did() {
     });
     let tree_file = g.root.path().join("tree.json");
     std::fs::write(&tree_file, tree.to_string()).unwrap();
-    g.veth(("eth0", "0e:00:00:00:01:0a"), ("peer0", "0e:00:00:00:01:ff"));
-    g.veth(("eth1", "0e:00:00:00:02:14"), ("peer1", "0e:00:00:00:02:ff"));
+    g.veth(
+        ("eth0", "0e:00:00:00:01:0a"),
+        ("peer0", "0e:00:00:00:01:ff"),
+    );
+    g.veth(
+        ("eth1", "0e:00:00:00:02:14"),
+        ("peer1", "0e:00:00:00:02:ff"),
+    );
     let (_imds, src) = g.imds(&tree_file);
     let plan = plan_apply_compare(&g, &src, "final");
     let eth1 = &plan["network"]["ethernets"]["eth1"];
-    assert_eq!(eth1["routing-policy"].as_array().unwrap().len(), 2, "{eth1:#}");
+    assert_eq!(
+        eth1["routing-policy"].as_array().unwrap().len(),
+        2,
+        "{eth1:#}"
+    );
 }
 
 /// A context with a user and a key, a good ETH0 and `bad` added.
@@ -269,7 +286,10 @@ fn a_malformed_eth1_ip_costs_only_eth1() {
     let (code, plan, _) = vmctx_json(&g, &["plan", "--json", "--source", &src]);
     assert_eq!(code, Some(1));
     assert!(plan["network"]["ethernets"]["eth1"].is_null(), "{plan:#}");
-    let (code, report, err) = vmctx_json(&g, &["apply", "--json", "--stage", "local", "--source", &src]);
+    let (code, report, err) = vmctx_json(
+        &g,
+        &["apply", "--json", "--stage", "local", "--source", &src],
+    );
     assert_the_rest_applied(&g, "ETH1_IP", code, &report, &err);
     assert!(!err.contains("10.0.3.500"), "the value is not shown: {err}");
     assert!(!g.ip(&["-4", "addr", "show", "eth1"]).contains("inet "));
@@ -284,13 +304,22 @@ fn a_bad_eth0_routes_entry_costs_only_that_route() {
     );
     let (code, report, err) = vmctx_json(
         &g,
-        &["apply", "--json", "--stage", "local", "--source", &dir_source(&ctx)],
+        &[
+            "apply",
+            "--json",
+            "--stage",
+            "local",
+            "--source",
+            &dir_source(&ctx),
+        ],
     );
     assert_the_rest_applied(&g, "ETH0_ROUTES", code, &report, &err);
     let routes = g.ip(&["route"]);
     assert!(routes.contains("10.9.0.0/16 via 10.0.1.254"), "{routes}");
     assert!(!routes.contains("10.8.0.0"), "{routes}");
-    assert!(g.ip(&["-4", "addr", "show", "eth1"]).contains("inet 10.0.3.5/24"));
+    assert!(g
+        .ip(&["-4", "addr", "show", "eth1"])
+        .contains("inet 10.0.3.5/24"));
 }
 
 #[test]
@@ -300,7 +329,14 @@ fn a_nic_configured_earlier_keeps_its_state_when_its_ip_turns_bad() {
     let good = context_dir(TWO_GATEWAYS, &[]);
     let (code, _, err) = vmctx_json(
         &g,
-        &["apply", "--json", "--stage", "local", "--source", &dir_source(&good)],
+        &[
+            "apply",
+            "--json",
+            "--stage",
+            "local",
+            "--source",
+            &dir_source(&good),
+        ],
     );
     assert_eq!(code, Some(0), "{err}");
     let before = (
@@ -309,13 +345,27 @@ fn a_nic_configured_earlier_keeps_its_state_when_its_ip_turns_bad() {
         live_rules(&g),
     );
     assert!(before.0.contains("10.0.3.5/24") && !before.2.is_empty());
-    let bad = context_dir(&TWO_GATEWAYS.replace("ETH1_IP='10.0.3.5'", "ETH1_IP='10.0.3.5.1'"), &[]);
+    // The same folder (the same source) with ETH1_IP made invalid, applied twice.
+    let context_sh = good.path().join("context.sh");
+    let bad = TWO_GATEWAYS.replace("ETH1_IP='10.0.3.5'", "ETH1_IP='10.0.3.5.1'");
+    std::fs::write(&context_sh, bad).unwrap();
     for _ in 0..2 {
         let (code, report, err) = vmctx_json(
             &g,
-            &["apply", "--json", "--stage", "local", "--source", &dir_source(&bad)],
+            &[
+                "apply",
+                "--json",
+                "--stage",
+                "local",
+                "--source",
+                &dir_source(&good),
+            ],
         );
         assert_eq!(code, Some(1), "{err}{report:#}");
+        assert!(
+            report["errors"].to_string().contains("ETH1_IP"),
+            "{report:#}"
+        );
         let after = (
             live_addresses(&g, "eth1"),
             live_routes(&g, "eth1"),
@@ -324,9 +374,17 @@ fn a_nic_configured_earlier_keeps_its_state_when_its_ip_turns_bad() {
         assert_eq!(after, before, "{report:#}");
     }
     // Once the value is good again, nothing needs changing: vmctx still owns what it added.
+    std::fs::write(&context_sh, TWO_GATEWAYS).unwrap();
     let (code, report, _) = vmctx_json(
         &g,
-        &["apply", "--json", "--stage", "local", "--source", &dir_source(&good)],
+        &[
+            "apply",
+            "--json",
+            "--stage",
+            "local",
+            "--source",
+            &dir_source(&good),
+        ],
     );
     assert_eq!(code, Some(0));
     assert_eq!(report["changed"], 0, "{report:#}");
