@@ -391,3 +391,41 @@ fn a_nic_configured_earlier_keeps_its_state_when_its_ip_turns_bad() {
     let state = g.file("/var/lib/vmctx/network.json");
     assert!(state.contains("02:00:0a:00:03:05"), "{state}");
 }
+
+#[test]
+fn a_bad_extra_drops_only_itself() {
+    let Some(g) = Guest::new("extra") else { return };
+    g.veth(("eth0", "02:00:0a:00:01:0a"), ("eth1", "02:00:0a:00:03:05"));
+    let ctx = one_bad_value(
+        "ETH0_MTU='9000x'\nETH0_ALIAS0_IP='10.0.2.300'\nETH0_ALIAS1_IP='10.0.2.10'\n\
+ETH0_DNS='10.0.1.2 10.0.1.999'\nETH0_SEARCH_DOMAIN='good.example bad..example'\n",
+    );
+    let (code, report, err) = vmctx_json(
+        &g,
+        &[
+            "apply",
+            "--json",
+            "--stage",
+            "local",
+            "--source",
+            &dir_source(&ctx),
+        ],
+    );
+    for var in [
+        "ETH0_MTU",
+        "ETH0_ALIAS0_IP",
+        "ETH0_DNS",
+        "ETH0_SEARCH_DOMAIN",
+    ] {
+        assert_the_rest_applied(&g, var, code, &report, &err);
+    }
+    assert!(g
+        .ip(&["-4", "addr", "show", "eth0"])
+        .contains("inet 10.0.2.10/24"));
+    assert!(g.ip(&["link", "show", "eth0"]).contains("mtu 1500"));
+    let resolv = g.file("/etc/resolv.conf");
+    assert!(
+        resolv.contains("nameserver 10.0.1.2") && resolv.contains("search good.example"),
+        "{resolv}"
+    );
+}
