@@ -89,7 +89,14 @@ pub fn netplan(net: &Network, facts: &Facts, warnings: &mut Vec<String>) -> Netp
         v4: net.dhcp_default_route,
         v6: net.dhcp_default_route,
     };
+    // A NIC left alone keeps the main table's default routes it may hold: the NICs after it
+    // get their own tables, as when it is valid (a `replace` would take its route over).
+    let first_held = net.held.iter().map(|h| h.index).min();
     for nic in net.nics.iter().filter(|n| n.method != Method::Skip) {
+        if first_held.is_some_and(|h| h < nic.index) {
+            main.v4 = true;
+            main.v6 = true;
+        }
         let name = match facts.links.by_mac(nic.mac) {
             Some(link) => link.name.clone(),
             None => {

@@ -149,6 +149,15 @@ fn a_nic_with_a_bad_address_is_left_alone_and_said_so() {
     assert!(p
         .summary()
         .contains("ETH1 (02:00:0a:00:03:05)  left as it is"));
+    // ETH1 still goes into its own table when ETH0, the main table's NIC, is left alone.
+    let p0 = plan(
+        &TWO_GATEWAYS.replace("ETH0_IP='10.0.1.10'", "ETH0_IP='10.0.1'"),
+        TWO_LINKS,
+    );
+    assert!(p0.network.ethernets["eth1"]
+        .routes
+        .iter()
+        .all(|r| r.table == 101));
     // ETH0 is planned whole; its manager files keep ETH1 off NetworkManager's hands as before.
     assert_eq!(p.network.ethernets["eth0"].routes.len(), 1);
     assert!(is_held_file(
