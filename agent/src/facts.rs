@@ -115,12 +115,9 @@ pub fn parse_links(text: &str) -> Result<Links, (usize, String)> {
 
 /// The live Ethernet links of the current network namespace.
 pub fn live_links() -> Result<Links, FactsError> {
-    let rt = crate::netlink::runtime().map_err(|e| FactsError::Netlink(e.to_string()))?;
-    rt.block_on(async {
-        let nl = crate::netlink::Netlink::connect()?;
-        links_of(&nl).await
-    })
-    .map_err(|e| FactsError::Netlink(e.to_string()))
+    crate::netlink::Shared::run(links_of)
+        .and_then(|links| links)
+        .map_err(|e| FactsError::Netlink(e.to_string()))
 }
 
 /// The Ethernet links `nl` sees, in interface-index order.

@@ -93,16 +93,35 @@ fn invalid<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> Error + '_ {
     }
 }
 
-/// A runtime for callers outside tokio (`block_on` a future that connects).
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| Error {
-            what: "netlink runtime".into(),
-            why: e.to_string(),
-            errno: e.raw_os_error(),
-        })
+/// The process's one connection, on a runtime of its own, for callers outside tokio (the facts
+/// and apply share it). Made on first use.
+pub struct Shared {
+    rt: tokio::runtime::Runtime,
+    nl: Netlink,
+}
+
+impl Shared {
+    /// Runs `f` on the shared connection, opening it on first use.
+    pub fn run<F: std::future::Future>(f: impl FnOnce(&'static Netlink) -> F) -> Result<F::Output> {
+        static SHARED: std::sync::OnceLock<std::result::Result<Shared, Error>> =
+            std::sync::OnceLock::new();
+        let shared = SHARED
+            .get_or_init(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .map_err(|e| Error {
+                        what: "netlink runtime".into(),
+                        why: e.to_string(),
+                        errno: e.raw_os_error(),
+                    })?;
+                let nl = rt.block_on(async { Netlink::connect() })?;
+                Ok(Shared { rt, nl })
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        Ok(shared.rt.block_on(f(&shared.nl)))
+    }
 }
 
 impl Netlink {

@@ -66,19 +66,10 @@ impl Added {
 
 /// Brings the links to the plan; `added` is updated to what vmctx now owns.
 pub fn apply(ap: &mut Apply, plan: &Netplan, added: &mut BTreeMap<MacAddr, Added>) {
-    let rt = match netlink::runtime() {
-        Ok(rt) => rt,
-        Err(e) => return ap.failed("network", "netlink", e),
-    };
-    rt.block_on(async {
-        let nl = match Netlink::connect() {
-            Ok(nl) => nl,
-            Err(e) => return ap.failed("network", "netlink", e),
-        };
-        if let Err(e) = converge(ap, &nl, plan, added).await {
-            ap.failed("network", "netlink", e);
-        }
-    });
+    let done = netlink::Shared::run(|nl| converge(ap, nl, plan, added));
+    if let Err(e) = done.and_then(|r| r) {
+        ap.failed("network", "netlink", e);
+    }
 }
 
 /// Whether what vmctx added under `mac` belongs to a NIC the plan leaves alone.
