@@ -345,11 +345,18 @@ fn a_nic_configured_earlier_keeps_its_state_when_its_ip_turns_bad() {
         live_rules(&g),
     );
     assert!(before.0.contains("10.0.3.5/24") && !before.2.is_empty());
-    // The same folder (the same source) with ETH1_IP made invalid, applied twice.
+    // The same folder (the same source) with ETH1_IP, then ETH1_MAC made invalid, applied
+    // twice each.
     let context_sh = good.path().join("context.sh");
-    let bad = TWO_GATEWAYS.replace("ETH1_IP='10.0.3.5'", "ETH1_IP='10.0.3.5.1'");
-    std::fs::write(&context_sh, bad).unwrap();
-    for _ in 0..2 {
+    let bad_ip = TWO_GATEWAYS.replace("ETH1_IP='10.0.3.5'", "ETH1_IP='10.0.3.5.1'");
+    let bad_mac = TWO_GATEWAYS.replace("ETH1_MAC='02:00:0a:00:03:05'", "ETH1_MAC='02:00:0a:00:03'");
+    for (bad, var) in [
+        (&bad_ip, "ETH1_IP"),
+        (&bad_ip, "ETH1_IP"),
+        (&bad_mac, "ETH1_MAC"),
+        (&bad_mac, "ETH1_MAC"),
+    ] {
+        std::fs::write(&context_sh, bad).unwrap();
         let (code, report, err) = vmctx_json(
             &g,
             &[
@@ -362,10 +369,7 @@ fn a_nic_configured_earlier_keeps_its_state_when_its_ip_turns_bad() {
             ],
         );
         assert_eq!(code, Some(1), "{err}{report:#}");
-        assert!(
-            report["errors"].to_string().contains("ETH1_IP"),
-            "{report:#}"
-        );
+        assert!(report["errors"].to_string().contains(var), "{report:#}");
         let after = (
             live_addresses(&g, "eth1"),
             live_routes(&g, "eth1"),
