@@ -73,6 +73,20 @@ pub struct Network {
     /// static NIC's gateway then goes into that NIC's own table, with `from` rules.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dhcp_default_route: bool,
+    /// NICs whose identity or address (MAC, IP, mask, gateway) is invalid: left exactly as they
+    /// are, neither configured nor stripped of what vmctx added to them before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldNic>,
+}
+
+/// A NIC left alone for an invalid value (named in the context's errors).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldNic {
+    /// x of `ETHx_*` (EC2: the device number).
+    pub index: u32,
+    /// None when the MAC itself is invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

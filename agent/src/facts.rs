@@ -1,5 +1,6 @@
 //! What the running system has: its network links and their MACs (over rtnetlink), or a
-//! `--links-file` standing in for them so a plan can be made for another machine.
+//! `--links-file` standing in for them so a plan can be made for another machine; whether the
+//! kernel has IPv6. Gathered before planning, so `plan` and `apply` agree.
 
 use crate::context::MacAddr;
 use std::path::Path;
@@ -53,6 +54,13 @@ pub struct Facts {
     pub managers: Managers,
     /// Whether SELinux labels files here: apply then restores the labels of what it wrote.
     pub selinux: crate::apply::selinux::Status,
+    /// The kernel has no IPv6 (`ipv6.disable=1`): no IPv6 address, route or sysctl is planned.
+    pub ipv6_disabled: bool,
+}
+
+/// Whether this network namespace's kernel has IPv6 off (its sysctl tree is absent).
+pub fn ipv6_disabled() -> bool {
+    !Path::new("/proc/sys/net/ipv6").exists()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,43 +115,22 @@ pub fn parse_links(text: &str) -> Result<Links, (usize, String)> {
 
 /// The live Ethernet links of the current network namespace.
 pub fn live_links() -> Result<Links, FactsError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| FactsError::Netlink(e.to_string()))?;
-    rt.block_on(netlink_links()).map_err(FactsError::Netlink)
+    crate::netlink::Shared::run(links_of)
+        .and_then(|links| links)
+        .map_err(|e| FactsError::Netlink(e.to_string()))
 }
 
-async fn netlink_links() -> Result<Links, String> {
-    use futures::TryStreamExt;
-    use rtnetlink::packet_route::link::{LinkAttribute, LinkLayerType};
-
-    let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
-    let task = tokio::spawn(connection);
-    let mut stream = handle.link().get().execute();
-    let mut links = Vec::new();
-    while let Some(msg) = stream.try_next().await.map_err(|e| e.to_string())? {
-        if msg.header.link_layer_type != LinkLayerType::Ether {
-            continue;
-        }
-        let mut name = None;
-        let mut mac = None;
-        for attr in msg.attributes {
-            match attr {
-                LinkAttribute::IfName(n) => name = Some(n),
-                LinkAttribute::Address(a) => {
-                    mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(MacAddr)
-                }
-                _ => {}
-            }
-        }
-        if let (Some(name), Some(mac)) = (name, mac) {
-            links.push((msg.header.index, Link { name, mac }));
-        }
-    }
-    task.abort();
-    links.sort_by_key(|(idx, _)| *idx);
-    Ok(Links(links.into_iter().map(|(_, l)| l).collect()))
+/// The Ethernet links `nl` sees, in interface-index order.
+pub async fn links_of(nl: &crate::netlink::Netlink) -> crate::netlink::Result<Links> {
+    let live = nl.links().await?;
+    Ok(Links(
+        live.into_iter()
+            .map(|l| Link {
+                name: l.name,
+                mac: l.mac,
+            })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

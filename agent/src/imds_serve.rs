@@ -302,74 +302,49 @@ pub fn tree_file(path: &Path) -> Result<Tree, ServeError> {
 }
 
 mod guest {
-    //! 169.254.169.254/32 on `lo`, over rtnetlink.
+    //! 169.254.169.254/32 on `lo`, over vmctx's one rtnetlink layer.
     use super::{ServeError, GUEST_ADDR};
-    use futures::TryStreamExt;
-    use rtnetlink::{Handle, LinkUnspec};
-    use std::net::IpAddr;
+    use crate::context::Cidr;
+    use crate::netlink::Netlink;
 
     /// Whether this process added the address (then it removes it on exit).
     pub struct Added(bool);
 
-    async fn handle() -> Result<(Handle, tokio::task::JoinHandle<()>), ServeError> {
-        let (conn, handle, _) =
-            rtnetlink::new_connection().map_err(|e| ServeError::Netlink(e.to_string()))?;
-        Ok((handle, tokio::spawn(conn)))
-    }
+    const ADDR: Cidr = Cidr {
+        addr: std::net::IpAddr::V4(GUEST_ADDR),
+        prefix: 32,
+    };
 
-    async fn lo_index(h: &Handle) -> Result<u32, ServeError> {
-        let mut links = h.link().get().match_name("lo").execute();
-        match links.try_next().await {
-            Ok(Some(l)) => Ok(l.header.index),
-            Ok(None) => Err(ServeError::Netlink("no lo link".into())),
-            Err(e) => Err(ServeError::Netlink(e.to_string())),
-        }
+    fn net(e: crate::netlink::Error) -> ServeError {
+        ServeError::Netlink(e.to_string())
     }
 
     pub async fn add_address() -> Result<Added, ServeError> {
-        let (h, task) = handle().await?;
-        let net = |e: rtnetlink::Error| ServeError::Netlink(e.to_string());
-        let idx = lo_index(&h).await?;
+        let nl = Netlink::connect().map_err(net)?;
+        let idx = nl.link_index("lo").await.map_err(net)?;
         // A fresh network namespace has lo down; a guest's is up already.
-        h.link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
-            .execute()
-            .await
-            .map_err(net)?;
-        let added = match h
-            .address()
-            .add(idx, IpAddr::V4(GUEST_ADDR), 32)
-            .execute()
-            .await
-        {
-            Ok(()) => true,
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -nix::libc::EEXIST => {
+        nl.set_link(idx, None, true).await.map_err(net)?;
+        match nl.add_address(idx, ADDR).await {
+            Ok(()) => Ok(Added(true)),
+            Err(e) if e.exists() => {
                 tracing::info!("{GUEST_ADDR}/32 is on lo already; leaving it there on exit");
-                false
+                Ok(Added(false))
             }
-            Err(e) => return Err(net(e)),
-        };
-        task.abort();
-        Ok(Added(added))
+            Err(e) => Err(net(e)),
+        }
     }
 
     pub async fn remove_address(added: Added) -> Result<(), ServeError> {
         if !added.0 {
             return Ok(());
         }
-        let (h, task) = handle().await?;
-        let net = |e: rtnetlink::Error| ServeError::Netlink(e.to_string());
-        let idx = lo_index(&h).await?;
-        let mut addrs = h
-            .address()
-            .get()
-            .set_link_index_filter(idx)
-            .set_address_filter(IpAddr::V4(GUEST_ADDR))
-            .execute();
-        while let Some(msg) = addrs.try_next().await.map_err(net)? {
-            h.address().del(msg).execute().await.map_err(net)?;
+        let nl = Netlink::connect().map_err(net)?;
+        let idx = nl.link_index("lo").await.map_err(net)?;
+        for (a, msg) in nl.addresses(idx).await.map_err(net)? {
+            if a == ADDR {
+                nl.del_address(msg).await.map_err(net)?;
+            }
         }
-        task.abort();
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ pub mod facts;
 pub mod files;
 pub mod imds_serve;
 pub mod imds_tree;
+pub mod netlink;
 pub mod os;
 pub mod plan;
 pub mod reconfigure;

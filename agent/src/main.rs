@@ -162,6 +162,8 @@ fn plan(
     settings: &Settings,
 ) -> Result<ExitCode, String> {
     let ctx = source::load(source, root, &settings.imds).map_err(|e| e.to_string())?;
+    // Another machine's links (--links-file): its IPv6 is taken to be on.
+    let ipv6_disabled = links_file.is_none() && facts::ipv6_disabled();
     let links = match links_file {
         Some(f) => facts::read_links_file(f),
         None => facts::live_links(),
@@ -171,6 +173,7 @@ fn plan(
         links,
         managers: facts::Managers::detect(root),
         selinux: vmctx::apply::selinux::Status::read(root),
+        ipv6_disabled,
     };
     let plan = plan::build(&ctx, &facts);
     if json {

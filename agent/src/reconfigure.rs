@@ -141,6 +141,7 @@ pub fn run(
             links: seen.links.clone(),
             managers: facts::Managers::detect(root),
             selinux: apply::selinux::Status::read(root),
+            ipv6_disabled: facts::ipv6_disabled(),
         };
         let state = State::new(&crate::files::Root::new(root));
         let new_instance = state.instance_id().as_deref() != Some(ctx.instance_id.as_str());

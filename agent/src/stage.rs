@@ -65,6 +65,7 @@ pub fn apply_stage(
         links,
         managers: facts::Managers::detect(root),
         selinux: crate::apply::selinux::Status::read(root),
+        ipv6_disabled: facts::ipv6_disabled(),
     };
     let report = match crate::apply::apply(&ctx, &facts, root, stage, dry_run, settings) {
         Ok(r) => r,
@@ -88,7 +89,8 @@ pub fn apply_stage(
     } else {
         print!("{}", report.summary());
     }
-    let code = if report.failed == 0 {
+    // Invalid values (the report's errors): something asked for was not done.
+    let code = if report.failed == 0 && report.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -96,10 +96,15 @@ impl StageEnd {
             changed: r.changed,
             failed: r.failed,
             errors: r
-                .actions
+                .errors
                 .iter()
-                .filter(|a| a.result == crate::apply::Outcome::Failed)
-                .map(|a| format!("{} {}: {}", a.kind, a.target, a.detail))
+                .cloned()
+                .chain(
+                    r.actions
+                        .iter()
+                        .filter(|a| a.result == crate::apply::Outcome::Failed)
+                        .map(|a| format!("{} {}: {}", a.kind, a.target, a.detail)),
+                )
                 .collect(),
             warnings: r
                 .actions

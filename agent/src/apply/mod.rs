@@ -1,6 +1,6 @@
 //! Executes a context on the system: one executor per kind of action, each idempotent, each
-//! reporting `changed`, `unchanged` or `failed`. A context with invalid values is refused
-//! before anything is touched.
+//! reporting `changed`, `unchanged` or `failed`. Invalid values are left out of the plan (and
+//! listed in the report's `errors`); the rest is applied.
 
 mod cloud_users;
 pub mod growfs;
@@ -16,7 +16,7 @@ pub mod timezone;
 mod users;
 mod write_files;
 
-use crate::context::Context;
+use crate::context::{Context, HeldNic};
 use crate::facts::Facts;
 use crate::files::{self, Dir, NewFile, Root};
 use crate::plan::{self, ManagerFile, MANAGED_DIRS};
@@ -62,6 +62,9 @@ pub struct Report {
     pub failed: usize,
     pub dry_run: bool,
     pub actions: Vec<Action>,
+    /// The plan's errors: invalid values whose part was left out (the command exits 1).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,13 +260,10 @@ pub fn apply(
     dry_run: bool,
     settings: &Settings,
 ) -> Result<Report, ApplyError> {
-    // What can only be checked against this system (the zone exists) refuses the context too.
-    let mut errors = ctx.errors.clone();
-    errors.extend(timezone::check(&Root::new(root), &ctx.system));
-    if !errors.is_empty() {
-        return Err(ApplyError::Invalid(errors));
-    }
-    let plan = plan::build(ctx, facts);
+    // Invalid values are left out of the plan: apply goes ahead with what it holds.
+    let mut plan = plan::build(ctx, facts);
+    plan.errors
+        .extend(timezone::check(&Root::new(root), &ctx.system));
     let mut ap = Apply {
         root: Root::new(root),
         dry_run,
@@ -283,15 +283,14 @@ pub fn apply(
         Stage::Local
     };
     if matches!(stage, Stage::All) || stage == identity_stage {
-        let wants = network::desired::desired(&ctx.network, &facts.links);
         let mut added = state.network();
-        network::apply(&mut ap, &wants, &mut added);
+        network::apply(&mut ap, &plan.network, &mut added);
         if !dry_run {
             if let Err(e) = state.save_network(&added) {
                 ap.failed("state", "network", e);
             }
         }
-        manager_files(&mut ap, &plan.network_files);
+        manager_files(&mut ap, &plan.network_files, &plan.network.left_alone);
         run_flags(&mut ap, ctx);
         identity::hostname(&mut ap, ctx);
         identity::hosts(&mut ap, ctx);
@@ -347,6 +346,7 @@ pub fn apply(
         failed,
         dry_run,
         actions: ap.actions,
+        errors: plan.errors,
     })
 }
 
@@ -405,8 +405,9 @@ network:
   config: disabled
 ";
 
-/// Writes the manager files of the plan and removes vmctx's files that it no longer lists.
-fn manager_files(ap: &mut Apply, wanted: &[ManagerFile]) {
+/// Writes the manager files of the plan and removes vmctx's files that it no longer lists,
+/// except those of a NIC the plan leaves alone.
+fn manager_files(ap: &mut Apply, wanted: &[ManagerFile], left_alone: &[HeldNic]) {
     for f in wanted {
         let path = ap.root.path(&f.path);
         ap.file_detail(
@@ -424,7 +425,10 @@ fn manager_files(ap: &mut Apply, wanted: &[ManagerFile]) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let abs = format!("{dir}/{name}");
-            if name.starts_with(prefix) && !wanted.iter().any(|f| f.path == abs) {
+            if name.starts_with(prefix)
+                && !wanted.iter().any(|f| f.path == abs)
+                && !plan::is_held_file(&name, left_alone)
+            {
                 ap.remove("network_file", &e.path());
             }
         }
@@ -452,6 +456,9 @@ impl Report {
             ));
         }
         let unchanged = self.actions.len() - self.changed - self.failed;
+        for e in &self.errors {
+            o.push_str(&format!("error: {e}\n"));
+        }
         o.push_str(&format!(
             "instance {}: {} changed, {} unchanged, {} failed{}\n",
             self.instance_id,

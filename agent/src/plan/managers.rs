@@ -3,7 +3,7 @@
 //! `Unmanaged=yes`; ifupdown: no stanza), and for `METHOD=dhcp` NICs the manager's own DHCP
 //! configuration instead. All named `*vmctx*`, so stale ones can be found and removed.
 
-use crate::context::{Ip6Method, MacAddr, Method, Network};
+use crate::context::{HeldNic, Ip6Method, MacAddr, Method, Network};
 use crate::facts::{Links, Managers};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -48,10 +48,12 @@ pub fn files(
         .iter()
         .filter(|n| n.method != Method::Skip)
         .collect();
+    // A NIC left alone stays as vmctx had it: off NetworkManager's hands.
     let statics: Vec<MacAddr> = nics
         .iter()
         .filter(|n| n.method == Method::Static)
         .map(|n| n.mac)
+        .chain(net.held.iter().filter_map(|h| h.mac))
         .collect();
     let header =
         "# Written by vmctx from the instance's context; removed when the NIC leaves it.\n";
@@ -66,7 +68,7 @@ pub fn files(
     }
     for nic in &nics {
         let mac = nic.mac;
-        let id = mac.to_string().replace(':', "");
+        let id = file_id(mac);
         let dhcp = nic.method == Method::Dhcp;
         if m.network_manager && dhcp {
             let ipv6 = match nic.ip6_method {
@@ -135,6 +137,19 @@ pub fn files(
         }
     }
     out
+}
+
+/// How a NIC's own files name it: its MAC without colons.
+fn file_id(mac: MacAddr) -> String {
+    mac.to_string().replace(':', "")
+}
+
+/// Whether `name`, a vmctx file in one of [`MANAGED_DIRS`], is the own file of a NIC the plan
+/// leaves alone (kept as it is, not removed).
+pub fn is_held_file(name: &str, held: &[HeldNic]) -> bool {
+    held.iter()
+        .filter_map(|h| h.mac)
+        .any(|m| name.contains(&file_id(m)))
 }
 
 /// A stable connection UUID per MAC, so re-rendering gives the same file.

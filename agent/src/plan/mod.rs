@@ -3,10 +3,12 @@
 
 mod managers;
 mod network;
+mod routes;
 mod summary;
 
-pub use managers::{ManagerFile, MANAGED_DIRS};
+pub use managers::{is_held_file, ManagerFile, MANAGED_DIRS};
 pub use network::{Ethernet, Netplan};
+pub use routes::{Route, Rule, Scope, MAIN_TABLE};
 
 use crate::context::{
     Context, Ec2Settings, Hostname, Password, ScriptMode, SyncSettings, System, UpdateSchedule,
@@ -75,7 +77,7 @@ pub struct ScriptPlan {
 
 pub fn build(ctx: &Context, facts: &Facts) -> Plan {
     let mut warnings = ctx.warnings.clone();
-    let network = network::netplan(&ctx.network, &facts.links, &mut warnings);
+    let network = network::netplan(&ctx.network, facts, &mut warnings);
     let network_files = managers::files(&ctx.network, &facts.links, &facts.managers, &mut warnings);
     let configure = ctx.network.configure;
     let users = ctx

@@ -4,6 +4,31 @@ use super::Plan;
 use crate::context::{HostKeys, Schedule, ScriptMode, SyncMode};
 use std::fmt::Write;
 
+/// `default via 10.0.3.1 table 101 metric 10 from 10.0.3.5`, `10.0.3.0/24 scope link ...`.
+fn route(r: &super::Route) -> String {
+    let mut s = if r.to.prefix == 0 {
+        "default".to_string()
+    } else {
+        r.to.to_string()
+    };
+    match r.via {
+        Some(v) => {
+            let _ = write!(s, " via {v}");
+        }
+        None => s.push_str(" scope link"),
+    }
+    if r.table != super::MAIN_TABLE {
+        let _ = write!(s, " table {}", r.table);
+    }
+    if let Some(m) = r.metric {
+        let _ = write!(s, " metric {m}");
+    }
+    if let Some(src) = r.src {
+        let _ = write!(s, " from {src}");
+    }
+    s
+}
+
 pub(super) fn render(p: &Plan) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "instance  {}   (from {})", p.instance_id, p.source);
@@ -35,14 +60,32 @@ pub(super) fn render(p: &Plan) -> String {
             } else if e.accept_ra == Some(true) {
                 line.push_str("  slaac");
             }
-            for r in &e.routes {
-                let _ = write!(line, "  {} via {}", r.to, r.via);
-            }
             if let Some(m) = e.mtu {
                 let _ = write!(line, "  mtu {m}");
             }
+            if e.disable_ipv6 {
+                line.push_str("  no ipv6");
+            }
             let _ = writeln!(o, "{line}");
+            for r in &e.routes {
+                let _ = writeln!(o, "           route {}", route(r));
+            }
+            for r in &e.routing_policy {
+                let _ = writeln!(
+                    o,
+                    "           rule  from {} table {} priority {}",
+                    r.from, r.table, r.priority
+                );
+            }
         }
+    }
+    for h in &p.network.left_alone {
+        let mac = h.mac.map(|m| format!(" ({m})")).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  ETH{}{mac}  left as it is: an invalid value (see errors)",
+            h.index
+        );
     }
     for f in &p.network_files {
         let _ = writeln!(o, "  file     {}   ({})", f.path, f.purpose);

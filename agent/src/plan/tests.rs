@@ -9,6 +9,7 @@ fn plan(text: &str, links: &str) -> Plan {
             links: parse_links(links).unwrap(),
             managers: Default::default(),
             selinux: Default::default(),
+            ipv6_disabled: false,
         },
     )
 }
@@ -99,6 +100,92 @@ fn dhcp_and_slaac() {
     assert!(e0.dhcp4 && e0.dhcp6 && e0.addresses.is_empty());
     let e1 = &p.network.ethernets["eth1"];
     assert!(!e1.dhcp4 && !e1.dhcp6 && e1.accept_ra == Some(true));
+}
+
+const TWO_GATEWAYS: &str =
+    "ETH0_MAC='02:00:0a:00:01:0a'\nETH0_IP='10.0.1.10'\nETH0_GATEWAY='10.0.1.1'\n\
+ETH1_MAC='02:00:0a:00:03:05'\nETH1_IP='10.0.3.5'\nETH1_GATEWAY='10.0.3.1'\n";
+const TWO_LINKS: &str = "02:00:0a:00:01:0a=eth0\n02:00:0a:00:03:05=eth1\n";
+
+#[test]
+fn second_gateway_is_planned_in_its_table_with_its_rule() {
+    let p = plan(TWO_GATEWAYS, TWO_LINKS);
+    let j = json(&p);
+    assert_eq!(
+        j["network"]["ethernets"]["eth1"]["routes"],
+        serde_json::json!([
+            {"to": "10.0.3.0/24", "from": "10.0.3.5", "scope": "link", "table": 101},
+            {"to": "default", "via": "10.0.3.1", "from": "10.0.3.5", "table": 101}
+        ])
+    );
+    assert_eq!(
+        j["network"]["ethernets"]["eth1"]["routing-policy"],
+        serde_json::json!([{"from": "10.0.3.5/32", "table": 101, "priority": 1001}])
+    );
+    assert_eq!(
+        j["network"]["ethernets"]["eth0"]["routes"],
+        serde_json::json!([{"to": "default", "via": "10.0.1.1"}])
+    );
+    let s = p.summary();
+    assert!(
+        s.contains("route default via 10.0.3.1 table 101 from 10.0.3.5")
+            && s.contains("rule  from 10.0.3.5/32 table 101 priority 1001"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_nic_with_a_bad_address_is_left_alone_and_said_so() {
+    let p = plan(
+        &TWO_GATEWAYS.replace("ETH1_IP='10.0.3.5'", "ETH1_IP='10.0.3.500'"),
+        TWO_LINKS,
+    );
+    assert!(!p.network.ethernets.contains_key("eth1"));
+    assert!(p.errors.iter().any(|e| e.starts_with("ETH1_IP: ")));
+    assert_eq!(
+        json(&p)["network"]["left-alone"],
+        serde_json::json!([{"index": 1, "mac": "02:00:0a:00:03:05"}])
+    );
+    assert!(p
+        .summary()
+        .contains("ETH1 (02:00:0a:00:03:05)  left as it is"));
+    // ETH1 still goes into its own table when ETH0, the main table's NIC, is left alone.
+    let p0 = plan(
+        &TWO_GATEWAYS.replace("ETH0_IP='10.0.1.10'", "ETH0_IP='10.0.1'"),
+        TWO_LINKS,
+    );
+    assert!(p0.network.ethernets["eth1"]
+        .routes
+        .iter()
+        .all(|r| r.table == 101));
+    // ETH0 is planned whole; its manager files keep ETH1 off NetworkManager's hands as before.
+    assert_eq!(p.network.ethernets["eth0"].routes.len(), 1);
+    assert!(is_held_file(
+        "05-vmctx-02000a000305.network",
+        &p.network.left_alone
+    ));
+    assert!(!is_held_file(
+        "05-vmctx-02000a00010a.network",
+        &p.network.left_alone
+    ));
+}
+
+#[test]
+fn without_ipv6_in_the_kernel_no_ipv6_is_planned() {
+    let text = "ETH0_MAC='02:00:0a:00:01:0a'\nETH0_IP='10.0.1.10'\nETH0_IP6='2001:db8::10'\nETH0_IP6_GATEWAY='2001:db8::1'\n";
+    let facts = Facts {
+        links: parse_links("02:00:0a:00:01:0a=eth0\n").unwrap(),
+        ipv6_disabled: true,
+        ..Facts::default()
+    };
+    let p = build(&ctx(text), &facts);
+    let e = &p.network.ethernets["eth0"];
+    assert_eq!(e.addresses.len(), 1);
+    assert!(e.routes.is_empty() && e.accept_ra.is_none());
+    assert!(p.warnings.iter().any(|w| w.contains("IPv6 is disabled")));
+    let on = plan(text, "02:00:0a:00:01:0a=eth0\n");
+    assert_eq!(on.network.ethernets["eth0"].addresses.len(), 2);
+    assert_eq!(on.network.ethernets["eth0"].accept_ra, Some(false));
 }
 
 #[test]

@@ -1,23 +1,61 @@
-//! Applies the network part over rtnetlink: links found by MAC, MTU and up, addresses, routes,
-//! rules. vmctx records what it added (by MAC) and, when the context changes, removes what it
-//! added and no longer wants — never an address, route or rule it did not add.
-
-pub mod desired;
-mod netlink;
+//! Executes the network part of the plan over rtnetlink: links found by MAC, MTU and up,
+//! sysctls, addresses, routes and rules, each as the plan lists it. vmctx records what it added
+//! (by MAC) and, when the plan changes, removes what it added and no longer wants — never an
+//! address, route or rule it did not add, and nothing of a NIC the plan leaves alone.
 
 use super::Apply;
 use crate::context::{Cidr, MacAddr};
-use desired::{LinkWant, RouteWant, RuleWant};
-use netlink::{same_route, LiveLink, Netlink};
+use crate::netlink::{self, same_route, LiveLink, Netlink, RouteKey, RuleKey};
+use crate::plan::{Ethernet, Netplan, Route, Rule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What vmctx added to one link, persisted in the state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Added {
+    /// The context's NIC (x of `ETHx`) it was added for: kept while that NIC is left alone,
+    /// even when its MAC is the invalid value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<u32>,
     pub addresses: Vec<Cidr>,
-    pub routes: Vec<RouteWant>,
-    pub rules: Vec<RuleWant>,
+    pub routes: Vec<RouteKey>,
+    pub rules: Vec<RuleKey>,
+}
+
+/// What one link should carry, in the kernel's terms (nothing: a link vmctx releases).
+#[derive(Default)]
+struct Keys<'p> {
+    addresses: &'p [Cidr],
+    routes: Vec<RouteKey>,
+    rules: Vec<RuleKey>,
+}
+
+impl<'p> Keys<'p> {
+    fn of(plan: &'p Ethernet) -> Self {
+        Keys {
+            addresses: &plan.addresses,
+            routes: plan.routes.iter().map(route_key).collect(),
+            rules: plan.routing_policy.iter().map(rule_key).collect(),
+        }
+    }
+}
+
+fn route_key(r: &Route) -> RouteKey {
+    RouteKey {
+        to: r.to,
+        via: r.via,
+        src: r.src,
+        table: r.table,
+        metric: r.metric,
+    }
+}
+
+fn rule_key(r: &Rule) -> RuleKey {
+    RuleKey {
+        from: r.from,
+        table: r.table,
+        priority: r.priority,
+    }
 }
 
 impl Added {
@@ -26,74 +64,60 @@ impl Added {
     }
 }
 
-/// Brings the links to `wants`; `added` is updated to what vmctx now owns.
-pub fn apply(ap: &mut Apply, wants: &[LinkWant], added: &mut BTreeMap<MacAddr, Added>) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return ap.failed("network", "netlink", format!("runtime: {e}")),
-    };
-    rt.block_on(async {
-        let nl = match Netlink::connect() {
-            Ok(nl) => nl,
-            Err(e) => return ap.failed("network", "netlink", e),
-        };
-        if let Err(e) = converge(ap, &nl, wants, added).await {
-            ap.failed("network", "netlink", e);
-        }
-    });
+/// Brings the links to the plan; `added` is updated to what vmctx now owns.
+pub fn apply(ap: &mut Apply, plan: &Netplan, added: &mut BTreeMap<MacAddr, Added>) {
+    let done = netlink::Shared::run(|nl| converge(ap, nl, plan, added));
+    if let Err(e) = done.and_then(|r| r) {
+        ap.failed("network", "netlink", e);
+    }
+}
+
+/// Whether what vmctx added under `mac` belongs to a NIC the plan leaves alone.
+fn held(plan: &Netplan, mac: MacAddr, mine: &Added) -> bool {
+    plan.left_alone
+        .iter()
+        .any(|h| h.mac == Some(mac) || (h.mac.is_none() && mine.nic == Some(h.index)))
 }
 
 async fn converge(
     ap: &mut Apply,
     nl: &Netlink,
-    wants: &[LinkWant],
+    plan: &Netplan,
     added: &mut BTreeMap<MacAddr, Added>,
 ) -> netlink::Result<()> {
     let live = nl.links().await?;
     let mut rules = nl.rules().await?;
-    for want in wants {
-        let Some(link) = live.iter().find(|l| l.mac == want.mac) else {
-            if let Some(mine) = added.remove(&want.mac) {
-                forget_gone(ap, nl, want.mac, &want.label, mine, added, &mut rules).await;
+    for (name, e) in &plan.ethernets {
+        let mac = e.match_.macaddress;
+        let want = Keys::of(e);
+        let Some(link) = live.iter().find(|l| l.mac == mac) else {
+            if let Some(mine) = added.remove(&mac) {
+                forget_gone(ap, nl, mac, &e.label, mine, added, &mut rules).await;
             }
             ap.unchanged(
                 "link",
-                &want.label,
-                format!(
-                    "no link with MAC {} (not attached); configured when it appears",
-                    want.mac
-                ),
+                &e.label,
+                format!("no link with MAC {mac} (not attached), planned as {name}; configured when it appears"),
             );
             continue;
         };
-        let mine = added.entry(want.mac).or_default();
-        converge_link(ap, nl, link, want, mine, &mut rules).await?;
+        let mine = added.entry(mac).or_default();
+        mine.nic = e.index;
+        converge_link(ap, nl, link, (e, &want), mine, &mut rules).await?;
     }
-    // Links vmctx configured before that the context no longer configures: take back what
-    // vmctx added (their other settings are left as they are).
+    // Links vmctx configured before that the plan no longer configures: take back what vmctx
+    // added (their other settings are left as they are). NICs left alone keep it all.
     let gone: Vec<MacAddr> = added
-        .keys()
-        .filter(|m| !wants.iter().any(|w| w.mac == **m))
-        .copied()
+        .iter()
+        .filter(|(m, a)| {
+            !plan.ethernets.values().any(|e| e.match_.macaddress == **m) && !held(plan, **m, a)
+        })
+        .map(|(m, _)| *m)
         .collect();
     for mac in gone {
         if let Some(link) = live.iter().find(|l| l.mac == mac) {
-            let release = LinkWant {
-                mac,
-                label: link.name.clone(),
-                dhcp: false,
-                mtu: None,
-                accept_ra: None,
-                disable_ipv6: false,
-                addresses: vec![],
-                routes: vec![],
-                rules: vec![],
-            };
             let mine = added.get_mut(&mac).expect("listed above");
-            remove_unwanted(ap, nl, link, &release, mine, &mut rules).await?;
+            remove_unwanted(ap, nl, link, &Keys::default(), mine, &mut rules).await?;
             added.remove(&mac);
         } else if let Some(mine) = added.remove(&mac) {
             forget_gone(ap, nl, mac, &mac.to_string(), mine, added, &mut rules).await;
@@ -107,12 +131,12 @@ async fn converge_link(
     ap: &mut Apply,
     nl: &Netlink,
     link: &LiveLink,
-    want: &LinkWant,
+    (plan, want): (&Ethernet, &Keys<'_>),
     mine: &mut Added,
-    rules: &mut Vec<(RuleWant, rtnetlink::packet_route::rule::RuleMessage)>,
+    rules: &mut Vec<(RuleKey, rtnetlink::packet_route::rule::RuleMessage)>,
 ) -> netlink::Result<()> {
-    let target = format!("{} ({})", link.name, want.label);
-    let mtu = want.mtu.filter(|m| *m != link.mtu);
+    let target = format!("{} ({})", link.name, plan.label);
+    let mtu = plan.mtu.filter(|m| *m != link.mtu);
     if mtu.is_some() || !link.up {
         let detail = match mtu {
             Some(m) => format!("mtu {} → {m}, up", link.mtu),
@@ -133,11 +157,11 @@ async fn converge_link(
         ap.unchanged("link", &target, "up");
     }
 
-    ipv6_sysctls(ap, link, want, &target);
+    ipv6_sysctls(ap, link, plan, &target);
     remove_unwanted(ap, nl, link, want, mine, rules).await?;
 
     let live_addrs = nl.addresses(link.index).await?;
-    for a in &want.addresses {
+    for a in &plan.addresses {
         let what = format!("{target} {a}");
         if live_addrs.iter().any(|(l, _)| l == a) {
             ap.unchanged("address", &what, "present");
@@ -187,14 +211,16 @@ async fn converge_link(
 }
 
 /// `accept_ra` and `disable_ipv6` of the link, in the current network namespace's /proc.
-fn ipv6_sysctls(ap: &mut Apply, link: &LiveLink, want: &LinkWant, target: &str) {
+fn ipv6_sysctls(ap: &mut Apply, link: &LiveLink, plan: &Ethernet, target: &str) {
     let dir = std::path::Path::new("/proc/sys/net/ipv6/conf").join(&link.name);
+    // Planned with IPv6 off (a fact): no IPv6 sysctl is in the plan. A link without the tree
+    // when the kernel has IPv6 is one IPv6 does not run on (it has no MAC-layer support).
     if !dir.exists() {
-        return; // IPv6 is off in this kernel
+        return;
     }
     let settings = [
-        ("disable_ipv6", Some(want.disable_ipv6)),
-        ("accept_ra", want.accept_ra.filter(|_| !want.disable_ipv6)),
+        ("disable_ipv6", Some(plan.disable_ipv6)),
+        ("accept_ra", plan.accept_ra),
     ];
     for (key, value) in settings {
         let Some(on) = value else { continue };
@@ -231,7 +257,7 @@ async fn forget_gone(
     label: &str,
     mine: Added,
     added: &mut BTreeMap<MacAddr, Added>,
-    rules: &mut Vec<(RuleWant, rtnetlink::packet_route::rule::RuleMessage)>,
+    rules: &mut Vec<(RuleKey, rtnetlink::packet_route::rule::RuleMessage)>,
 ) {
     let mut kept = Vec::new();
     for r in mine.rules {
@@ -280,9 +306,9 @@ async fn remove_unwanted(
     ap: &mut Apply,
     nl: &Netlink,
     link: &LiveLink,
-    want: &LinkWant,
+    want: &Keys<'_>,
     mine: &mut Added,
-    rules: &mut Vec<(RuleWant, rtnetlink::packet_route::rule::RuleMessage)>,
+    rules: &mut Vec<(RuleKey, rtnetlink::packet_route::rule::RuleMessage)>,
 ) -> netlink::Result<()> {
     for r in mine
         .rules

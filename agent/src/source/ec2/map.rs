@@ -153,6 +153,7 @@ fn network(md: &Metadata, warnings: &mut Vec<String>, errors: &mut Vec<String>) 
         derive_all_prefixed: false,
         mac_prefix: derive::DEFAULT_MAC_PREFIX,
         dhcp_default_route: true,
+        held: Vec::new(),
     }
 }
 
@@ -271,7 +272,7 @@ mod tests {
         ]);
         let c = to_context(&m, &Origin::Ec2("test".into())).unwrap();
         assert!(c.errors.is_empty(), "{:?}", c.errors);
-        let h = c.hostname.unwrap();
+        let h = c.hostname.clone().unwrap();
         assert_eq!(
             (h.name.as_str(), h.domain.as_deref()),
             ("ip-10-0-1-10", Some("ec2.internal"))
@@ -291,7 +292,7 @@ mod tests {
             "{:?}",
             c.warnings
         );
-        let ec2 = c.ec2.unwrap();
+        let ec2 = c.ec2.clone().unwrap();
         assert_eq!(ec2.region.as_deref(), Some("eu-west-1"));
         let n = &c.network.nics;
         assert_eq!((n[0].index, n[0].method), (0, Method::Dhcp));
@@ -301,14 +302,15 @@ mod tests {
         assert_eq!(a, ["10.0.2.20/24", "10.0.2.21/24"]);
         assert_eq!(n[1].gateway, Some("10.0.2.1".parse().unwrap()));
         // Reuses the multi-gateway rules: the secondary NIC's gateway goes to table 101.
-        let wants = crate::apply::network::desired::desired(&c.network, &Default::default());
-        assert!(wants[0].dhcp && wants[0].routes.is_empty());
+        let plan = crate::plan::build(&c, &Default::default());
+        let e = &plan.network.ethernets;
+        assert!(e["eth0"].dhcp4 && e["eth0"].routes.is_empty());
         assert!(
-            wants[1].routes.iter().all(|r| r.table == 101),
+            e["eth1"].routes.iter().all(|r| r.table == 101),
             "{:?}",
-            wants[1].routes
+            e["eth1"].routes
         );
-        assert_eq!(wants[1].rules.len(), 2);
+        assert_eq!(e["eth1"].routing_policy.len(), 2);
     }
 
     #[test]

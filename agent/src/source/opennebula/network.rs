@@ -1,7 +1,7 @@
 //! `ETHx_*`, `DNS`, `SEARCH_DOMAIN`, `NETWORK`, `MAC_PREFIX` → [`Network`].
 
 use super::Reader;
-use crate::context::{Cidr, Ip6Method, MacAddr, Method, Network, Nic, Route};
+use crate::context::{Cidr, HeldNic, Ip6Method, MacAddr, Method, Network, Nic, Route};
 use crate::derive;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -21,6 +21,7 @@ pub(super) fn network(r: &mut Reader) -> Network {
         derive_all_prefixed: false,
         mac_prefix,
         dhcp_default_route: false,
+        held: Vec::new(),
     };
     if !configure {
         return net;
@@ -46,8 +47,13 @@ pub(super) fn network(r: &mut Reader) -> Network {
             }
             continue;
         }
-        let Some(mut nic) = nic(r, idx, mac_prefix, &keys.aliases) else {
-            continue;
+        let mut nic = match nic(r, idx, mac_prefix, &keys.aliases) {
+            Some(Ok(nic)) => nic,
+            Some(Err(held)) => {
+                net.held.push(held);
+                continue;
+            }
+            None => continue,
         };
         if !seen_macs.insert(nic.mac) {
             r.warn(format!(
@@ -129,23 +135,63 @@ fn split_index<'k>(key: &'k str, prefix: &str) -> Option<(u32, &'k str)> {
     Some((num.parse().ok()?, rest))
 }
 
-fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Option<Nic> {
+/// The variables of a NIC's identity and address: one invalid leaves the NIC as it is. The
+/// others (routes, aliases, DNS, MTU, ...) only drop themselves.
+const IDENTITY: [&str; 10] = [
+    "MAC",
+    "IP",
+    "MASK",
+    "GATEWAY",
+    "IP6",
+    "IPV6",
+    "IP6_PREFIX_LENGTH",
+    "IP6_ULA",
+    "IP6_GATEWAY",
+    "GATEWAY6",
+];
+
+/// The NIC of `ETH<idx>_*`: None without a MAC, Err when an [`IDENTITY`] value is invalid.
+fn nic(
+    r: &mut Reader,
+    idx: u32,
+    prefix: [u8; 2],
+    aliases: &BTreeSet<u32>,
+) -> Option<Result<Nic, HeldNic>> {
     let p = format!("ETH{idx}_");
-    let var = |s: &str| format!("{p}{s}");
-    let mac_str = r.get(&var("MAC"))?;
+    let mac_str = r.get(&format!("{p}MAC"))?;
     let mac: MacAddr = match mac_str.parse() {
         Ok(m) => m,
         Err(e) => {
-            r.error(&var("MAC"), e);
-            return None;
+            r.error(&format!("{p}MAC"), e);
+            return Some(Err(HeldNic {
+                index: idx,
+                mac: None,
+            }));
         }
     };
+    let before = r.errors.len();
+    let nic = nic_of(r, idx, mac, prefix, aliases);
+    let identity_bad = r.errors[before..]
+        .iter()
+        .any(|e| IDENTITY.iter().any(|v| e.starts_with(&format!("{p}{v}: "))));
+    if identity_bad {
+        return Some(Err(HeldNic {
+            index: idx,
+            mac: Some(mac),
+        }));
+    }
+    Some(Ok(nic))
+}
+
+fn nic_of(r: &mut Reader, idx: u32, mac: MacAddr, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Nic {
+    let p = format!("ETH{idx}_");
+    let var = |s: &str| format!("{p}{s}");
 
     let method = method(r, idx);
     let ip6_method = ip6_method(r, idx, method);
     let mut nic = Nic::new(idx, mac, method, ip6_method);
     if method == Method::Skip {
-        return Some(nic);
+        return nic;
     }
 
     let v6 = matches!(
@@ -217,7 +263,7 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Op
         Ok(m) if (68..=65535).contains(&m) => Ok(m),
         _ => Err("MTU must be an integer from 68 to 65535".into()),
     });
-    Some(nic)
+    nic
 }
 
 /// `ETHx_METHOD`: static (also when unset), dhcp or skip.

@@ -1,7 +1,7 @@
 //! The spec's §3/§6 rules and bugs B5, B6, B7, B13, B14 (docs: shared/spec/opennebula-context.md).
 
 use super::super::ctx;
-use crate::context::{Ip6Method, Method, Nic};
+use crate::context::{HeldNic, Ip6Method, Method, Nic};
 
 fn nics(text: &str) -> Vec<Nic> {
     ctx(text).network.nics
@@ -148,24 +148,65 @@ fn server_bug_method_virtio_is_survived() {
 #[test]
 fn bad_values_are_errors_that_name_the_variable() {
     let c = ctx(
-        "ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.400'\nETH0_MASK='255.0.255.0'\nETH0_MTU='1500b'\n\
-ETH0_ROUTES='10.8.0.0/16 via 10.0.3.254, nonsense'\nETH0_DNS='10.0.0.1 dns.example'\nETH1_MAC='nope'\n",
+        "ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nETH0_MTU='1500b'\n\
+ETH0_ROUTES='10.8.0.0/16 via 10.0.3.254, nonsense'\nETH0_DNS='10.0.0.1 dns.example'\n\
+ETH0_ALIAS0_IP='10.0.3.400'\nETH0_SEARCH_DOMAIN='ok.example bad..example'\n\
+ETH1_MAC='nope'\nETH2_MAC='02:00:0a:00:03:2a'\nETH2_IP='10.0.3.400'\n",
     );
     let names: Vec<&str> = c
         .errors
         .iter()
         .map(|e| e.split(':').next().unwrap())
         .collect();
-    for want in ["ETH0_IP", "ETH0_MTU", "ETH0_ROUTES", "ETH0_DNS", "ETH1_MAC"] {
+    for want in [
+        "ETH0_MTU",
+        "ETH0_ROUTES",
+        "ETH0_DNS",
+        "ETH0_ALIAS0_IP",
+        "ETH0_SEARCH_DOMAIN",
+        "ETH1_MAC",
+        "ETH2_IP",
+    ] {
         assert!(names.contains(&want), "{want} not in {:?}", c.errors);
     }
+    // A bad extra drops only itself: ETH0 is configured without it.
     let n = &c.network.nics[0];
-    assert!(
-        n.addresses.is_empty(),
-        "a bad ETH0_IP is not replaced by the MAC rule"
-    );
+    assert_eq!(n.addresses.len(), 1, "the bad alias is left out");
     assert_eq!(n.routes.len(), 1, "the good route is kept");
     assert_eq!(n.dns.len(), 1);
+    assert_eq!(n.search, ["ok.example"]);
+    assert_eq!(n.mtu, None);
+    // A bad MAC or address: the NIC is left as it is, not configured without it.
+    assert_eq!(c.network.nics.len(), 1, "{:?}", c.network.nics);
+    assert_eq!(
+        c.network.held,
+        [
+            HeldNic {
+                index: 1,
+                mac: None
+            },
+            HeldNic {
+                index: 2,
+                mac: Some("02:00:0a:00:03:2a".parse().unwrap())
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_bad_mask_or_gateway_leaves_the_nic_alone() {
+    for bad in [
+        "ETH0_MASK='255.0.255.0'",
+        "ETH0_GATEWAY='10.0.3.1.1'",
+        "ETH0_IP6='2001:db8::zz'",
+        "ETH0_IP6_GATEWAY='fe80::1::1'",
+    ] {
+        let c = ctx(&format!(
+            "ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n{bad}\n"
+        ));
+        assert!(c.network.nics.is_empty(), "{bad}");
+        assert_eq!(c.network.held.len(), 1, "{bad}");
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! A thin rtnetlink layer: live links, addresses, routes and rules as vmctx's own types, and
-//! the add/delete calls apply needs. One generic path for IPv4 and IPv6.
+//! The one rtnetlink layer of vmctx: the facts (live links), apply (addresses, routes, rules)
+//! and the guest emulator (its address on `lo`) all go through [`Netlink`]. Live state comes
+//! back as vmctx's own types; one generic path for IPv4 and IPv6.
 
-use super::desired::{RouteWant, RuleWant};
 use crate::context::{Cidr, MacAddr};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
@@ -9,9 +9,46 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 
-pub type Result<T> = std::result::Result<T, String>;
+/// A failed netlink request: what was asked and the kernel's answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what}: {why}")]
+pub struct Error {
+    what: String,
+    why: String,
+    /// The kernel's errno, when it answered with one.
+    errno: Option<i32>,
+}
+
+impl Error {
+    /// The thing to add is there already.
+    pub fn exists(&self) -> bool {
+        self.errno == Some(nix::libc::EEXIST)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A route as the kernel holds it (and as vmctx records the routes it added, in its state).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RouteKey {
+    pub to: Cidr,
+    pub via: Option<IpAddr>,
+    /// Preferred source.
+    pub src: Option<IpAddr>,
+    pub table: u32,
+    pub metric: Option<u32>,
+}
+
+/// A `from` policy rule as the kernel holds it (and in vmctx's state).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RuleKey {
+    pub from: Cidr,
+    pub table: u32,
+    pub priority: u32,
+}
 
 #[derive(Debug, Clone)]
 pub struct LiveLink {
@@ -33,15 +70,68 @@ impl Drop for Netlink {
     }
 }
 
-fn bad<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
+fn bad(what: &str) -> impl Fn(rtnetlink::Error) -> Error + '_ {
+    move |e| {
+        let errno = match &e {
+            rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+            _ => None,
+        };
+        Error {
+            what: what.to_string(),
+            why: e.to_string(),
+            errno,
+        }
+    }
+}
+
+/// A request vmctx could not even build (no kernel answer).
+fn invalid<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> Error + '_ {
+    move |e| Error {
+        what: what.to_string(),
+        why: e.to_string(),
+        errno: None,
+    }
+}
+
+/// The process's one connection, on a runtime of its own, for callers outside tokio (the facts
+/// and apply share it). Made on first use.
+pub struct Shared {
+    rt: tokio::runtime::Runtime,
+    nl: Netlink,
+}
+
+impl Shared {
+    /// Runs `f` on the shared connection, opening it on first use.
+    pub fn run<F: std::future::Future>(f: impl FnOnce(&'static Netlink) -> F) -> Result<F::Output> {
+        static SHARED: std::sync::OnceLock<std::result::Result<Shared, Error>> =
+            std::sync::OnceLock::new();
+        let shared = SHARED
+            .get_or_init(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .map_err(|e| Error {
+                        what: "netlink runtime".into(),
+                        why: e.to_string(),
+                        errno: e.raw_os_error(),
+                    })?;
+                let nl = rt.block_on(async { Netlink::connect() })?;
+                Ok(Shared { rt, nl })
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        Ok(shared.rt.block_on(f(&shared.nl)))
+    }
 }
 
 impl Netlink {
     /// Must be called inside a tokio runtime.
     pub fn connect() -> Result<Self> {
-        let (conn, handle, _) =
-            rtnetlink::new_connection().map_err(|e| format!("netlink socket: {e}"))?;
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| Error {
+            what: "netlink socket".into(),
+            why: e.to_string(),
+            errno: e.raw_os_error(),
+        })?;
         Ok(Netlink {
             handle,
             task: tokio::spawn(conn),
@@ -79,6 +169,21 @@ impl Netlink {
         }
         out.sort_by_key(|l| l.index);
         Ok(out)
+    }
+
+    /// The index of the link named `name` (any link type: `lo` too).
+    pub async fn link_index(&self, name: &str) -> Result<u32> {
+        let what = format!("finding link {name}");
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await.map_err(bad(&what))? {
+            Some(m) => Ok(m.header.index),
+            None => Err(invalid(&what)("no such link")),
+        }
     }
 
     pub async fn set_link(&self, index: u32, mtu: Option<u32>, up: bool) -> Result<()> {
@@ -152,7 +257,7 @@ impl Netlink {
     }
 
     /// The routes leaving by link `index`, in every table, as (key, message).
-    pub async fn routes(&self, index: u32) -> Result<Vec<(RouteWant, RouteMessage)>> {
+    pub async fn routes(&self, index: u32) -> Result<Vec<(RouteKey, RouteMessage)>> {
         let mut out = Vec::new();
         for family in [
             RouteMessageBuilder::<Ipv4Addr>::new().build(),
@@ -170,20 +275,20 @@ impl Netlink {
         Ok(out)
     }
 
-    pub async fn add_route(&self, index: u32, r: &RouteWant) -> Result<()> {
+    pub async fn add_route(&self, index: u32, r: &RouteKey) -> Result<()> {
         let what = format!("route {} table {}", r.to, r.table);
         let mut b = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(r.to.addr, r.to.prefix)
-            .map_err(bad(&what))?
+            .map_err(invalid(&what))?
             .output_interface(index)
             .table_id(r.table);
         if let Some(gw) = r.via {
-            b = b.gateway(gw).map_err(bad(&what))?;
+            b = b.gateway(gw).map_err(invalid(&what))?;
         } else {
             b = b.scope(RouteScope::Link);
         }
         if let Some(src) = r.src {
-            b = b.pref_source(src).map_err(bad(&what))?;
+            b = b.pref_source(src).map_err(invalid(&what))?;
         }
         if let Some(m) = r.metric {
             b = b.priority(m);
@@ -206,7 +311,7 @@ impl Netlink {
             .map_err(bad("deleting route"))
     }
 
-    pub async fn rules(&self) -> Result<Vec<(RuleWant, RuleMessage)>> {
+    pub async fn rules(&self) -> Result<Vec<(RuleKey, RuleMessage)>> {
         let mut out = Vec::new();
         for v in [IpVersion::V4, IpVersion::V6] {
             let mut s = self.handle.rule().get(v).execute();
@@ -224,7 +329,7 @@ impl Netlink {
                 }
                 if let Some(addr) = from {
                     out.push((
-                        RuleWant {
+                        RuleKey {
                             from: Cidr {
                                 addr,
                                 prefix: m.header.src_len,
@@ -240,7 +345,7 @@ impl Netlink {
         Ok(out)
     }
 
-    pub async fn add_rule(&self, r: &RuleWant) -> Result<()> {
+    pub async fn add_rule(&self, r: &RuleKey) -> Result<()> {
         let req = self
             .handle
             .rule()
@@ -251,7 +356,7 @@ impl Netlink {
             IpAddr::V4(a) => req.v4().source_prefix(a, r.from.prefix).execute().await,
             IpAddr::V6(a) => req.v6().source_prefix(a, r.from.prefix).execute().await,
         };
-        res.map_err(|e| format!("rule from {} table {}: {e}", r.from, r.table))
+        res.map_err(bad(&format!("rule from {} table {}", r.from, r.table)))
     }
 
     pub async fn del_rule(&self, m: RuleMessage) -> Result<()> {
@@ -265,7 +370,7 @@ impl Netlink {
 }
 
 /// (output interface, key) of a route; None for routes without one (unreachable, multipath).
-fn route_key(m: &RouteMessage) -> Option<(u32, RouteWant)> {
+fn route_key(m: &RouteMessage) -> Option<(u32, RouteKey)> {
     let v4 = m.header.address_family == rtnetlink::packet_route::AddressFamily::Inet;
     let any: IpAddr = if v4 {
         Ipv4Addr::UNSPECIFIED.into()
@@ -292,7 +397,7 @@ fn route_key(m: &RouteMessage) -> Option<(u32, RouteWant)> {
     };
     Some((
         oif?,
-        RouteWant {
+        RouteKey {
             to,
             via,
             src,
@@ -312,7 +417,7 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
 
 /// Whether a live route is the one wanted. An unset metric is the kernel's default (0 for
 /// IPv4, 1024 for IPv6); a wanted route without a source accepts any.
-pub fn same_route(live: &RouteWant, want: &RouteWant) -> bool {
+pub fn same_route(live: &RouteKey, want: &RouteKey) -> bool {
     let default = if want.to.addr.is_ipv4() { 0 } else { 1024 };
     live.to == want.to
         && live.via == want.via
