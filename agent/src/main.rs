@@ -62,11 +62,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 None => facts::live_links(),
             }
             .map_err(|e| e.to_string())?;
-            let facts = facts::Facts {
-                links,
-                managers: facts::Managers::detect(root),
-                selinux: vmctx::apply::selinux::Status::read(root),
-            };
+            let facts = facts::Facts::gather(root, links, &ctx);
             let plan = plan::build(&ctx, &facts);
             if json {
                 println!("{}", plan.to_json());

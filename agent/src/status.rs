@@ -95,11 +95,17 @@ impl StageEnd {
             instance_id: Some(r.instance_id.clone()),
             changed: r.changed,
             failed: r.failed,
+            // The plan's invalid values first: what they configure was not done.
             errors: r
-                .actions
+                .errors
                 .iter()
-                .filter(|a| a.result == crate::apply::Outcome::Failed)
-                .map(|a| format!("{} {}: {}", a.kind, a.target, a.detail))
+                .cloned()
+                .chain(
+                    r.actions
+                        .iter()
+                        .filter(|a| a.result == crate::apply::Outcome::Failed)
+                        .map(|a| format!("{} {}: {}", a.kind, a.target, a.detail)),
+                )
                 .collect(),
             warnings: r
                 .actions

@@ -9,6 +9,7 @@ fn plan(text: &str, links: &str) -> Plan {
             links: parse_links(links).unwrap(),
             managers: Default::default(),
             selinux: Default::default(),
+            ..Default::default()
         },
     )
 }

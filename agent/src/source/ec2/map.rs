@@ -79,6 +79,7 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
         cloud_config: None,
         warnings,
         errors,
+        files: Vec::new(),
         env: vec![("INSTANCE_ID".into(), instance_id)],
     })
 }

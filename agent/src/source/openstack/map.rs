@@ -82,6 +82,7 @@ pub fn to_context(md: &Metadata, origin: &str) -> Result<Context, String> {
         cloud_config: None,
         warnings,
         errors: Vec::new(),
+        files: Vec::new(),
         env,
     })
 }
