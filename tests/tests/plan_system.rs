@@ -199,7 +199,7 @@ fn a_bad_update_schedule_costs_only_the_updates() {
 fn a_bad_sync_mode_costs_only_the_sync() {
     let Some(g) = one_bad_value(
         "sync",
-        "S3_SYNC_BUCKET='nb'\nS3_SYNC_MODE='sideways'\n",
+        "S3_SYNC_BUCKET='notebooks'\nS3_SYNC_MODE='sideways'\n",
         &[],
         "S3_SYNC_MODE",
     ) else {
