@@ -251,7 +251,10 @@ fn invalid_schedules_write_no_schedule() {
         ]);
         let all = format!("{}{}", stdout(&o), stderr(&o));
         assert_eq!(o.status.code(), Some(1), "{bad}: {all}");
-        assert!(all.contains("UPDATE_SCHEDULE: ") && all.contains(why), "{bad}: {all}");
+        assert!(
+            all.contains("UPDATE_SCHEDULE: ") && all.contains(why),
+            "{bad}: {all}"
+        );
         assert!(!root.path().join("etc/systemd").exists());
     }
 }

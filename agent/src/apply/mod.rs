@@ -325,7 +325,7 @@ pub fn apply(plan: &Plan, facts: &Facts, root: &Path, stage: Stage, dry_run: boo
 
 /// After the network: timers, user-data's files, the scripts, then OneGate.
 fn final_stage(ap: &mut Apply, plan: &Plan, facts: &Facts, state: &State) {
-    schedule::update(ap, plan.update.as_ref());
+    schedule::update(ap, plan.update.as_ref(), facts.package_manager);
     let owner = plan.users.first().map_or("root", |u| u.name.as_str());
     schedule::sync(ap, plan.sync.as_ref(), owner);
     write_files::apply(ap, plan.cloud_config.as_ref(), &plan.instance_id, state);

@@ -82,7 +82,7 @@ pub fn run(ap: &mut Apply, plan: &Plan, facts: &Facts, state: &State) {
                 }
             }
         } else {
-            sp.body.clone()
+            sp.body.0.clone()
         };
         let job = Job {
             name: sp.job.clone(),

@@ -8,7 +8,7 @@ mod system;
 
 pub use managers::{ManagerFile, MANAGED_DIRS};
 pub use network::{Ethernet, Netplan};
-pub use system::OneGatePlan;
+pub use system::{OneGatePlan, Private};
 
 use crate::context::{
     CloudConfig, Context, Ec2Settings, Hostname, Network, Password, ScriptMode, SyncSettings,
@@ -63,10 +63,10 @@ pub struct Plan {
     pub network_context: Network,
     /// The scripts' environment: the context's variables. Never printed.
     #[serde(skip)]
-    pub env: Vec<(String, String)>,
+    pub env: Private<Vec<(String, String)>>,
     /// The context's files as read, for the scripts' private copy (only when scripts run).
     #[serde(skip)]
-    pub files: Vec<(String, Vec<u8>)>,
+    pub files: Private<Vec<(String, Vec<u8>)>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,7 +107,7 @@ pub struct ScriptPlan {
     pub job: String,
     /// What runs (empty for the package job, made for the image's package manager).
     #[serde(skip)]
-    pub body: Vec<u8>,
+    pub body: Private<Vec<u8>>,
 }
 
 pub fn build(ctx: &Context, facts: &Facts) -> Plan {
@@ -162,8 +162,8 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
         warnings,
         errors,
         network_context: ctx.network.clone(),
-        env: ctx.env.clone(),
-        files,
+        env: Private(ctx.env.clone()),
+        files: Private(files),
     }
 }
 

@@ -52,6 +52,9 @@ pub(super) fn render(p: &Plan) -> String {
         }
         None => o.push_str("hostname  unchanged\n"),
     }
+    if !p.hosts.is_empty() {
+        let _ = write!(o, "hosts     {}", p.hosts);
+    }
     if p.network.ethernets.is_empty() {
         o.push_str("network   no interface to configure\n");
     } else {

@@ -8,6 +8,24 @@ use crate::facts::{Facts, Zone};
 use serde::Serialize;
 use std::net::IpAddr;
 
+/// Carried in the plan for apply but never printed: serialization skips it (`#[serde(skip)]`
+/// where it is used), and Debug shows only that something is there.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Private<T>(pub T);
+
+impl<T> std::fmt::Debug for Private<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<T> std::ops::Deref for Private<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Timeout of user-data's jobs without `START_SCRIPT_TIMEOUT` (a package upgrade is slow).
 const USER_DATA_TIMEOUT: u64 = 3600;
 
@@ -174,6 +192,6 @@ fn job(
         type_: (kind == "user_data" && body.starts_with(b"#!"))
             .then(|| crate::userdata::kind(body)),
         job: name.to_string(),
-        body: body.to_vec(),
+        body: Private(body.to_vec()),
     }
 }

