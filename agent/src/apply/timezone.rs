@@ -73,8 +73,6 @@ pub fn apply(ap: &mut Apply, sys: &System) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     fn tzdata() -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
         let z = t.path().join("usr/share/zoneinfo");
@@ -86,13 +84,6 @@ mod tests {
         std::fs::write(t.path().join("etc/secret"), b"TZif but not a zone").unwrap();
         std::os::unix::fs::symlink("../../../etc/secret", z.join("Escape")).unwrap();
         t
-    }
-
-    fn sys(zone: &str) -> System {
-        System {
-            timezone: Some(zone.into()),
-            ..System::default()
-        }
     }
 
     #[test]
