@@ -37,12 +37,16 @@ pub struct Context {
     pub cloud_config: Option<CloudConfig>,
     /// Tolerated oddities: skipped lines, legacy forms, NICs without a MAC, …
     pub warnings: Vec<String>,
-    /// Values that were set but are not valid: `plan` leaves out what they configure and exits
-    /// 1; `apply` refuses the whole context and changes nothing.
+    /// Values that were set but are not valid (`NAME: reason`): the plan leaves out what they
+    /// configure, apply does the rest and exits 1.
     pub errors: Vec<String>,
     /// Every variable with a value: the environment of start scripts. Never serialized.
     #[serde(skip)]
     pub env: Vec<(String, String)>,
+    /// The files the context brought beside its variables (the CD's scripts, `token.txt`), as
+    /// read with them: scripts and OneGate use these, never the source again.
+    #[serde(skip)]
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -215,8 +219,8 @@ pub struct CloudConfig {
     pub scripts: Vec<UserScript>,
     pub users: Vec<CloudUser>,
     pub write_files: Vec<WriteFile>,
-    /// `runcmd`, one shell line each; not shown (they may carry secrets), only counted.
-    #[serde(skip)]
+    /// `runcmd`, one shell line each: shown, as `vmctx plan` shows every command apply runs
+    /// (user-data is the place for commands, not for secrets).
     pub runcmd: Vec<String>,
     pub runcmd_lines: usize,
     pub package_update: bool,
@@ -357,7 +361,7 @@ pub struct OneGate {
     /// `ONEGATE_ENDPOINT`, e.g. `http://192.168.0.1:5030` (no trailing `/`).
     pub endpoint: String,
     pub vmid: String,
-    /// `ONEGATE_TOKEN`; else the CD's `token.txt` is read when the report is sent.
+    /// `ONEGATE_TOKEN`, else the CD's `token.txt` as read with the context.
     pub token: Option<Secret>,
     /// The context CD has a `token.txt` (`TOKEN=YES` in the template).
     pub token_file: bool,

@@ -54,6 +54,12 @@ pub struct Facts {
     pub managers: Managers,
     /// Whether SELinux labels files here: apply then restores the labels of what it wrote.
     pub selinux: crate::apply::selinux::Status,
+    /// Whether the context's `TIMEZONE` is a zone of this system's tzdata.
+    pub timezone: Zone,
+    /// The image has cloud-init's configuration (`/etc/cloud`).
+    pub cloud_init: bool,
+    /// The image's package manager (for `package_update` of a `#cloud-config`).
+    pub package_manager: Option<crate::os::PackageManager>,
     /// The kernel has no IPv6 (`ipv6.disable=1`): no IPv6 address, route or sysctl is planned.
     pub ipv6_disabled: bool,
 }
@@ -61,6 +67,49 @@ pub struct Facts {
 /// Whether this network namespace's kernel has IPv6 off (its sysctl tree is absent).
 pub fn ipv6_disabled() -> bool {
     !Path::new("/proc/sys/net/ipv6").exists()
+}
+
+/// The asked-for time zone against `/usr/share/zoneinfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Zone {
+    /// No `TIMEZONE`, or a zone this system has.
+    #[default]
+    Found,
+    /// No tzdata at all: nothing to check against (apply reports it as skipped).
+    NoTzdata,
+    /// Not a zone of this system's tzdata: why.
+    Missing(String),
+}
+
+impl Facts {
+    /// Everything but the links, read under `root` for `ctx` (its zone), before planning: so
+    /// `plan` and `apply` see the same system.
+    pub fn gather(root: &Path, links: Links, ctx: &crate::context::Context) -> Facts {
+        let os = crate::os::OsRelease::read(root);
+        Facts {
+            links,
+            managers: Managers::detect(root),
+            selinux: crate::apply::selinux::Status::read(root),
+            timezone: zone(root, ctx.system.timezone.as_deref()),
+            cloud_init: root.join("etc/cloud").is_dir(),
+            package_manager: crate::os::PackageManager::detect(root, &os),
+            ipv6_disabled: ipv6_disabled(),
+        }
+    }
+}
+
+pub(crate) fn zone(root: &Path, zone: Option<&str>) -> Zone {
+    let Some(zone) = zone else {
+        return Zone::Found;
+    };
+    let dir = crate::files::Root::new(root).path(crate::apply::timezone::ZONEINFO);
+    if !dir.is_dir() {
+        return Zone::NoTzdata;
+    }
+    match crate::apply::timezone::zone_file(&dir, zone) {
+        Ok(_) => Zone::Found,
+        Err(why) => Zone::Missing(why),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

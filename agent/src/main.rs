@@ -162,19 +162,14 @@ fn plan(
     settings: &Settings,
 ) -> Result<ExitCode, String> {
     let ctx = source::load(source, root, &settings.imds).map_err(|e| e.to_string())?;
-    // Another machine's links (--links-file): its IPv6 is taken to be on.
-    let ipv6_disabled = links_file.is_none() && facts::ipv6_disabled();
     let links = match links_file {
         Some(f) => facts::read_links_file(f),
         None => facts::live_links(),
     }
     .map_err(|e| e.to_string())?;
-    let facts = facts::Facts {
-        links,
-        managers: facts::Managers::detect(root),
-        selinux: vmctx::apply::selinux::Status::read(root),
-        ipv6_disabled,
-    };
+    let mut facts = facts::Facts::gather(root, links, &ctx);
+    // Another machine's links (--links-file): its IPv6 is taken to be on.
+    facts.ipv6_disabled &= links_file.is_none();
     let plan = plan::build(&ctx, &facts);
     if json {
         println!("{}", plan.to_json());

@@ -52,9 +52,12 @@ impl Reconfigured {
     pub fn changed(&self) -> usize {
         self.rounds.iter().map(|r| r.report.changed).sum()
     }
-    /// Failures of the last round (an earlier round's are superseded by the later apply).
+    /// Failures of the last round (an earlier round's are superseded by the later apply),
+    /// its invalid values counted too: what they configure was not done.
     pub fn failed(&self) -> usize {
-        self.rounds.last().map_or(0, |r| r.report.failed)
+        self.rounds
+            .last()
+            .map_or(0, |r| r.report.failed + r.report.errors.len())
     }
     pub fn summary(&self) -> String {
         let mut out = String::new();
@@ -137,12 +140,7 @@ pub fn run(
         let ds = crate::cloud_init::instance::Ds::from_raw(&raw);
         let ctx =
             source::to_context_checked(raw).map_err(|e| format!("{e}; nothing was changed"))?;
-        let facts = Facts {
-            links: seen.links.clone(),
-            managers: facts::Managers::detect(root),
-            selinux: apply::selinux::Status::read(root),
-            ipv6_disabled: facts::ipv6_disabled(),
-        };
+        let facts = Facts::gather(root, seen.links.clone(), &ctx);
         let state = State::new(&crate::files::Root::new(root));
         let new_instance = state.instance_id().as_deref() != Some(ctx.instance_id.as_str());
         let stage = if new_instance {
@@ -157,8 +155,8 @@ pub fn run(
                 state.instance_id().as_deref().unwrap_or("none")
             );
         }
-        let report =
-            apply::apply(&ctx, &facts, root, stage, false, settings).map_err(|e| e.to_string())?;
+        let plan = crate::plan::build(&ctx, &facts);
+        let report = apply::apply(&plan, &facts, root, stage, false, settings);
         crate::cloud_init::instance::record(root, &ds, &ctx);
         out.rounds.push(Round {
             stage: if new_instance { "all" } else { "local" },

@@ -61,21 +61,10 @@ pub fn apply_stage(
         Ok(l) => l,
         Err(e) => return failed(format!("{e}; nothing was changed")),
     };
-    let facts = facts::Facts {
-        links,
-        managers: facts::Managers::detect(root),
-        selinux: crate::apply::selinux::Status::read(root),
-        ipv6_disabled: facts::ipv6_disabled(),
-    };
-    let report = match crate::apply::apply(&ctx, &facts, root, stage, dry_run, settings) {
-        Ok(r) => r,
-        Err(e) => {
-            let mut end = StageEnd::error(e.to_string());
-            end.source = Some(origin);
-            end.instance_id = Some(ctx.instance_id.clone());
-            return (Err(e.to_string()), end);
-        }
-    };
+    let facts = facts::Facts::gather(root, links, &ctx);
+    // The plan is the program: what invalid values configure is not in it, the rest is done.
+    let plan = crate::plan::build(&ctx, &facts);
+    let report = crate::apply::apply(&plan, &facts, root, stage, dry_run, settings);
     let mut end = StageEnd::from_report(&report, &origin);
     end.warnings.splice(0..0, ctx.warnings.iter().cloned());
     if !dry_run {

@@ -95,6 +95,7 @@ impl StageEnd {
             instance_id: Some(r.instance_id.clone()),
             changed: r.changed,
             failed: r.failed,
+            // The plan's invalid values first: what they configure was not done.
             errors: r
                 .errors
                 .iter()

@@ -4,12 +4,12 @@
 
 use super::users::{authorized_keys, lookup, validate_sudoers};
 use super::Apply;
-use crate::context::{CloudUser, Context};
+use crate::context::{CloudConfig, CloudUser};
 use crate::files::NewFile;
 use std::process::Command;
 
-pub fn apply(ap: &mut Apply, ctx: &Context) {
-    let Some(cc) = &ctx.cloud_config else { return };
+pub fn apply(ap: &mut Apply, cc: Option<&CloudConfig>) {
+    let Some(cc) = cc else { return };
     for u in &cc.users {
         let passwd = std::fs::read_to_string(ap.root.path("/etc/passwd")).unwrap_or_default();
         let acct = match lookup(&passwd, &u.name) {

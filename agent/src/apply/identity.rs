@@ -2,12 +2,12 @@
 //! resolv.conf, or a systemd-resolved drop-in when resolv.conf is resolved's link (B17).
 
 use super::Apply;
-use crate::context::{Context, Method};
+use crate::context::Hostname;
 use crate::files::NewFile;
-use std::net::IpAddr;
+use crate::plan::Dns;
 
-pub fn hostname(ap: &mut Apply, ctx: &Context) {
-    let Some(h) = &ctx.hostname else { return };
+pub fn hostname(ap: &mut Apply, h: Option<&Hostname>) {
+    let Some(h) = h else { return };
     let path = ap.root.path("/etc/hostname");
     ap.file(
         "hostname",
@@ -40,45 +40,15 @@ pub fn hostname(ap: &mut Apply, ctx: &Context) {
     }
 }
 
-/// `/etc/hosts`: `<first static address or 127.0.1.1> <fqdn> <name>` in vmctx's block.
-pub fn hosts(ap: &mut Apply, ctx: &Context) {
-    let body = match &ctx.hostname {
-        Some(h) => {
-            let ip = first_address(ctx).map_or("127.0.1.1".to_string(), |a| a.to_string());
-            match &h.domain {
-                Some(d) => format!("{ip} {}.{d} {}\n", h.name, h.name),
-                None => format!("{ip} {}\n", h.name),
-            }
-        }
-        None => String::new(),
-    };
-    ap.block("hosts", "/etc/hosts", &body, NewFile::mode(0o644), false);
-}
-
-fn first_address(ctx: &Context) -> Option<IpAddr> {
-    ctx.network
-        .nics
-        .iter()
-        .filter(|n| n.method == Method::Static)
-        .flat_map(|n| n.addresses.iter())
-        .map(|a| a.addr)
-        .find(IpAddr::is_ipv4)
+/// vmctx's block in `/etc/hosts`, as planned (empty: removed).
+pub fn hosts(ap: &mut Apply, body: &str) {
+    ap.block("hosts", "/etc/hosts", body, NewFile::mode(0o644), false);
 }
 
 /// Where the resolvers go, decided by what `/etc/resolv.conf` is.
-pub fn dns(ap: &mut Apply, ctx: &Context) {
-    let net = &ctx.network;
-    if !net.configure {
-        return;
-    }
-    let domain = ctx.hostname.as_ref().and_then(|h| h.domain.clone());
-    let mut search = net.search.clone();
-    if let Some(d) = &domain {
-        if !search.contains(d) {
-            search.insert(0, d.clone());
-        }
-    }
-    if net.dns.is_empty() && search.is_empty() {
+pub fn dns(ap: &mut Apply, dns: &Dns) {
+    let search = &dns.search;
+    if dns.nameservers.is_empty() && search.is_empty() {
         return;
     }
     let resolv = ap.root.path("/etc/resolv.conf");
@@ -89,7 +59,7 @@ pub fn dns(ap: &mut Apply, ctx: &Context) {
         let target = std::fs::read_link(&resolv).unwrap_or_default();
         if target.to_string_lossy().contains("systemd/resolve") {
             // B17: systemd-resolved owns the link; tell resolved instead of replacing it.
-            let servers: Vec<String> = net.dns.iter().map(ToString::to_string).collect();
+            let servers: Vec<String> = dns.nameservers.iter().map(ToString::to_string).collect();
             let mut text =
                 String::from("# Written by vmctx from the instance's context.\n[Resolve]\n");
             if !servers.is_empty() {
@@ -114,7 +84,7 @@ pub fn dns(ap: &mut Apply, ctx: &Context) {
     if !search.is_empty() {
         body.push_str(&format!("search {}\n", search.join(" ")));
     }
-    for s in &net.dns {
+    for s in &dns.nameservers {
         body.push_str(&format!("nameserver {s}\n"));
     }
     // At the top: the resolver uses the first three nameservers.

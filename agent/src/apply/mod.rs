@@ -1,6 +1,6 @@
-//! Executes a context on the system: one executor per kind of action, each idempotent, each
-//! reporting `changed`, `unchanged` or `failed`. Invalid values are left out of the plan (and
-//! listed in the report's `errors`); the rest is applied.
+//! Executes a plan on the system: one executor per kind of action, each idempotent, each
+//! reporting `changed`, `unchanged` or `failed`. Apply never reads the context or its source:
+//! what invalid values configure is not in the plan, the rest is done (and the run exits 1).
 
 mod cloud_users;
 pub mod growfs;
@@ -16,10 +16,10 @@ pub mod timezone;
 mod users;
 mod write_files;
 
-use crate::context::{Context, HeldNic};
+use crate::context::HeldNic;
 use crate::facts::Facts;
 use crate::files::{self, Dir, NewFile, Root};
-use crate::plan::{self, ManagerFile, MANAGED_DIRS};
+use crate::plan::{ManagerFile, Plan, MANAGED_DIRS};
 use crate::settings::Settings;
 use crate::state::State;
 use serde::Serialize;
@@ -62,15 +62,8 @@ pub struct Report {
     pub failed: usize,
     pub dry_run: bool,
     pub actions: Vec<Action>,
-    /// The plan's errors: invalid values whose part was left out (the command exits 1).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The plan's errors (`NAME: reason`): what they configure was not done; exit 1.
     pub errors: Vec<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error("the context has invalid values; nothing was changed:\n  {}", .0.join("\n  "))]
-    Invalid(Vec<String>),
 }
 
 /// The executors' shared state: where files go, whether to act, the report so far, and what
@@ -250,20 +243,16 @@ impl Apply {
     }
 }
 
-/// Applies `ctx` for `stage`, given what the system has (`facts`) and the environment's knobs
-/// (`settings`).
+/// Executes `plan` for `stage`, given what the system has (`facts`, as the plan was made) and the
+/// environment's knobs (`settings`).
 pub fn apply(
-    ctx: &Context,
+    plan: &Plan,
     facts: &Facts,
     root: &Path,
     stage: Stage,
     dry_run: bool,
     settings: &Settings,
-) -> Result<Report, ApplyError> {
-    // Invalid values are left out of the plan: apply goes ahead with what it holds.
-    let mut plan = plan::build(ctx, facts);
-    plan.errors
-        .extend(timezone::check(&Root::new(root), &ctx.system));
+) -> Report {
     let mut ap = Apply {
         root: Root::new(root),
         dry_run,
@@ -272,11 +261,11 @@ pub fn apply(
     };
     let state = State::new(&ap.root);
     let previous = state.instance_id();
-    let new_instance = previous.as_deref() != Some(ctx.instance_id.as_str());
+    let new_instance = previous.as_deref() != Some(plan.instance_id.as_str());
 
     // Network sources (EC2, Nova's metadata service) are read after the network is up: their network, hostname, users
     // and keys are applied in the final stage.
-    let from_network = ctx.source.is_network();
+    let from_network = plan.source.is_network();
     let identity_stage = if from_network {
         Stage::Final
     } else {
@@ -291,83 +280,89 @@ pub fn apply(
             }
         }
         manager_files(&mut ap, &plan.network_files, &plan.network.left_alone);
-        run_flags(&mut ap, ctx);
-        identity::hostname(&mut ap, ctx);
-        identity::hosts(&mut ap, ctx);
-        identity::dns(&mut ap, ctx);
-        if let Some(user) = &ctx.user {
-            users::apply(&mut ap, user, &ctx.ssh_keys);
+        run_flags(&mut ap, plan);
+        identity::hostname(&mut ap, plan.hostname.as_ref());
+        identity::hosts(&mut ap, &plan.hosts);
+        identity::dns(&mut ap, &plan.dns);
+        for u in &plan.users {
+            users::apply(&mut ap, &u.account, &plan.ssh_keys);
         }
-        cloud_users::apply(&mut ap, ctx);
-        growfs::apply(&mut ap, &ctx.system, &state, &ctx.instance_id);
-        timezone::apply(&mut ap, &ctx.system);
+        cloud_users::apply(&mut ap, plan.cloud_config.as_ref());
+        growfs::apply(&mut ap, &plan.system, &state, &plan.instance_id);
+        timezone::apply(&mut ap, &plan.system);
         hostkeys::apply(
             &mut ap,
-            ctx.system.ssh_host_keys,
+            plan.system.ssh_host_keys,
             new_instance,
             &state,
-            &ctx.instance_id,
+            &plan.instance_id,
         );
         selinux::relabel(&mut ap, &facts.selinux);
     }
     if new_instance {
         let detail = format!("was {}", previous.as_deref().unwrap_or("none"));
         if dry_run {
-            ap.changed("instance", &ctx.instance_id, detail);
+            ap.changed("instance", &plan.instance_id, detail);
         } else {
-            match state.set_instance_id(&ctx.instance_id) {
-                Ok(_) => ap.changed("instance", &ctx.instance_id, detail),
-                Err(e) => ap.failed("instance", &ctx.instance_id, e),
+            match state.set_instance_id(&plan.instance_id) {
+                Ok(_) => ap.changed("instance", &plan.instance_id, detail),
+                Err(e) => ap.failed("instance", &plan.instance_id, e),
             }
         }
     }
     if matches!(stage, Stage::Final | Stage::All) {
-        schedule::update(&mut ap, ctx);
-        schedule::sync(&mut ap, ctx);
-        write_files::apply(&mut ap, ctx, &state);
-        // Before the scripts: they may use what was just written.
-        selinux::relabel(&mut ap, &facts.selinux);
-        scripts::run(&mut ap, ctx, &state);
-        // Last: tell OneGate the VM is ready (REPORT_READY=YES), when nothing failed.
-        let failed = ap.count(Outcome::Failed);
-        onegate::report(&mut ap, ctx, &state, failed, &settings.onegate);
+        final_stage(&mut ap, plan, facts, &state, settings);
     }
     if !dry_run {
-        if let Err(e) = state.save_plan(&ctx.instance_id, &plan.to_json()) {
+        if let Err(e) = state.save_plan(&plan.instance_id, &plan.to_json()) {
             ap.failed("state", "plan", e);
         }
     }
     let changed = ap.count(Outcome::Changed);
     let failed = ap.count(Outcome::Failed);
-    Ok(Report {
-        instance_id: ctx.instance_id.clone(),
+    Report {
+        instance_id: plan.instance_id.clone(),
         new_instance,
         changed,
         failed,
         dry_run,
         actions: ap.actions,
-        errors: plan.errors,
-    })
+        errors: plan.errors.clone(),
+    }
+}
+
+/// After the network: timers, user-data's files, the scripts, then OneGate.
+fn final_stage(ap: &mut Apply, plan: &Plan, facts: &Facts, state: &State, settings: &Settings) {
+    schedule::update(ap, plan.update.as_ref(), facts.package_manager);
+    let owner = plan.users.first().map_or("root", |u| u.name.as_str());
+    schedule::sync(ap, plan.sync.as_ref(), owner);
+    write_files::apply(ap, plan.cloud_config.as_ref(), &plan.instance_id, state);
+    // Before the scripts: they may use what was just written.
+    selinux::relabel(ap, &facts.selinux);
+    scripts::run(ap, plan, facts, state);
+    // Last: tell OneGate the VM is ready (REPORT_READY=YES), when nothing failed.
+    let failed = ap.count(Outcome::Failed);
+    onegate::report(ap, plan, state, failed, &settings.onegate);
 }
 
 /// Flags in `/run/vmctx` that gate the other units: `context` (a context was applied: the
 /// final stage has work) and `imds` (serve emulated EC2 metadata).
-fn run_flags(ap: &mut Apply, ctx: &Context) {
+fn run_flags(ap: &mut Apply, plan: &Plan) {
     let flag = ap.root.path("/run/vmctx/context");
     ap.file(
         "flag",
         &flag,
-        format!("{}\n", ctx.source).as_bytes(),
+        format!("{}\n", plan.source).as_bytes(),
         NewFile::mode(0o644),
     );
     let imds = ap.root.path("/run/vmctx/imds");
     // With cloud-init in the image, point its Ec2 datasource at the emulator (on a non-AWS DMI)
     // and leave the network to vmctx.
     let cloud_cfg = ap.root.path("/etc/cloud/cloud.cfg.d/90-vmctx-imds.cfg");
-    match &ctx.ec2 {
+    match &plan.ec2 {
         Some(e) if e.metadata => {
             ap.file("flag", &imds, b"EC2_METADATA=YES\n", NewFile::mode(0o644));
-            if ap.root.path("/etc/cloud").is_dir() {
+            if plan.cloud_init_dropin {
                 ap.file(
                     "cloud-init",
                     &cloud_cfg,
@@ -427,7 +422,7 @@ fn manager_files(ap: &mut Apply, wanted: &[ManagerFile], left_alone: &[HeldNic])
             let abs = format!("{dir}/{name}");
             if name.starts_with(prefix)
                 && !wanted.iter().any(|f| f.path == abs)
-                && !plan::is_held_file(&name, left_alone)
+                && !crate::plan::is_held_file(&name, left_alone)
             {
                 ap.remove("network_file", &e.path());
             }
@@ -454,6 +449,9 @@ impl Report {
                 "{verb:<13} {:<9} {}: {}\n",
                 a.kind, a.target, a.detail
             ));
+        }
+        for e in &self.errors {
+            o.push_str(&format!("error: {e}\n"));
         }
         let unchanged = self.actions.len() - self.changed - self.failed;
         for e in &self.errors {

@@ -17,7 +17,8 @@
 //! hickory (no NSS), and speaks https too.
 
 use super::Apply;
-use crate::context::{Context, OneGate, Secret};
+use crate::context::Secret;
+use crate::plan::{OneGatePlan, Plan};
 use crate::retry::{self, Backoff, GaveUp, Try};
 use crate::state::State;
 use crate::sync::http::{self, UploadBody};
@@ -32,16 +33,10 @@ const MAX_BODY: usize = 4096;
 
 /// The final stage's last step. `failed_before`: actions of this apply that failed (then
 /// readiness is not reported); `policy`: how tries are spaced (`Settings::onegate`).
-pub fn report(
-    ap: &mut Apply,
-    ctx: &Context,
-    state: &State,
-    failed_before: usize,
-    policy: &Backoff,
-) {
-    let Some(gate) = &ctx.onegate else { return };
+pub fn report(ap: &mut Apply, plan: &Plan, state: &State, failed_before: usize, policy: &Backoff) {
+    let Some(gate) = &plan.onegate else { return };
     let target = format!("{}/vm", gate.endpoint);
-    if state.done(&ctx.instance_id, MARKER) {
+    if state.done(&plan.instance_id, MARKER) {
         return ap.unchanged(
             "onegate",
             &target,
@@ -58,13 +53,13 @@ pub fn report(
     if ap.dry_run {
         return ap.changed("onegate", &target, "would report READY=YES");
     }
-    let token = match token(ctx, gate) {
-        Ok(t) => t,
-        Err(e) => return ap.failed("onegate", &target, e),
+    // Read with the context (ONEGATE_TOKEN or token.txt), never from the CD again.
+    let Some(token) = &gate.token else {
+        return ap.failed("onegate", &target, "no OneGate token in the context");
     };
-    match put_ready(gate, &token, policy) {
+    match put_ready(gate, token, policy) {
         Ok(detail) => {
-            if let Err(e) = state.mark_done(&ctx.instance_id, MARKER, &detail) {
+            if let Err(e) = state.mark_done(&plan.instance_id, MARKER, &detail) {
                 ap.failed("state", MARKER, format!("done marker: {e}"));
             }
             ap.changed("onegate", &target, detail);
@@ -73,25 +68,8 @@ pub fn report(
     }
 }
 
-/// `ONEGATE_TOKEN`, else `token.txt` from the context's files (trimmed).
-fn token(ctx: &Context, gate: &OneGate) -> Result<Secret, String> {
-    if let Some(t) = &gate.token {
-        return Ok(t.clone());
-    }
-    let files = crate::source::read_files(&ctx.source, 64 << 20).map_err(|e| e.to_string())?;
-    let (_, bytes) = files
-        .iter()
-        .find(|(n, _)| n == "token.txt")
-        .ok_or("no token.txt on the context CD")?;
-    let t = String::from_utf8_lossy(bytes).trim().to_string();
-    if t.is_empty() {
-        return Err("token.txt on the context CD is empty".into());
-    }
-    Ok(Secret::new(t))
-}
-
 /// Sends `READY=YES`, retrying what may pass later; the detail of the success, or why not.
-pub fn put_ready(gate: &OneGate, token: &Secret, policy: &Backoff) -> Result<String, String> {
+pub fn put_ready(gate: &OneGatePlan, token: &Secret, policy: &Backoff) -> Result<String, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -2,7 +2,7 @@
 //! package manager (detected under `--root`), run once per instance by the scripts executor.
 
 use crate::files::Root;
-use crate::os::{OsRelease, PackageManager};
+use crate::os::PackageManager;
 
 /// Refreshes the package lists only.
 fn update_command(pm: PackageManager) -> &'static str {
@@ -17,10 +17,8 @@ fn update_command(pm: PackageManager) -> &'static str {
 
 /// The job's body. Under `--root DIR`, DIR's own bin folders come first on PATH: the tree's
 /// package manager is the one asked, never the host's.
-pub fn script(root: &Root, upgrade: bool) -> Result<Vec<u8>, String> {
-    let os = OsRelease::read(root.dir());
-    let pm = PackageManager::detect(root.dir(), &os)
-        .ok_or("no package manager found (apt-get, dnf, yum, zypper, apk)")?;
+pub fn script(root: &Root, pm: Option<PackageManager>, upgrade: bool) -> Result<Vec<u8>, String> {
+    let pm = pm.ok_or("no package manager found (apt-get, dnf, yum, zypper, apk)")?;
     let mut s = String::from("#!/bin/sh\nset -e\n");
     if !root.is_real() {
         let d = root.dir().display().to_string().replace('\'', "");
@@ -49,9 +47,13 @@ mod tests {
         std::fs::create_dir_all(t.path().join("etc")).unwrap();
         std::fs::write(t.path().join("etc/os-release"), "ID=debian\n").unwrap();
         let root = Root::new(t.path());
-        assert!(script(&root, false).is_err());
+        let pm = |r: &Root| {
+            let os = crate::os::OsRelease::read(r.dir());
+            PackageManager::detect(r.dir(), &os)
+        };
+        assert!(script(&root, pm(&root), false).is_err());
         std::fs::write(t.path().join("usr/bin/apt-get"), "").unwrap();
-        let s = String::from_utf8(script(&root, true).unwrap()).unwrap();
+        let s = String::from_utf8(script(&root, pm(&root), true).unwrap()).unwrap();
         assert!(
             s.contains(&format!("PATH='{}/usr/sbin", t.path().display())),
             "{s}"
@@ -60,7 +62,7 @@ mod tests {
             s.contains("apt-get -q update && ") && s.contains("upgrade"),
             "{s}"
         );
-        let s = String::from_utf8(script(&root, false).unwrap()).unwrap();
+        let s = String::from_utf8(script(&root, pm(&root), false).unwrap()).unwrap();
         assert!(s.ends_with("apt-get -q update\n"), "{s}");
     }
 }

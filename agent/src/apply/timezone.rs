@@ -1,31 +1,16 @@
 //! `TIMEZONE`: `/etc/localtime` becomes a link to `../usr/share/zoneinfo/<zone>` (made at a
 //! temporary name and renamed over the old one), and Debian's `/etc/timezone` names the zone.
 //! The name's form is checked when the context is read; that the zone exists in this system's
-//! tzdata is checked by [`check`] before apply changes anything.
+//! tzdata is a fact gathered before planning (`crate::facts::Zone`).
 
 use super::Apply;
 use crate::context::System;
-use crate::files::{NewFile, Root};
+use crate::files::NewFile;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-const ZONEINFO: &str = "/usr/share/zoneinfo";
+pub const ZONEINFO: &str = "/usr/share/zoneinfo";
 const LOCALTIME: &str = "/etc/localtime";
-
-/// An error when `TIMEZONE` names no zone of this system's tzdata (a TZif file inside
-/// `/usr/share/zoneinfo`). Without tzdata at all there is nothing to check against: apply
-/// reports that instead.
-pub fn check(root: &Root, sys: &System) -> Option<String> {
-    let zone = sys.timezone.as_deref()?;
-    let dir = root.path(ZONEINFO);
-    if !dir.is_dir() {
-        return None;
-    }
-    match zone_file(&dir, zone) {
-        Ok(_) => None,
-        Err(why) => Some(format!("TIMEZONE={zone:?}: {why}")),
-    }
-}
 
 /// The zone's file, when it is a TZif file that stays inside `dir` (links resolved).
 pub fn zone_file(dir: &Path, zone: &str) -> Result<PathBuf, String> {
@@ -88,8 +73,6 @@ pub fn apply(ap: &mut Apply, sys: &System) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     fn tzdata() -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
         let z = t.path().join("usr/share/zoneinfo");
@@ -103,33 +86,28 @@ mod tests {
         t
     }
 
-    fn sys(zone: &str) -> System {
-        System {
-            timezone: Some(zone.into()),
-            ..System::default()
-        }
-    }
-
     #[test]
     fn zones_are_checked_against_tzdata() {
+        use crate::facts::{zone, Zone};
         let t = tzdata();
-        let root = Root::new(t.path());
-        assert_eq!(check(&root, &sys("Europe/Prague")), None);
+        assert_eq!(zone(t.path(), Some("Europe/Prague")), Zone::Found);
         assert_eq!(
-            check(&root, &sys("CET-ish")),
-            None,
+            zone(t.path(), Some("CET-ish")),
+            Zone::Found,
             "links inside tzdata are zones"
         );
         for bad in ["Europe/Atlantis", "Europe", "zone.tab", "Escape"] {
-            let e = check(&root, &sys(bad)).unwrap_or_else(|| panic!("{bad} accepted"));
-            assert!(e.starts_with(&format!("TIMEZONE={bad:?}: ")), "{e}");
+            assert!(
+                matches!(zone(t.path(), Some(bad)), Zone::Missing(_)),
+                "{bad} accepted"
+            );
         }
-        assert_eq!(check(&root, &System::default()), None, "no TIMEZONE");
+        assert_eq!(zone(t.path(), None), Zone::Found, "no TIMEZONE");
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(
-            check(&Root::new(empty.path()), &sys("Europe/Atlantis")),
-            None,
-            "no tzdata: apply reports it, the context is not refused"
+            zone(empty.path(), Some("Europe/Atlantis")),
+            Zone::NoTzdata,
+            "no tzdata: apply reports it, the zone is not an error"
         );
     }
 }

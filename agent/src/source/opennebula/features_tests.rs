@@ -174,3 +174,42 @@ fn system_bad_values_are_errors() {
         assert!(ctx(&format!("TIMEZONE='{ok}'\n")).errors.is_empty(), "{ok}");
     }
 }
+
+#[test]
+fn a_bad_timeout_runs_no_script() {
+    let vars = crate::source::context_sh::parse(
+        b"START_SCRIPT='echo hi'\nSTART_SCRIPT_TIMEOUT='soon'\nINIT_SCRIPTS='a.sh'\n",
+    );
+    let c = super::super::to_context(
+        &vars.vars,
+        &["a.sh".into()],
+        &crate::context::Origin::Dir("test".into()),
+    );
+    assert!(c.scripts.start.is_none() && c.scripts.init.is_empty());
+    assert_eq!(c.errors.len(), 1, "{:?}", c.errors);
+    assert!(
+        c.errors[0].starts_with("START_SCRIPT_TIMEOUT: "),
+        "{:?}",
+        c.errors
+    );
+    assert!(!c.errors[0].contains("soon"), "never the value");
+}
+
+#[test]
+fn a_missing_init_script_stops_those_after_it() {
+    let vars = crate::source::context_sh::parse(b"INIT_SCRIPTS='a.sh gone.sh c.sh d.sh'\n");
+    let files: Vec<String> = ["a.sh", "c.sh", "d.sh"].map(String::from).to_vec();
+    let c = super::super::to_context(
+        &vars.vars,
+        &files,
+        &crate::context::Origin::Dir("test".into()),
+    );
+    assert_eq!(c.scripts.init, ["a.sh"]);
+    assert_eq!(
+        c.errors,
+        [
+            "INIT_SCRIPTS: \"gone.sh\": no such file on the context CD; not run either, as they \
+          come after it: c.sh d.sh"
+        ]
+    );
+}

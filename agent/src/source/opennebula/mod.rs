@@ -50,11 +50,40 @@ pub fn to_context(vars: &Vars, files: &[String], source: &Origin) -> Context {
         cloud_config: None,
         warnings: r.warnings,
         errors: r.errors,
+        files: Vec::new(),
         env: vars
             .iter()
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+    }
+}
+
+/// Without `ONEGATE_TOKEN`, OneGate's token is the CD's `token.txt` as read with the context
+/// (trimmed); an empty one is a warning and readiness is not reported.
+pub fn token_from_file(ctx: &mut Context) {
+    let Some(gate) = ctx.onegate.as_mut() else {
+        return;
+    };
+    if gate.token.is_some() {
+        return;
+    }
+    let token = ctx
+        .files
+        .iter()
+        .find(|(n, _)| n == "token.txt")
+        .map(|(_, b)| String::from_utf8_lossy(b).trim().to_string())
+        .filter(|t| !t.is_empty());
+    match token {
+        Some(t) => gate.token = Some(crate::context::Secret::new(t)),
+        None => {
+            ctx.onegate = None;
+            ctx.warnings.push(
+                "REPORT_READY=YES but token.txt on the context CD is empty: readiness is not \
+                 reported"
+                    .into(),
+            );
+        }
     }
 }
 

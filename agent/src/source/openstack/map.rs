@@ -85,6 +85,7 @@ pub fn to_context(md: &Metadata, origin: &Origin) -> Result<Context, String> {
         cloud_config: None,
         warnings,
         errors: Vec::new(),
+        files: Vec::new(),
         env,
     })
 }
