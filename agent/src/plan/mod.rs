@@ -13,8 +13,8 @@ pub use routes::{Route, Rule, Scope, MAIN_TABLE};
 pub use system::{OneGatePlan, Private};
 
 use crate::context::{
-    CloudConfig, Context, Ec2Settings, Hostname, Network, Password, ScriptMode, SyncSettings,
-    System, UpdateSchedule, User,
+    CloudConfig, Context, Ec2Settings, Hostname, Password, ScriptMode, SyncSettings, System,
+    UpdateSchedule, User,
 };
 use crate::facts::Facts;
 use serde::Serialize;
@@ -59,10 +59,6 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Values that were set but are invalid: what they configure is left out of the plan.
     pub errors: Vec<String>,
-    /// The context's network as read, for the network executor (its rules are the network
-    /// share's; this goes when that executor takes the planned network).
-    #[serde(skip)]
-    pub network_context: Network,
     /// The scripts' environment: the context's variables. Never printed.
     #[serde(skip)]
     pub env: Private<Vec<(String, String)>>,
@@ -163,7 +159,6 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
         selinux_relabel: facts.selinux.enabled(),
         warnings,
         errors,
-        network_context: ctx.network.clone(),
         env: Private(ctx.env.clone()),
         files: Private(files),
     }
