@@ -248,12 +248,14 @@ fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
             listen,
             guest,
             host_map,
+            device,
+            status_socket,
             require_token,
             hop_limit,
         } => {
             let mode = match (guest, host_map) {
                 (true, _) => Mode::Guest,
-                (false, Some(dir)) => Mode::HostMap(dir),
+                (false, Some(from)) => Mode::HostMap(from),
                 (false, None) => Mode::Plain,
             };
             imds_serve::serve(ServeOptions {
@@ -263,8 +265,29 @@ fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
                 listen,
                 require_token,
                 hop_limit,
+                host: imds_serve::HostOptions {
+                    device,
+                    status_socket,
+                },
             })
             .map_err(|e| e.to_string())?;
+        }
+        ImdsOp::HostRules {
+            bridge,
+            l2,
+            to,
+            apply,
+            remove,
+        } => return host_rules(bridge, l2, to, apply, remove),
+        ImdsOp::HostStatus { socket, json } => {
+            let doc = imds_serve::host_status::ask(&socket)?;
+            if json {
+                println!("{doc:#}");
+            } else {
+                for line in imds_serve::host_status::lines(&doc) {
+                    println!("{line}");
+                }
+            }
         }
         ImdsOp::Tree { tree } => {
             let t = imds_serve::load_tree(&tree.from(), root).map_err(|e| e.to_string())?;
@@ -273,6 +296,30 @@ fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
             let json = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
             println!("{json}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vmctx imds host-rules`: print, apply or remove vmctx's nftables tables.
+fn host_rules(
+    bridge: Option<String>,
+    l2: bool,
+    to: vmctx::imds_serve::host_rules::Target,
+    apply: bool,
+    remove: bool,
+) -> Result<ExitCode, String> {
+    use vmctx::imds_serve::host_rules::{self, Rules};
+    if remove {
+        let had = host_rules::remove().map_err(|e| e.to_string())?;
+        println!("{}", if had { "removed" } else { "nothing to remove" });
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rules = Rules::new(bridge, l2, to).map_err(|e| e.to_string())?;
+    if apply {
+        let changed = host_rules::apply(&rules).map_err(|e| e.to_string())?;
+        println!("{}", if changed { "applied" } else { "unchanged" });
+    } else {
+        print!("{}", rules.script());
     }
     Ok(ExitCode::SUCCESS)
 }
