@@ -237,6 +237,10 @@ pub enum ImdsOp {
         /// this host (the sidecar then runs with --device BRIDGE).
         #[arg(long, requires = "bridge")]
         l2: bool,
+        /// With --l2, on kernels without nftables' bridge meta: take the frames that come in on
+        /// these bridge ports (a name, or a prefix and `*`: `one-*`) instead of the bridge's.
+        #[arg(long, value_name = "NAME", requires = "l2")]
+        ports: Option<String>,
         /// Where the sidecar listens: :PORT (on the address the packet arrived at) or IPV4:PORT.
         #[arg(long, value_name = "TARGET", default_value = ":8775")]
         to: vmctx::imds_serve::host_rules::Target,

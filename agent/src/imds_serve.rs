@@ -46,7 +46,7 @@ pub const MAX_HOST_CONTEXT: u64 = 4 << 20;
 pub const BUILD_BUDGET: Duration = Duration::from_secs(3);
 /// How often `--host-map` looks for changes, and how often trees are rebuilt from their
 /// context (so served credential times stay current).
-const HOST_MAP_POLL: Duration = Duration::from_secs(2);
+const HOST_MAP_POLL: Duration = Duration::from_secs(1);
 const REBUILD_EVERY: Duration = Duration::from_secs(3600);
 
 /// Where the (single) tree comes from.

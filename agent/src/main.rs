@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
+use vmctx::imds_serve::host_rules::{self, Rules};
 use vmctx::source;
 use vmctx::source::iso9660::IsoImage;
 use vmctx::{derive, facts, plan};
@@ -275,10 +276,11 @@ fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
         ImdsOp::HostRules {
             bridge,
             l2,
+            ports,
             to,
             apply,
             remove,
-        } => return host_rules(bridge, l2, to, apply, remove),
+        } => return host_rules(Rules::new(bridge, l2, ports, to), apply, remove),
         ImdsOp::HostStatus { socket, json } => {
             let doc = imds_serve::host_status::ask(&socket)?;
             if json {
@@ -302,19 +304,16 @@ fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
 
 /// `vmctx imds host-rules`: print, apply or remove vmctx's nftables tables.
 fn host_rules(
-    bridge: Option<String>,
-    l2: bool,
-    to: vmctx::imds_serve::host_rules::Target,
+    rules: Result<Rules, host_rules::RulesError>,
     apply: bool,
     remove: bool,
 ) -> Result<ExitCode, String> {
-    use vmctx::imds_serve::host_rules::{self, Rules};
     if remove {
         let had = host_rules::remove().map_err(|e| e.to_string())?;
         println!("{}", if had { "removed" } else { "nothing to remove" });
         return Ok(ExitCode::SUCCESS);
     }
-    let rules = Rules::new(bridge, l2, to).map_err(|e| e.to_string())?;
+    let rules = rules.map_err(|e| e.to_string())?;
     if apply {
         let changed = host_rules::apply(&rules).map_err(|e| e.to_string())?;
         println!("{}", if changed { "applied" } else { "unchanged" });

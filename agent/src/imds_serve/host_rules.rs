@@ -8,7 +8,10 @@
 //!   already; an `ip` family DNAT (`redirect`) sends them to the sidecar's port.
 //! - A plain L2 bridge, gateway elsewhere (`--l2`): the `bridge` family takes the frames for
 //!   169.254.169.254:80 off the bridge and up to the host (their destination MAC becomes the
-//!   bridge's, as ebtables' `redirect` did), where the same DNAT applies. The host may have
+//!   bridge's, as ebtables' `redirect` did), where the same DNAT applies. The frames are
+//!   picked by bridge (`meta ibrname`), or, on kernels without nftables' bridge meta
+//!   (`nft_meta_bridge`), by the name of the port they came in on (`--ports one-*`: the taps
+//!   OpenNebula makes). The host may have
 //!   no route to the guests: the sidecar then listens with `--device BRIDGE`, so its replies
 //!   leave by the bridge.
 
@@ -56,6 +59,8 @@ pub struct Rules {
     /// The bridge's MAC address, with `l2`.
     pub bridge_mac: Option<String>,
     pub l2: bool,
+    /// With `l2`: the bridge ports whose frames are taken (`one-*`), instead of the bridge.
+    pub ports: Option<String>,
     pub to: Target,
 }
 
@@ -79,13 +84,32 @@ fn valid_ifname(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.-@".contains(&b))
 }
 
+/// An interface name, or a prefix of one followed by `*`.
+fn valid_ports(pattern: &str) -> bool {
+    valid_ifname(pattern.strip_suffix('*').unwrap_or(pattern))
+}
+
 impl Rules {
     /// The rules for `bridge` (its MAC read from sysfs with `l2`).
-    pub fn new(bridge: Option<String>, l2: bool, to: Target) -> Result<Rules, RulesError> {
+    pub fn new(
+        bridge: Option<String>,
+        l2: bool,
+        ports: Option<String>,
+        to: Target,
+    ) -> Result<Rules, RulesError> {
         if let Some(b) = &bridge {
             if !valid_ifname(b) {
                 return Err(RulesError::Usage(format!("{b:?} is not an interface name")));
             }
+        }
+        match &ports {
+            Some(p) if !valid_ports(p) => {
+                return Err(RulesError::Usage(format!(
+                    "{p:?} is not an interface name or NAME*"
+                )))
+            }
+            Some(_) if !l2 => return Err(RulesError::Usage("--ports needs --l2".into())),
+            _ => {}
         }
         let bridge_mac = match (&bridge, l2) {
             (None, true) => return Err(RulesError::Usage("--l2 needs --bridge".into())),
@@ -96,6 +120,7 @@ impl Rules {
             bridge,
             bridge_mac,
             l2,
+            ports,
             to,
         })
     }
@@ -123,11 +148,15 @@ impl Rules {
             clear()
         );
         if let (true, Some(b), Some(mac)) = (self.l2, &self.bridge, &self.bridge_mac) {
+            let from = match &self.ports {
+                Some(p) => format!("iifname \"{p}\""),
+                None => format!("meta ibrname \"{b}\""),
+            };
             s.push_str(&format!(
                 "table bridge {TABLE} {{\n\
                  \tchain prerouting {{\n\
                  \t\ttype filter hook prerouting priority -300; policy accept;\n\
-                 \t\tmeta ibrname \"{b}\" ip daddr {METADATA_ADDR} tcp dport 80 \
+                 \t\t{from} ip daddr {METADATA_ADDR} tcp dport 80 \
                  meta pkttype set host ether daddr set {mac}\n\
                  \t}}\n\
                  }}\n"
@@ -252,14 +281,15 @@ mod tests {
         assert!(valid_ifname("br0") && valid_ifname("onebr.10"));
         for bad in ["", "..", "br0\"; flush ruleset", "a/b", "abcdefghijklmnop"] {
             assert!(!valid_ifname(bad), "{bad}");
-            assert!(Rules::new(Some(bad.into()), false, Target::Port(1)).is_err());
+            assert!(Rules::new(Some(bad.into()), false, None, Target::Port(1)).is_err());
         }
-        assert!(Rules::new(None, true, Target::Port(1)).is_err());
+        assert!(Rules::new(None, true, None, Target::Port(1)).is_err());
+        assert!(valid_ports("one-*") && !valid_ports("*one") && !valid_ports("a**"));
     }
 
     #[test]
     fn gateway_and_l2_scripts() {
-        let gw = Rules::new(Some("br0".into()), false, Target::Port(8775)).unwrap();
+        let gw = Rules::new(Some("br0".into()), false, None, Target::Port(8775)).unwrap();
         let s = gw.script();
         assert!(
             s.contains("iifname \"br0\" ip daddr 169.254.169.254 tcp dport 80 redirect to :8775")
@@ -269,17 +299,28 @@ mod tests {
         for line in s.lines().filter(|l| !l.starts_with(['#', '\t', '}'])) {
             assert!(line.contains(TABLE), "{line}");
         }
-        let l2 = Rules {
+        let mut l2 = Rules {
             bridge: Some("br0".into()),
             bridge_mac: Some("02:00:00:00:00:01".into()),
             l2: true,
+            ports: None,
             to: Target::Addr("198.51.100.1:8775".parse().unwrap()),
         };
         let s = l2.script();
         assert!(s.contains("dnat to 198.51.100.1:8775"), "{s}");
         assert!(
-            s.contains("meta pkttype set host ether daddr set 02:00:00:00:00:01"),
+            s.contains(
+                "meta ibrname \"br0\" ip daddr 169.254.169.254 tcp dport 80 meta pkttype set \
+                 host ether daddr set 02:00:00:00:00:01"
+            ),
             "{s}"
+        );
+        l2.ports = Some("one-*".into());
+        assert!(s.contains("table bridge vmctx_imds {"), "{s}");
+        assert!(
+            l2.script().contains("\t\tiifname \"one-*\" ip daddr"),
+            "{}",
+            l2.script()
         );
     }
 }
