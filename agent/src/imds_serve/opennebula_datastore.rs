@@ -147,6 +147,20 @@ fn find_context_cd(folder: &Path) -> Option<PathBuf> {
 }
 
 #[cfg(test)]
+/// A fake image: 16 empty sectors, then a primary volume descriptor with this label.
+pub(super) fn fake_image(label: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 17 * 2048];
+    let pvd = &mut b[16 * 2048..];
+    pvd[0] = 1;
+    pvd[1..6].copy_from_slice(b"CD001");
+    pvd[6] = 1;
+    let mut id = [b' '; 32];
+    id[..label.len()].copy_from_slice(label.as_bytes());
+    pvd[40..72].copy_from_slice(&id);
+    b
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::source::{self, Source};
@@ -179,19 +193,6 @@ mod tests {
         assert_eq!(addresses(&legacy), ips(&["10.0.0.6"]));
     }
 
-    /// A fake image: 16 empty sectors, then a primary volume descriptor with this label.
-    fn image(label: &str) -> Vec<u8> {
-        let mut b = vec![0u8; 17 * 2048];
-        let pvd = &mut b[16 * 2048..];
-        pvd[0] = 1;
-        pvd[1..6].copy_from_slice(b"CD001");
-        pvd[6] = 1;
-        let mut id = [b' '; 32];
-        id[..label.len()].copy_from_slice(label.as_bytes());
-        pvd[40..72].copy_from_slice(&id);
-        b
-    }
-
     #[test]
     fn finds_each_vm_s_context_cd_by_label_and_looks_again_only_where_a_folder_changed() {
         let d = tempfile::tempdir().unwrap();
@@ -203,7 +204,7 @@ mod tests {
         ] {
             std::fs::create_dir_all(ds.join(vm)).unwrap();
             for (name, label) in files {
-                std::fs::write(ds.join(vm).join(name), image(label)).unwrap();
+                std::fs::write(ds.join(vm).join(name), fake_image(label)).unwrap();
             }
         }
         // A symlinked CONTEXT image (a persistent disk elsewhere) is not taken.
@@ -226,7 +227,7 @@ mod tests {
         }
         let before = one(&mut store, d.path());
         // The image rewritten in place: a new stamp, the same image.
-        let mut img = image("CONTEXT");
+        let mut img = fake_image("CONTEXT");
         img.push(0);
         std::fs::write(ds.join("5/disk.1"), &img).unwrap();
         let after = one(&mut store, d.path());
@@ -234,10 +235,10 @@ mod tests {
         assert_eq!(after[&ds.join("6")].1, before[&ds.join("6")].1);
         // A label is read again only when its folder changes: relabelled in place, VM 6 is
         // still found (its image's stamp changed, so it is built again and fails then)…
-        std::fs::write(ds.join("6/disk.0"), image("OTHER")).unwrap();
+        std::fs::write(ds.join("6/disk.0"), fake_image("OTHER")).unwrap();
         assert!(one(&mut store, d.path()).contains_key(&ds.join("6")));
         // …and a new file in the folder makes it look: no CONTEXT image left, the VM is gone.
-        std::fs::write(ds.join("6/disk.1"), image("DATA")).unwrap();
+        std::fs::write(ds.join("6/disk.1"), fake_image("DATA")).unwrap();
         let vms = one(&mut store, d.path());
         assert!(!vms.contains_key(&ds.join("6")), "{vms:?}");
         std::fs::remove_dir_all(ds.join("5")).unwrap();
