@@ -139,6 +139,9 @@ struct Done {
     took: Duration,
 }
 
+/// How often the map is published at most while builds finish.
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+
 /// The VMs of the host map, by the path of their files.
 type Found = HashMap<PathBuf, (VmSource, Stamp, Option<IpAddr>)>;
 
@@ -157,6 +160,8 @@ pub struct Manager {
     /// Addresses claimed by more than one VM, as last logged.
     duplicates: HashMap<IpAddr, Vec<PathBuf>>,
     status: Status,
+    /// Builds finished since the map was last published.
+    dirty: bool,
     budget: Duration,
     build: Builder,
     builds: u64,
@@ -178,6 +183,7 @@ impl Manager {
             unreadable: false,
             duplicates: HashMap::new(),
             status: Status::default(),
+            dirty: false,
             budget: BUILD_BUDGET,
             build: Arc::new(build_in_child),
             builds: 0,
@@ -192,6 +198,7 @@ impl Manager {
 
     pub async fn run(mut self, mut hup: mpsc::UnboundedReceiver<()>) {
         let mut done = self.done_rx.take().expect("run once");
+        let mut last = Instant::now();
         let mut tick = tokio::time::interval(HOST_MAP_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -201,7 +208,22 @@ impl Manager {
                     tracing::info!("SIGHUP: building every VM's tree again");
                     self.scan(true).await;
                 }
-                Some(d) = done.recv() => self.finished(d),
+                Some(d) = done.recv() => {
+                    // Builds pour in at start: the map (every VM) is published once for all
+                    // those done by now, and at most every PUBLISH_EVERY.
+                    self.finished(d);
+                    while let Ok(d) = done.try_recv() {
+                        self.finished(d);
+                    }
+                    if last.elapsed() >= PUBLISH_EVERY {
+                        self.publish();
+                        last = Instant::now();
+                    }
+                }
+                _ = tokio::time::sleep(PUBLISH_EVERY), if self.dirty => {
+                    self.publish();
+                    last = Instant::now();
+                }
             }
         }
     }
@@ -403,13 +425,14 @@ impl Manager {
                 e.failed = true;
             }
         }
-        self.publish();
+        self.dirty = true;
     }
 
     /// The map the server answers from: each VM at each of its addresses (503 while its
     /// first tree is built, none once its build failed), except the addresses more than one
     /// VM claims; and the rows of `host-status`.
     fn publish(&mut self) {
+        self.dirty = false;
         let mut claims: HashMap<IpAddr, Vec<(&PathBuf, Vm)>> = HashMap::new();
         for (key, e) in &self.vms {
             if let Some(vm) = e.vm() {
