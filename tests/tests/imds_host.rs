@@ -16,7 +16,8 @@ fn sidecar(variant: &str) -> Option<String> {
         .env("VMCTX", vmctx_bin())
         .env("ISO", workspace().join("vm-fixtures/build-context-iso"))
         .env("T", t.path())
-        .env("TAG", std::process::id().to_string())
+        // Both variants run at once in this process: their namespaces' names differ.
+        .env("TAG", format!("{}{}", &variant[..1], std::process::id()))
         .env("VARIANT", variant)
         .output()
         .unwrap();
