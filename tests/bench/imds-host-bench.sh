@@ -81,20 +81,7 @@ start_sidecar() { # DS → sets $addr $pid $ready_ms
     status_sock=$sock
 }
 
-run_wrk() { # name url [wrk args…] → "req/s p99 errors"
-    local name=$1 url=$2
-    shift 2
-    wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url" >"$work/wrk-$name" 2>&1
-    local rps p99 total errs
-    rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk-$name")
-    p99=$(awk '$1 == "99%" {print $2}' "$work/wrk-$name")
-    total=$(awk '/requests in/ {print $1}' "$work/wrk-$name")
-    errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$work/wrk-$name")
-    printf '%-30s %10s req/s  p99 %8s  %9s requests  %s failed\n' "$name" "$rps" "$p99" "$total" "$errs"
-    [ "$errs" = 0 ] || grep -E "Socket errors|Non-2xx" "$work/wrk-$name" | sed 's/^ */    /' || true
-    echo "$rps" >"$work/rps-$name"
-    echo "$errs" >"$work/errs-$name"
-}
+. tests/bench/wrk.sh
 
 echo "== vmctx imds serve --host-map opennebula:DIR (release), wrk -t2 -c$conns, ${secs}s per case, $(nproc) cores"
 start_sidecar "$work/all" "$n"
@@ -133,5 +120,5 @@ wait "$pid" 2>/dev/null || true
 ratio=$(awk -v a="$(cat "$work/rps-one-vm-of-$n")" -v b="$(cat "$work/rps-one-vm-alone")" 'BEGIN {printf "%.2f", a / b}')
 echo "peak RSS with $n VMs: $((rss / 1024)) MiB"
 echo "one VM with $n loaded vs alone: ${ratio}x"
-echo "context CD rewritten twice under load: $(cat "$work/errs-rewrite-under-load") failed requests; instance-type now served: $seen"
+echo "context CD rewritten twice under load: $(cat "$work/errs-rewrite-under-load") errors (failed requests); instance-type now served: $seen"
 echo "goals: ratio >= 0.8, 0 failed requests, the change seen (c5.xlarge)"
