@@ -79,7 +79,12 @@ impl Datastore {
             let stamp = stamp_of(std::slice::from_ref(&folder));
             let iso = match self.folders.remove(&folder) {
                 Some((s, iso)) if s == stamp => iso,
-                _ => find_context_cd(&folder),
+                // A CD being rewritten in place has no label for a moment: while its file is
+                // there, it stays the VM's CD (its build fails, its tree stays served).
+                Some((_, prev)) => find_context_cd(&folder).or_else(|| {
+                    prev.filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+                }),
+                None => find_context_cd(&folder),
             };
             if let Some(iso) = &iso {
                 let mut full = stamp.clone();
@@ -233,12 +238,18 @@ mod tests {
         let after = one(&mut store, d.path());
         assert_ne!(after[&ds.join("5")].1, before[&ds.join("5")].1);
         assert_eq!(after[&ds.join("6")].1, before[&ds.join("6")].1);
-        // A label is read again only when its folder changes: relabelled in place, VM 6 is
-        // still found (its image's stamp changed, so it is built again and fails then)…
-        std::fs::write(ds.join("6/disk.0"), fake_image("OTHER")).unwrap();
+        // A label is read again only when its folder changes, and a CD caught half rewritten
+        // then stays the VM's (its image's stamp changed: it is built again, and fails)…
+        std::fs::write(ds.join("6/disk.0"), b"").unwrap();
         assert!(one(&mut store, d.path()).contains_key(&ds.join("6")));
-        // …and a new file in the folder makes it look: no CONTEXT image left, the VM is gone.
         std::fs::write(ds.join("6/disk.1"), fake_image("DATA")).unwrap();
+        let vms = one(&mut store, d.path());
+        assert_eq!(
+            vms[&ds.join("6")].0,
+            VmSource::ContextIso(ds.join("6/disk.0"))
+        );
+        // …until it is removed: no CONTEXT image left, the VM is gone.
+        std::fs::remove_file(ds.join("6/disk.0")).unwrap();
         let vms = one(&mut store, d.path());
         assert!(!vms.contains_key(&ds.join("6")), "{vms:?}");
         std::fs::remove_dir_all(ds.join("5")).unwrap();
