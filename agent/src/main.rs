@@ -280,7 +280,10 @@ fn imds(op: ImdsOp, root: &Path) -> Result<ExitCode, String> {
             to,
             apply,
             remove,
-        } => return host_rules(Rules::new(bridge, l2, ports, to), apply, remove),
+        } => {
+            let sys = root.join("sys");
+            return host_rules(Rules::new(&sys, bridge, l2, ports, to), apply, remove);
+        }
         ImdsOp::HostStatus { socket, json } => {
             let doc = imds_serve::host_status::ask(&socket)?;
             if json {

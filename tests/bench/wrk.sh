@@ -4,7 +4,8 @@
 run_wrk() {
     local name=$1 url=$2
     shift 2
-    wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url" >"$work/wrk-$name" 2>&1
+    wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url" >"$work/wrk-$name" 2>&1 ||
+        echo "$name: wrk failed ($?): $(tail -1 "$work/wrk-$name")"
     local rps p99 total errs
     rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk-$name")
     p99=$(awk '$1 == "99%" {print $2}' "$work/wrk-$name")

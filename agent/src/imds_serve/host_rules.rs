@@ -90,8 +90,9 @@ fn valid_ports(pattern: &str) -> bool {
 }
 
 impl Rules {
-    /// The rules for `bridge` (its MAC read from sysfs with `l2`).
+    /// The rules for `bridge` (its MAC read from `sys`, the sysfs mount, with `l2`).
     pub fn new(
+        sys: &std::path::Path,
         bridge: Option<String>,
         l2: bool,
         ports: Option<String>,
@@ -113,7 +114,7 @@ impl Rules {
         }
         let bridge_mac = match (&bridge, l2) {
             (None, true) => return Err(RulesError::Usage("--l2 needs --bridge".into())),
-            (Some(b), true) => Some(bridge_mac(b)?),
+            (Some(b), true) => Some(bridge_mac(sys, b)?),
             _ => None,
         };
         Ok(Rules {
@@ -176,12 +177,12 @@ fn clear() -> String {
 
 /// The bridge's MAC, which the L2 rule names. A bridge whose MAC was never set takes its
 /// lowest port's, and changes when ports come and go: refused, with the fix.
-fn bridge_mac(bridge: &str) -> Result<String, RulesError> {
+fn bridge_mac(sys: &std::path::Path, bridge: &str) -> Result<String, RulesError> {
     let fail = |why: String| RulesError::Bridge {
         bridge: bridge.to_string(),
         why,
     };
-    let dir = std::path::Path::new("/sys/class/net").join(bridge);
+    let dir = sys.join("class/net").join(bridge);
     if !dir.join("bridge").is_dir() {
         return Err(fail("not a bridge on this host".into()));
     }
@@ -267,9 +268,11 @@ pub fn remove() -> Result<bool, RulesError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn targets_and_names() {
+        let sys = Path::new("/sys");
         assert_eq!(":8775".parse(), Ok(Target::Port(8775)));
         assert_eq!(
             "192.0.2.1:8775".parse(),
@@ -281,15 +284,22 @@ mod tests {
         assert!(valid_ifname("br0") && valid_ifname("onebr.10"));
         for bad in ["", "..", "br0\"; flush ruleset", "a/b", "abcdefghijklmnop"] {
             assert!(!valid_ifname(bad), "{bad}");
-            assert!(Rules::new(Some(bad.into()), false, None, Target::Port(1)).is_err());
+            assert!(Rules::new(sys, Some(bad.into()), false, None, Target::Port(1)).is_err());
         }
-        assert!(Rules::new(None, true, None, Target::Port(1)).is_err());
+        assert!(Rules::new(sys, None, true, None, Target::Port(1)).is_err());
         assert!(valid_ports("one-*") && !valid_ports("*one") && !valid_ports("a**"));
     }
 
     #[test]
     fn gateway_and_l2_scripts() {
-        let gw = Rules::new(Some("br0".into()), false, None, Target::Port(8775)).unwrap();
+        let gw = Rules::new(
+            Path::new("/sys"),
+            Some("br0".into()),
+            false,
+            None,
+            Target::Port(8775),
+        )
+        .unwrap();
         let s = gw.script();
         assert!(
             s.contains("iifname \"br0\" ip daddr 169.254.169.254 tcp dport 80 redirect to :8775")
@@ -322,5 +332,32 @@ mod tests {
             "{}",
             l2.script()
         );
+    }
+}
+
+#[cfg(test)]
+mod sysfs_tests {
+    use super::*;
+
+    /// The L2 rule names the bridge's MAC, read under `--root`; a MAC that follows the ports
+    /// is refused with the fix.
+    #[test]
+    fn the_l2_rule_names_a_fixed_bridge_mac() {
+        let d = tempfile::tempdir().unwrap();
+        let br = d.path().join("class/net/br0");
+        std::fs::create_dir_all(br.join("bridge")).unwrap();
+        std::fs::write(br.join("address"), "02:00:00:00:fe:01\n").unwrap();
+        std::fs::write(br.join("addr_assign_type"), "3\n").unwrap();
+        let r = Rules::new(d.path(), Some("br0".into()), true, None, Target::Port(8775)).unwrap();
+        assert!(r.script().contains("ether daddr set 02:00:00:00:fe:01"));
+        std::fs::write(br.join("addr_assign_type"), "0\n").unwrap();
+        let e = Rules::new(d.path(), Some("br0".into()), true, None, Target::Port(8775));
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("ip link set br0 address 02:00:00:00:fe:01"),
+            "{e}"
+        );
+        let e = Rules::new(d.path(), Some("br1".into()), true, None, Target::Port(1));
+        assert!(e.unwrap_err().to_string().contains("not a bridge"));
     }
 }
