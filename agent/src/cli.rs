@@ -200,10 +200,19 @@ pub enum ImdsOp {
         /// to this machine's own processes only (the socket is bound to lo).
         #[arg(long, conflicts_with = "host_map")]
         guest: bool,
-        /// On a host: one tree per VM address, from DIR/<addr>/context.sh or DIR/<addr>.json;
-        /// other addresses are refused. Each VM's policy is the stricter of its context and the flags.
+        /// On a host: one tree per VM address, from DIR/<addr>/context.sh or DIR/<addr>.json,
+        /// or with opennebula:DIR from OpenNebula's datastores (each VM folder's context CD,
+        /// served at every address its context gives); other addresses are refused. Each VM's
+        /// policy is the stricter of its context and the flags.
         #[arg(long, value_name = "DIR", conflicts_with_all = ["source", "tree"])]
-        host_map: Option<PathBuf>,
+        host_map: Option<vmctx::imds_serve::HostMap>,
+        /// With --host-map: take only connections arriving on this interface; replies leave by
+        /// it even where the host has no route to the guests (a plain L2 bridge).
+        #[arg(long, value_name = "IFACE", requires = "host_map")]
+        device: Option<String>,
+        /// With --host-map: answer `vmctx imds host-status` on this socket.
+        #[arg(long, value_name = "PATH", requires = "host_map")]
+        status_socket: Option<PathBuf>,
         /// Answer 401 to GETs without a valid IMDSv2 token (default: the context's EC2_IMDS_TOKENS;
         /// with --host-map, every VM).
         #[arg(long)]
@@ -217,6 +226,38 @@ pub enum ImdsOp {
     Tree {
         #[command(flatten)]
         tree: ImdsTreeArgs,
+    },
+    /// Print (or --apply, or --remove) the nftables rules that bring the guests'
+    /// 169.254.169.254:80 to a --host-map sidecar, in vmctx's own tables only.
+    HostRules {
+        /// The guests' bridge (default: packets arriving on any interface).
+        #[arg(long, value_name = "BRIDGE")]
+        bridge: Option<String>,
+        /// A plain L2 bridge whose gateway is elsewhere: take the frames off the bridge to
+        /// this host (the sidecar then runs with --device BRIDGE).
+        #[arg(long, requires = "bridge")]
+        l2: bool,
+        /// With --l2, on kernels without nftables' bridge meta: take the frames that come in on
+        /// these bridge ports (a name, or a prefix and `*`: `one-*`) instead of the bridge's.
+        #[arg(long, value_name = "NAME", requires = "l2")]
+        ports: Option<String>,
+        /// Where the sidecar listens: :PORT (on the address the packet arrived at) or IPV4:PORT.
+        #[arg(long, value_name = "TARGET", default_value = ":8775")]
+        to: vmctx::imds_serve::host_rules::Target,
+        /// Load the rules (replacing vmctx's tables whole; a second run changes nothing).
+        #[arg(long, conflicts_with = "remove")]
+        apply: bool,
+        /// Remove vmctx's tables, and nothing else.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// What a --host-map sidecar serves: each VM's addresses, state, tree age and counts.
+    HostStatus {
+        /// The sidecar's --status-socket.
+        #[arg(long, value_name = "PATH", default_value = vmctx::imds_serve::host_status::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 

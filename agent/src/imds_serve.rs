@@ -6,8 +6,9 @@
 //!   is not one of the machine's addresses is refused), and remove the address on exit (only if
 //!   this process added it);
 //! - `--host-map DIR`: on a cloud host, one tree per VM, chosen by the request's source address;
-//!   DIR holds `<vm-address>/context.sh` folders or `<vm-address>.json` tree files; other
-//!   addresses are refused at accept. Each VM's tree is built in a confined process of its own
+//!   DIR holds `<vm-address>/context.sh` folders or `<vm-address>.json` tree files, or, with
+//!   `opennebula:DIR`, OpenNebula's datastores (`opennebula_datastore`); other addresses are
+//!   refused at accept. Each VM's tree is built in a confined process of its own
 //!   (`build`), killed at a time budget, so one VM's context never holds up another's answers
 //!   nor takes the host's memory; the folder is watched and only what changed is built again
 //!   (`host_map`). Each VM keeps its own token policy, and its tokens are valid for it alone.
@@ -28,8 +29,11 @@ use vmctx_imds::{Imds, Policy, Served, Tree, Trees, Vm};
 
 mod build;
 mod host_map;
+pub mod host_rules;
+pub mod host_status;
+mod opennebula_datastore;
 
-pub use build::{build_in_child, build_vm, build_vm_child, BUILD_MEMORY, BUILD_VM_COMMAND};
+pub use build::{build_in_child, build_vm, build_vm_child, Built, BUILD_MEMORY, BUILD_VM_COMMAND};
 pub use host_map::{list_host_map, Listing, Stamp, VmSource};
 
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
@@ -42,7 +46,7 @@ pub const MAX_HOST_CONTEXT: u64 = 4 << 20;
 pub const BUILD_BUDGET: Duration = Duration::from_secs(3);
 /// How often `--host-map` looks for changes, and how often trees are rebuilt from their
 /// context (so served credential times stay current).
-const HOST_MAP_POLL: Duration = Duration::from_secs(2);
+const HOST_MAP_POLL: Duration = Duration::from_secs(1);
 const REBUILD_EVERY: Duration = Duration::from_secs(3600);
 
 /// Where the (single) tree comes from.
@@ -56,7 +60,52 @@ pub enum TreeFrom {
 pub enum Mode {
     Plain,
     Guest,
-    HostMap(PathBuf),
+    HostMap(HostMap),
+}
+
+/// Where a host map's VMs are found (`--host-map`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMap {
+    /// `DIR`: `DIR/<addr>/context.sh` and `DIR/<addr>.json`.
+    Dir(PathBuf),
+    /// `opennebula:DIR`: OpenNebula's datastores, each VM by its context CD.
+    OpenNebula(PathBuf),
+}
+
+impl std::str::FromStr for HostMap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<HostMap, String> {
+        let (kind, path) = match s.split_once(':') {
+            Some((k @ ("opennebula" | "dir"), p)) => (k, p),
+            _ => ("dir", s),
+        };
+        if path.is_empty() {
+            return Err("a folder is needed".into());
+        }
+        Ok(match kind {
+            "opennebula" => HostMap::OpenNebula(path.into()),
+            _ => HostMap::Dir(path.into()),
+        })
+    }
+}
+
+impl std::fmt::Display for HostMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostMap::Dir(p) => write!(f, "{}", p.display()),
+            HostMap::OpenNebula(p) => write!(f, "opennebula:{}", p.display()),
+        }
+    }
+}
+
+/// What only a host map takes.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// `--device`: take connections arriving on this interface only (`SO_BINDTODEVICE`);
+    /// replies then leave by it even where the host has no route to the guests.
+    pub device: Option<String>,
+    /// `--status-socket`: where `vmctx imds host-status` asks.
+    pub status_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +124,7 @@ pub struct ServeOptions {
     pub hop_limit: Option<u8>,
     /// Where and how patiently a metadata-service source is read.
     pub imds: crate::settings::Imds,
+    pub host: HostOptions,
 }
 
 impl ServeOptions {
@@ -159,7 +209,9 @@ async fn serve_async(opts: ServeOptions) -> Result<(), ServeError> {
         _ => return Err(ServeError::NoListen),
     };
     match &opts.mode {
-        Mode::HostMap(dir) => host_map::serve(listen, dir.clone(), opts.flags()).await,
+        Mode::HostMap(from) => {
+            host_map::serve(listen, from.clone(), opts.flags(), opts.host.clone()).await
+        }
         Mode::Plain => serve_single(&opts, listen, None).await,
         Mode::Guest => {
             let added = guest::add_address().await?;

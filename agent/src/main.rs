@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
+use vmctx::imds_serve::host_rules::{self, Rules};
 use vmctx::settings::{Imds, Settings};
 use vmctx::source::iso9660::IsoImage;
 use vmctx::source::{self, Source};
@@ -284,12 +285,14 @@ fn imds(op: ImdsOp, root: &Path, imds_settings: &Imds) -> Result<ExitCode, Strin
             listen,
             guest,
             host_map,
+            device,
+            status_socket,
             require_token,
             hop_limit,
         } => {
             let mode = match (guest, host_map) {
                 (true, _) => Mode::Guest,
-                (false, Some(dir)) => Mode::HostMap(dir),
+                (false, Some(from)) => Mode::HostMap(from),
                 (false, None) => Mode::Plain,
             };
             imds_serve::serve(ServeOptions {
@@ -300,8 +303,33 @@ fn imds(op: ImdsOp, root: &Path, imds_settings: &Imds) -> Result<ExitCode, Strin
                 require_token,
                 hop_limit,
                 imds: imds_settings.clone(),
+                host: imds_serve::HostOptions {
+                    device,
+                    status_socket,
+                },
             })
             .map_err(|e| e.to_string())?;
+        }
+        ImdsOp::HostRules {
+            bridge,
+            l2,
+            ports,
+            to,
+            apply,
+            remove,
+        } => {
+            let sys = root.join("sys");
+            return host_rules(Rules::new(&sys, bridge, l2, ports, to), apply, remove);
+        }
+        ImdsOp::HostStatus { socket, json } => {
+            let doc = imds_serve::host_status::ask(&socket)?;
+            if json {
+                println!("{doc:#}");
+            } else {
+                for line in imds_serve::host_status::lines(&doc) {
+                    println!("{line}");
+                }
+            }
         }
         ImdsOp::Tree { tree } => {
             let t = imds_serve::load_tree(&tree.from(), root, imds_settings)
@@ -311,6 +339,27 @@ fn imds(op: ImdsOp, root: &Path, imds_settings: &Imds) -> Result<ExitCode, Strin
             let json = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
             println!("{json}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vmctx imds host-rules`: print, apply or remove vmctx's nftables tables.
+fn host_rules(
+    rules: Result<Rules, host_rules::RulesError>,
+    apply: bool,
+    remove: bool,
+) -> Result<ExitCode, String> {
+    if remove {
+        let had = host_rules::remove().map_err(|e| e.to_string())?;
+        println!("{}", if had { "removed" } else { "nothing to remove" });
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rules = rules.map_err(|e| e.to_string())?;
+    if apply {
+        let changed = host_rules::apply(&rules).map_err(|e| e.to_string())?;
+        println!("{}", if changed { "applied" } else { "unchanged" });
+    } else {
+        print!("{}", rules.script());
     }
     Ok(ExitCode::SUCCESS)
 }

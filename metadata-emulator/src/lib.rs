@@ -13,5 +13,5 @@ pub mod token;
 pub mod tree;
 
 pub use policy::Policy;
-pub use service::{Imds, Served, Trees, Vm};
+pub use service::{Imds, Served, Trees, Vm, VmStats};
 pub use tree::{Tree, TreeError};

@@ -11,8 +11,9 @@ use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, SER
 use hyper::{Method, Response, StatusCode};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
@@ -37,12 +38,42 @@ pub enum Vm {
     Ready(Served),
 }
 
-/// A VM's tree with its own IMDSv2 policy, and the scope its tokens are sealed to.
+/// A VM's tree with its own IMDSv2 policy, the scope its tokens are sealed to, and its
+/// counters (kept across rebuilds of its tree by whoever builds it).
 #[derive(Debug, Clone)]
 pub struct Served {
     pub tree: Arc<Tree>,
     pub policy: Policy,
     scope: String,
+    pub stats: Arc<VmStats>,
+    /// When this tree was built.
+    pub built: Instant,
+}
+
+/// What one VM of a host map asked, and what it got that it should look into.
+#[derive(Debug, Default)]
+pub struct VmStats {
+    pub requests: AtomicU64,
+    /// 401: no valid token where tokens are required.
+    pub unauthorized: AtomicU64,
+    pub not_found: AtomicU64,
+}
+
+impl VmStats {
+    /// (requests, 401s, 404s)
+    pub fn get(&self) -> (u64, u64, u64) {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (g(&self.requests), g(&self.unauthorized), g(&self.not_found))
+    }
+
+    fn count(&self, status: StatusCode) {
+        Counters::bump(&self.requests);
+        match status {
+            StatusCode::UNAUTHORIZED => Counters::bump(&self.unauthorized),
+            StatusCode::NOT_FOUND => Counters::bump(&self.not_found),
+            _ => {}
+        }
+    }
 }
 
 impl Served {
@@ -56,7 +87,26 @@ impl Served {
             tree,
             policy,
             scope,
+            stats: Arc::default(),
+            built: Instant::now(),
         }
+    }
+
+    /// The same, for a VM served under several addresses: its tokens are bound to `vm` (a
+    /// name unique to the VM on this host) and the instance id, so a token minted at one of
+    /// its addresses is good at the others and at no other VM's.
+    pub fn for_vm(vm: &str, tree: Arc<Tree>, policy: Policy) -> Served {
+        let scope = format!("vm:{vm}/{}", tree.instance_id());
+        Served {
+            scope,
+            ..Served::new(IpAddr::from([0, 0, 0, 0]), tree, policy)
+        }
+    }
+
+    /// Counts into `stats` (a VM's counters outlive each of its trees).
+    pub fn counting(mut self, stats: Arc<VmStats>) -> Served {
+        self.stats = stats;
+        self
     }
 
     /// What this VM's tokens are bound to.
@@ -159,11 +209,16 @@ impl Imds {
                 scope: t.instance_id(),
             },
             Trees::ByAddr(m) => match m.get(&peer.to_canonical()) {
-                Some(Vm::Ready(s)) => View {
-                    tree: &s.tree,
-                    policy: s.policy,
-                    scope: &s.scope,
-                },
+                Some(Vm::Ready(s)) => {
+                    let view = View {
+                        tree: &s.tree,
+                        policy: s.policy,
+                        scope: &s.scope,
+                    };
+                    let answer = self.answer(&view, method, path, headers);
+                    s.stats.count(answer.0.status());
+                    return answer;
+                }
                 Some(Vm::Building) => {
                     return (error(StatusCode::SERVICE_UNAVAILABLE), After::Nothing)
                 }
@@ -174,6 +229,17 @@ impl Imds {
                 }
             },
         };
+        self.answer(&view, method, path, headers)
+    }
+
+    /// The answer from one VM's (or the single) tree.
+    fn answer(
+        &self,
+        view: &View<'_>,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> (Response<Full<Bytes>>, After) {
         let normal = match path::normalise(path) {
             Ok(n) => n,
             Err(_) => return (error(StatusCode::BAD_REQUEST), After::Nothing),
@@ -181,7 +247,7 @@ impl Imds {
         let route = path::route(&normal);
         let read = *method == Method::GET || *method == Method::HEAD;
         match (&route, method) {
-            (Route::Token, &Method::PUT) => return self.put_token(&view, headers),
+            (Route::Token, &Method::PUT) => return self.put_token(view, headers),
             (Route::Token, _) => return (not_allowed("PUT"), After::Nothing),
             (Route::VersionedToken, &Method::PUT) => {
                 return (error(StatusCode::FORBIDDEN), After::Nothing)
@@ -189,7 +255,7 @@ impl Imds {
             _ if !read => return (not_allowed("GET, HEAD"), After::Nothing),
             _ => {}
         }
-        if let Some(denied) = self.check_token(&view, headers) {
+        if let Some(denied) = self.check_token(view, headers) {
             return (denied, After::Nothing);
         }
         let tree = view.tree;

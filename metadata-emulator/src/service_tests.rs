@@ -438,3 +438,45 @@ fn a_vm_still_building_gets_503_and_an_unknown_address_404() {
     let r = from(&i, PEER, "GET", "/latest/meta-data/instance-id", &[]);
     assert_eq!(r.status, 404);
 }
+
+/// A VM served under two addresses counts its requests, 401s and 404s in one place, and its
+/// tokens hold at both addresses and at no other VM's.
+#[test]
+fn a_vm_with_two_addresses_shares_its_tokens_and_counters() {
+    let (a1, a2, b): (IpAddr, IpAddr, IpAddr) = (
+        "192.0.2.10".parse().unwrap(),
+        "2001:db8::10".parse().unwrap(),
+        "192.0.2.11".parse().unwrap(),
+    );
+    let strict = Policy {
+        tokens_required: true,
+        hop_limit: 1,
+    };
+    let stats = Arc::new(VmStats::default());
+    let va = Served::for_vm("ds/0/10", Arc::new(tree()), strict).counting(stats.clone());
+    let vb = Served::for_vm("ds/0/11", Arc::new(tree()), strict);
+    let mut m = HashMap::new();
+    m.insert(a1, Vm::Ready(va.clone()));
+    m.insert(a2, Vm::Ready(va));
+    m.insert(b, Vm::Ready(vb.clone()));
+    let i = Imds::new(Trees::ByAddr(m), Policy::default()).unwrap();
+    let ttl = [("X-aws-ec2-metadata-token-ttl-seconds", "60")];
+    let t = from(&i, a1, "PUT", "/latest/api/token", &ttl).body;
+    let p = "/latest/meta-data/instance-id";
+    assert_eq!(from(&i, a2, "GET", p, &[(TOKEN_HEADER, &t)]).status, 200);
+    assert_eq!(from(&i, b, "GET", p, &[(TOKEN_HEADER, &t)]).status, 401);
+    assert_eq!(from(&i, a1, "GET", p, &[]).status, 401);
+    assert_eq!(
+        from(
+            &i,
+            a1,
+            "GET",
+            "/latest/meta-data/nothing",
+            &[(TOKEN_HEADER, &t)]
+        )
+        .status,
+        404
+    );
+    assert_eq!(stats.get(), (4, 1, 1));
+    assert_eq!(vb.stats.get(), (1, 1, 0));
+}

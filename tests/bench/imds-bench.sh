@@ -32,19 +32,7 @@ start_imds() { # args… → sets $addr $pid
     addr=$(sed -n 's/^listening on //p' "$work/out")
 }
 
-# wrk's summary → "req/s p99 requests errors"
-run_wrk() { # name url [wrk args…]
-    local name=$1 url=$2
-    shift 2
-    wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url" >"$work/wrk" 2>&1
-    local rps p99 total errs
-    rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk")
-    p99=$(awk '$1 == "99%" {print $2}' "$work/wrk")
-    total=$(awk '/requests in/ {print $1}' "$work/wrk")
-    errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$work/wrk")
-    printf '%-28s %10s req/s  p99 %8s  %9s requests  %s errors\n' "$name" "$rps" "$p99" "$total" "$errs"
-    echo "$rps" >"$work/rps-$name"
-}
+. tests/bench/wrk.sh
 
 echo "== vmctx imds serve (release), wrk -t2 -c$conns, ${secs}s per case, $(nproc) cores"
 start_imds

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use vmctx_tests::*;
 
-const UNITS: [&str; 8] = [
+const UNITS: [&str; 9] = [
     "vmctx-local.service",
     "vmctx-reconfigure.service",
     "vmctx.service",
     "vmctx-imds.service",
+    "vmctx-imds-host.service",
     "vmctx-sync.service",
     "vmctx-sync.timer",
     "vmctx-update.service",
@@ -80,6 +81,8 @@ fn deb_contents_and_metadata() {
     ]);
     let postinst = std::fs::read_to_string(ctl.path().join("postinst")).unwrap();
     assert!(postinst.contains("vmctx-local.service"));
+    // The host's metadata sidecar ships but is not enabled (it belongs on a cloud host).
+    assert!(!postinst.contains("vmctx-imds-host"), "{postinst}");
     let conffiles = std::fs::read_to_string(ctl.path().join("conffiles")).unwrap();
     assert!(conffiles.contains("/etc/default/vmctx"));
     // The binary from the package runs.
@@ -108,6 +111,13 @@ fn rpm_contents() {
     let scripts = sh(&["rpm", "-qp", "--scripts", rpm.to_str().unwrap()]);
     assert!(
         scripts.contains("systemctl enable vmctx-local.service"),
+        "{scripts}"
+    );
+    assert!(
+        scripts
+            .lines()
+            .filter(|l| l.contains("systemctl enable"))
+            .all(|l| !l.contains("vmctx-imds-host")),
         "{scripts}"
     );
 }

@@ -3,9 +3,18 @@
 
 use super::*;
 
-/// One VM's tree and the policy its context asks for (none for a tree file), in this process.
-/// The host-map server runs it in a process of its own ([`build_vm_child`]).
-pub fn build_vm(src: &VmSource) -> Result<(Tree, Option<Policy>), String> {
+/// What a build gives: a VM's tree, the policy its context asks for (none for a tree file),
+/// and the addresses its context gives it (none for a tree file).
+#[derive(Debug)]
+pub struct Built {
+    pub tree: Tree,
+    pub policy: Option<Policy>,
+    pub addrs: Vec<IpAddr>,
+}
+
+/// One VM's tree, in this process. The host-map server runs it in a process of its own
+/// ([`build_vm_child`]).
+pub fn build_vm(src: &VmSource) -> Result<Built, String> {
     let read = read_vm(src)?;
     parse_vm(read)
 }
@@ -46,23 +55,41 @@ fn read_vm(src: &VmSource) -> Result<VmFiles, String> {
             .map_err(|e| e.to_string())?;
             Ok(VmFiles::Context(Box::new(raw)))
         }
+        VmSource::ContextIso(iso) => {
+            // The volume descriptors and the root folder's files (bounded); nothing is mounted.
+            let raw = source::read(
+                &Source::OpenNebula(Some(iso.clone())),
+                Path::new("/"),
+                &Default::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(VmFiles::Context(Box::new(raw)))
+        }
     }
 }
 
-fn parse_vm(files: VmFiles) -> Result<(Tree, Option<Policy>), String> {
+fn parse_vm(files: VmFiles) -> Result<Built, String> {
     match files {
         VmFiles::TreeFile(p, bytes) => {
             let fail = |why: String| format!("{}: {why}", p.display());
             let v: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))?;
-            let t = Tree::from_json(&v, vmctx_imds::tree::DEFAULT_SIZE_LIMIT)
+            let tree = Tree::from_json(&v, vmctx_imds::tree::DEFAULT_SIZE_LIMIT)
                 .map_err(|e| fail(e.to_string()))?;
-            Ok((t, None))
+            Ok(Built {
+                tree,
+                policy: None,
+                addrs: Vec::new(),
+            })
         }
         VmFiles::Context(raw) => {
             let ctx = source::to_context_checked(*raw).map_err(|e| e.to_string())?;
-            let (t, p) = from_context(&ctx).map_err(|e| e.to_string())?;
-            Ok((t, Some(p)))
+            let (tree, p) = from_context(&ctx).map_err(|e| e.to_string())?;
+            Ok(Built {
+                tree,
+                policy: Some(p),
+                addrs: super::opennebula_datastore::addresses(&ctx),
+            })
         }
     }
 }
@@ -77,22 +104,24 @@ const MAX_WIRE: u64 = 4 << 20;
 const BUILD_UID: u32 = 65534;
 
 /// `vmctx imds-build-vm PATH`: builds one host-map VM's tree from `PATH` (a folder holding
-/// `context.sh`, or a `.json` tree file) and writes it to stdout in the form
+/// `context.sh`, a `.json` tree file, or a context CD image) and writes it to stdout in the form
 /// [`build_in_child`] reads. It limits itself first (address space, CPU time, no files
 /// written, no core), reads the files, and then, when it runs as root, drops to `nobody` with
 /// no new privileges before it parses anything: a VM's context (its user-data, gzip and YAML)
 /// is parsed in a process that can neither take the host's memory nor act as root.
 pub fn build_vm_child(path: &Path) -> Result<(), String> {
     confine::limits().map_err(|e| format!("limiting the build process: {e}"))?;
-    let src = if path.extension().is_some_and(|e| e == "json") && !path.is_dir() {
+    let src = if path.is_dir() {
+        VmSource::Context(path.to_path_buf())
+    } else if path.extension().is_some_and(|e| e == "json") {
         VmSource::TreeFile(path.to_path_buf())
     } else {
-        VmSource::Context(path.to_path_buf())
+        VmSource::ContextIso(path.to_path_buf())
     };
     let files = read_vm(&src)?;
     confine::drop_privileges().map_err(|e| format!("dropping privileges: {e}"))?;
-    let (tree, policy) = parse_vm(files)?;
-    let wire = wire::encode(&tree, policy);
+    let built = parse_vm(files)?;
+    let wire = wire::encode(&built);
     let mut out = std::io::stdout().lock();
     out.write_all(wire.as_bytes())
         .and_then(|()| out.flush())
@@ -101,15 +130,11 @@ pub fn build_vm_child(path: &Path) -> Result<(), String> {
 
 /// Builds a VM's tree in a process of its own (this binary's [`BUILD_VM_COMMAND`]); dropping
 /// the future (the host map's time budget) kills the process.
-pub fn build_in_child(
-    src: VmSource,
-) -> futures::future::BoxFuture<'static, Result<(Tree, Option<Policy>), String>> {
+pub fn build_in_child(src: VmSource) -> futures::future::BoxFuture<'static, Result<Built, String>> {
     Box::pin(async move {
         use std::os::unix::process::ExitStatusExt;
         use tokio::io::AsyncReadExt;
-        let path = match &src {
-            VmSource::Context(p) | VmSource::TreeFile(p) => p.clone(),
-        };
+        let path = src.path().to_path_buf();
         let mut child = tokio::process::Command::new("/proc/self/exe")
             .arg(BUILD_VM_COMMAND)
             .arg(&path)
@@ -234,7 +259,8 @@ mod wire {
     use base64::Engine;
     use vmctx_imds::tree::{Builder, Dir, Node, DEFAULT_SIZE_LIMIT};
 
-    pub fn encode(tree: &Tree, policy: Option<Policy>) -> String {
+    pub fn encode(built: &Built) -> String {
+        let (tree, policy) = (&built.tree, built.policy);
         fn walk(d: &Dir, prefix: &str, leaves: &mut Vec<(String, String)>, dirs: &mut Vec<String>) {
             for (label, node) in d.iter() {
                 let path = if prefix.is_empty() {
@@ -258,16 +284,19 @@ mod wire {
             })),
             "leaves": leaves,
             "dirs": dirs,
+            "addrs": built.addrs,
         })
         .to_string()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<(Tree, Option<Policy>), String> {
+    pub fn decode(bytes: &[u8]) -> Result<Built, String> {
         #[derive(serde::Deserialize)]
         struct Wire {
             policy: Option<WirePolicy>,
             leaves: Vec<(String, String)>,
             dirs: Vec<String>,
+            #[serde(default)]
+            addrs: Vec<IpAddr>,
         }
         #[derive(serde::Deserialize)]
         struct WirePolicy {
@@ -292,7 +321,11 @@ mod wire {
                     .map_err(bad)?,
             }),
         };
-        Ok((b.build(), policy))
+        Ok(Built {
+            tree: b.build(),
+            policy,
+            addrs: w.addrs,
+        })
     }
 }
 
@@ -335,9 +368,18 @@ mod tests {
             tokens_required: true,
             hop_limit: 2,
         };
-        for (tree, policy) in [(&t, None), (&bin, Some(p))] {
-            let (back, pol) = wire::decode(wire::encode(tree, policy).as_bytes()).unwrap();
-            assert_eq!(pol, policy);
+        let addrs: Vec<IpAddr> = vec!["192.0.2.5".parse().unwrap(), "2001:db8::5".parse().unwrap()];
+        for (tree, policy) in [(t, None), (bin, Some(p))] {
+            let built = Built {
+                tree,
+                policy,
+                addrs: addrs.clone(),
+            };
+            let tree = &built.tree;
+            let back = wire::decode(wire::encode(&built).as_bytes()).unwrap();
+            assert_eq!(back.policy, policy);
+            assert_eq!(back.addrs, addrs);
+            let back = back.tree;
             assert_eq!(back.size(), tree.size());
             assert_eq!(back.root().listing(), tree.root().listing());
             assert_eq!(back.instance_id(), "i-0a1b2c3d4e5f60718");

@@ -1,27 +1,50 @@
 //! `--host-map DIR`: the listener serves from the first moment; a manager task watches DIR
 //! and builds each VM's tree in a process of its own, a few at once, each killed at
 //! [`BUILD_BUDGET`], and publishes the map as each one is ready.
+//!
+//! A VM is known by its files (`DIR/<addr>/`, `DIR/<addr>.json`, or an OpenNebula VM folder);
+//! its addresses come from its name, or from its context once built. An address two VMs
+//! claim is served to neither.
 
-use super::build::build_in_child;
+use super::build::{build_in_child, Built};
+use super::host_status::{Status, VmRow};
+use super::opennebula_datastore::Datastore;
 use super::*;
 use std::collections::HashSet;
 use tokio::sync::{mpsc, Semaphore};
+use vmctx_imds::VmStats;
 
-pub async fn serve(listen: SocketAddr, dir: PathBuf, flags: Flags) -> Result<(), ServeError> {
-    let listener = server::bind(listen).map_err(|source| ServeError::Bind {
-        addr: listen,
-        source,
-    })?;
+pub async fn serve(
+    listen: SocketAddr,
+    from: HostMap,
+    flags: Flags,
+    extra: HostOptions,
+) -> Result<(), ServeError> {
+    let listener =
+        server::bind_to(listen, extra.device.as_deref()).map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
     let local = listener.local_addr()?;
     let imds = Arc::new(
         Imds::new(Trees::ByAddr(HashMap::new()), flags.over(None))
             .map_err(|e| ServeError::Tree(e.to_string()))?,
     );
+    let status = Status::default();
+    let status_task = match &extra.status_socket {
+        Some(p) => Some(host_status::listen(p, status.clone(), imds.clone())?),
+        None => None,
+    };
+    let usr1 = host_status::on_usr1(status.clone())?;
     let (hup_tx, hup_rx) = mpsc::unbounded_channel();
-    let manager = tokio::spawn(Manager::new(dir.clone(), flags, imds.clone()).run(hup_rx));
+    let manager = Manager::new(from.clone(), flags, imds.clone()).reporting(status);
+    let manager = tokio::spawn(manager.run(hup_rx));
     tracing::info!(
-        "imds: serving the VMs of {} on {local} (host flags: tokens {}, hop limit {})",
-        dir.display(),
+        "imds: serving the VMs of {from} on {local}{} (host flags: tokens {}, hop limit {})",
+        extra
+            .device
+            .as_deref()
+            .map_or(String::new(), |d| format!(" (bound to {d})")),
         if flags.require_token {
             "required"
         } else {
@@ -37,6 +60,10 @@ pub async fn serve(listen: SocketAddr, dir: PathBuf, flags: Flags) -> Result<(),
     });
     server::run(listener, imds, Limits::host_map(), Some(on_hup)).await?;
     manager.abort();
+    usr1.abort();
+    if let Some(t) = status_task {
+        t.abort();
+    }
     Ok(())
 }
 
@@ -49,19 +76,24 @@ fn builds_at_once() -> usize {
 /// Builds one VM's tree: [`build_in_child`], or a stand-in in tests. The future is dropped
 /// at the time budget.
 pub type Builder = Arc<
-    dyn Fn(VmSource) -> futures::future::BoxFuture<'static, Result<(Tree, Option<Policy>), String>>
-        + Send
-        + Sync,
+    dyn Fn(VmSource) -> futures::future::BoxFuture<'static, Result<Built, String>> + Send + Sync,
 >;
 
 struct Entry {
     src: VmSource,
     /// Of the files the current (or last) build read.
     stamp: Stamp,
+    /// Where it is served: its name's address, or its context's once built.
+    addrs: Vec<IpAddr>,
+    /// Its address is its name: after a change it is not served until built again (another
+    /// VM may hold the address now). A VM folder keeps its tree until the new one is ready.
+    named: bool,
     served: Option<Served>,
+    /// Its counters, across its trees.
+    stats: Arc<VmStats>,
     built_at: Option<Instant>,
-    /// Its build for `stamp` failed or ran out of time: not served, and not built again
-    /// until its files change (or SIGHUP).
+    /// Its build for `stamp` failed or ran out of time: not built again until its files
+    /// change (or SIGHUP); a VM folder keeps its previous tree meanwhile.
     failed: bool,
     /// A build is queued or running.
     building: bool,
@@ -72,50 +104,101 @@ struct Entry {
     generation: u64,
 }
 
+impl Entry {
+    fn new(src: VmSource, stamp: Stamp, addr: Option<IpAddr>) -> Entry {
+        Entry {
+            src,
+            stamp,
+            addrs: addr.into_iter().collect(),
+            named: addr.is_some(),
+            served: None,
+            stats: Arc::default(),
+            built_at: None,
+            failed: false,
+            building: false,
+            again: false,
+            generation: 0,
+        }
+    }
+
+    /// What the server answers for it: its tree, 503 while the first is built, nothing once
+    /// its build failed with no tree to fall back on.
+    fn vm(&self) -> Option<Vm> {
+        match (&self.served, self.failed) {
+            (Some(s), _) => Some(Vm::Ready(s.clone())),
+            (None, false) => Some(Vm::Building),
+            (None, true) => None,
+        }
+    }
+}
+
 struct Done {
-    addr: IpAddr,
+    key: PathBuf,
     generation: u64,
-    result: Result<(Tree, Option<Policy>), String>,
+    result: Result<Built, String>,
     took: Duration,
 }
 
+/// How often the map is published at most while builds finish.
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+
+/// The VMs of the host map, by the path of their files.
+type Found = HashMap<PathBuf, (VmSource, Stamp, Option<IpAddr>)>;
+
 pub struct Manager {
-    dir: PathBuf,
+    from: HostMap,
     flags: Flags,
     imds: Arc<Imds>,
-    vms: HashMap<IpAddr, Entry>,
+    vms: HashMap<PathBuf, Entry>,
+    datastore: Datastore,
     permits: Arc<Semaphore>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: Option<mpsc::UnboundedReceiver<Done>>,
     warned: HashSet<String>,
     /// The host-map folder could not be read last time (warned once until it can).
     unreadable: bool,
+    /// Addresses claimed by more than one VM, as last logged.
+    duplicates: HashMap<IpAddr, Vec<PathBuf>>,
+    status: Status,
+    /// Builds finished since the map was last published.
+    dirty: bool,
     budget: Duration,
     build: Builder,
     builds: u64,
 }
 
 impl Manager {
-    pub fn new(dir: PathBuf, flags: Flags, imds: Arc<Imds>) -> Manager {
+    pub fn new(from: HostMap, flags: Flags, imds: Arc<Imds>) -> Manager {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Manager {
-            dir,
+            from,
             flags,
             imds,
             vms: HashMap::new(),
+            datastore: Datastore::default(),
             permits: Arc::new(Semaphore::new(builds_at_once())),
             done_tx,
             done_rx: Some(done_rx),
             warned: HashSet::new(),
             unreadable: false,
+            duplicates: HashMap::new(),
+            status: Status::default(),
+            dirty: false,
             budget: BUILD_BUDGET,
             build: Arc::new(build_in_child),
             builds: 0,
         }
     }
 
+    /// Keeps `status` (host-status, SIGUSR1) up to date.
+    pub fn reporting(mut self, status: Status) -> Manager {
+        self.status = status;
+        self
+    }
+
     pub async fn run(mut self, mut hup: mpsc::UnboundedReceiver<()>) {
         let mut done = self.done_rx.take().expect("run once");
+        let mut last = Instant::now();
         let mut tick = tokio::time::interval(HOST_MAP_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -125,75 +208,108 @@ impl Manager {
                     tracing::info!("SIGHUP: building every VM's tree again");
                     self.scan(true).await;
                 }
-                Some(d) = done.recv() => self.finished(d),
+                Some(d) = done.recv() => {
+                    // Builds pour in at start: the map (every VM) is published once for all
+                    // those done by now, and at most every PUBLISH_EVERY.
+                    self.finished(d);
+                    while let Ok(d) = done.try_recv() {
+                        self.finished(d);
+                    }
+                    if last.elapsed() >= PUBLISH_EVERY {
+                        self.publish();
+                        last = Instant::now();
+                    }
+                }
+                _ = tokio::time::sleep(PUBLISH_EVERY), if self.dirty => {
+                    self.publish();
+                    last = Instant::now();
+                }
             }
         }
     }
 
-    /// Reads DIR (names and metadata, on a blocking thread) and starts a build for every
-    /// VM that is new or changed (all of them when `force`), or whose tree is an hour old.
-    async fn scan(&mut self, force: bool) {
-        let dir = self.dir.clone();
-        let listed = tokio::task::spawn_blocking(move || list_host_map(&dir)).await;
-        let (listed, unnamed) = match listed {
-            Ok(Ok(l)) => {
+    /// Reads DIR (names and metadata, and the labels of new VM folders' disks) on a blocking
+    /// thread.
+    async fn list(&mut self) -> Option<Found> {
+        let from = self.from.clone();
+        let mut store = std::mem::take(&mut self.datastore);
+        let listed = tokio::task::spawn_blocking(move || {
+            let r = match &from {
+                HostMap::Dir(dir) => list_host_map(dir).map(|(m, unnamed)| {
+                    let found = m
+                        .into_iter()
+                        .map(|(a, (src, stamp))| (src.path().to_path_buf(), (src, stamp, Some(a))))
+                        .collect();
+                    (found, unnamed)
+                }),
+                HostMap::OpenNebula(dir) => store.list(dir).map(|m| {
+                    let found = m
+                        .into_iter()
+                        .map(|(k, (src, stamp))| (k, (src, stamp, None)))
+                        .collect();
+                    (found, Vec::new())
+                }),
+            };
+            (r, store)
+        })
+        .await;
+        let (listed, store) = listed.ok()?;
+        self.datastore = store;
+        let (found, unnamed) = match listed {
+            Ok(l) => {
                 self.unreadable = false;
                 l
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 if !std::mem::replace(&mut self.unreadable, true) {
-                    tracing::warn!(
-                        "{}: {e}; serving no VM until it can be read",
-                        self.dir.display()
-                    );
+                    tracing::warn!("{}: {e}; serving no VM until it can be read", self.from);
                 }
                 (HashMap::new(), Vec::new())
             }
-            Err(_) => return,
         };
         for name in unnamed {
             if self.warned.insert(name.clone()) {
-                tracing::warn!(
-                    "{}: not named for an IP address",
-                    self.dir.join(&name).display()
-                );
+                tracing::warn!("{}/{name}: not named for an IP address", self.from);
             }
         }
+        Some(found)
+    }
+
+    /// Starts a build for every VM that is new or changed (all of them when `force`), or
+    /// whose tree is an hour old; forgets those that left.
+    async fn scan(&mut self, force: bool) {
+        let Some(found) = self.list().await else {
+            return;
+        };
         let before = self.vms.len();
-        self.vms.retain(|addr, _| listed.contains_key(addr));
+        self.vms.retain(|key, e| {
+            let keep = found.contains_key(key);
+            if !keep && !e.named {
+                tracing::info!("{}: gone", key.display());
+            }
+            keep
+        });
         let mut changed = self.vms.len() != before;
-        for (addr, (src, stamp)) in listed {
-            let start = match self.vms.get_mut(&addr) {
+        for (key, (src, stamp, addr)) in found {
+            let start = match self.vms.get_mut(&key) {
                 None => {
-                    self.vms.insert(
-                        addr,
-                        Entry {
-                            src,
-                            stamp,
-                            served: None,
-                            built_at: None,
-                            failed: false,
-                            building: false,
-                            again: false,
-                            generation: 0,
-                        },
-                    );
+                    self.vms.insert(key.clone(), Entry::new(src, stamp, addr));
                     changed = true;
                     true
                 }
                 Some(e) if e.src != src || e.stamp != stamp => {
-                    // The files changed: maybe another VM holds this address now, so the
-                    // old tree is not served meanwhile (503 until the new one is built).
-                    tracing::info!("{addr}: changed");
+                    tracing::info!("{}: changed", key.display());
                     e.src = src;
                     e.stamp = stamp;
-                    e.served = None;
+                    if e.named {
+                        e.served = None;
+                    }
                     e.failed = false;
                     changed = true;
                     true
                 }
                 Some(e) if force => {
-                    if std::mem::take(&mut e.failed) {
+                    if std::mem::take(&mut e.failed) && e.served.is_none() {
                         changed = true; // 503 while it is tried again
                     }
                     true
@@ -201,7 +317,7 @@ impl Manager {
                 Some(e) => !e.failed && e.built_at.is_some_and(|t| t.elapsed() >= REBUILD_EVERY),
             };
             if start {
-                self.start(addr);
+                self.start(key);
             }
         }
         if changed {
@@ -209,8 +325,8 @@ impl Manager {
         }
     }
 
-    fn start(&mut self, addr: IpAddr) {
-        let Some(e) = self.vms.get_mut(&addr) else {
+    fn start(&mut self, key: PathBuf) {
+        let Some(e) = self.vms.get_mut(&key) else {
             return;
         };
         if e.building {
@@ -234,13 +350,13 @@ impl Manager {
                 Ok(r) => r,
                 // The build (its process) is dropped: killed.
                 Err(_) => Err(format!(
-                    "building its tree took longer than {} s: stopped; not served until \
-                     its files change",
+                    "building its tree took longer than {} s: stopped; not built again \
+                     until its files change",
                     budget.as_secs_f32()
                 )),
             };
             let _ = tx.send(Done {
-                addr,
+                key,
                 generation,
                 result,
                 took: started.elapsed(),
@@ -250,12 +366,12 @@ impl Manager {
 
     fn finished(&mut self, done: Done) {
         let Done {
-            addr,
+            key,
             generation,
             result,
             took,
         } = done;
-        let Some(e) = self.vms.get_mut(&addr) else {
+        let Some(e) = self.vms.get_mut(&key) else {
             return; // removed from DIR meanwhile
         };
         if e.generation != generation {
@@ -264,49 +380,130 @@ impl Manager {
         e.building = false;
         if e.again {
             // Built from files that have changed since (or before a SIGHUP): again.
-            self.start(addr);
+            self.start(key);
             return;
         }
+        let name = e.addrs.first().filter(|_| e.named).copied();
+        let shown = name.map_or_else(|| key.display().to_string(), |a| a.to_string());
         match result {
-            Ok((tree, ctx)) => {
-                let policy = self.flags.for_vm(ctx);
+            Ok(built) => {
+                let policy = self.flags.for_vm(built.policy);
+                let tree = Arc::new(built.tree);
+                let served = match name {
+                    Some(addr) => Served::new(addr, tree, policy),
+                    None => {
+                        e.addrs = built.addrs;
+                        Served::for_vm(&key.to_string_lossy(), tree, policy)
+                    }
+                };
                 tracing::info!(
-                    "{addr}: tree ready in {} ms (tokens {}, hop limit {})",
+                    "{shown}: tree ready in {} ms (tokens {}, hop limit {}){}",
                     took.as_millis(),
                     if policy.tokens_required {
                         "required"
                     } else {
                         "optional"
                     },
-                    policy.hop_limit
+                    policy.hop_limit,
+                    if name.is_some() {
+                        String::new()
+                    } else {
+                        format!(", {} at {}", served.tree.instance_id(), list(&e.addrs))
+                    }
                 );
-                e.served = Some(Served::new(addr, Arc::new(tree), policy));
+                e.served = Some(served.counting(e.stats.clone()));
                 e.built_at = Some(Instant::now());
                 e.failed = false;
             }
+            Err(why) if e.served.is_some() && !e.named => {
+                tracing::warn!("{shown}: not built: {why}; its previous tree is served");
+                e.failed = true;
+            }
             Err(why) => {
-                tracing::warn!("{addr}: not served: {why}");
+                tracing::warn!("{shown}: not served: {why}");
                 e.served = None;
                 e.failed = true;
             }
         }
-        self.publish();
+        self.dirty = true;
     }
 
-    /// The map the server answers from: ready VMs, 503 for those being built, none for
-    /// those that failed (refused like strangers).
-    fn publish(&self) {
-        let map = self
+    /// The map the server answers from: each VM at each of its addresses (503 while its
+    /// first tree is built, none once its build failed), except the addresses more than one
+    /// VM claims; and the rows of `host-status`.
+    fn publish(&mut self) {
+        self.dirty = false;
+        let mut claims: HashMap<IpAddr, Vec<(&PathBuf, Vm)>> = HashMap::new();
+        for (key, e) in &self.vms {
+            if let Some(vm) = e.vm() {
+                for a in &e.addrs {
+                    claims.entry(*a).or_default().push((key, vm.clone()));
+                }
+            }
+        }
+        let mut duplicates = HashMap::new();
+        let mut map = HashMap::with_capacity(claims.len());
+        for (addr, mut vms) in claims {
+            if vms.len() == 1 {
+                map.insert(addr, vms.remove(0).1);
+            } else {
+                let mut keys: Vec<PathBuf> = vms.into_iter().map(|(k, _)| k.clone()).collect();
+                keys.sort();
+                duplicates.insert(addr, keys);
+            }
+        }
+        for (addr, keys) in &duplicates {
+            if self.duplicates.get(addr) != Some(keys) {
+                let keys: Vec<String> = keys.iter().map(|k| k.display().to_string()).collect();
+                tracing::warn!(
+                    "{addr}: claimed by {}: served to none of them",
+                    keys.join(" and ")
+                );
+            }
+        }
+        self.duplicates = duplicates;
+        self.imds.replace_trees(Trees::ByAddr(map));
+        self.report();
+    }
+
+    fn report(&self) {
+        let mut rows: Vec<VmRow> = self
             .vms
             .iter()
-            .filter_map(|(addr, e)| match (&e.served, e.failed) {
-                (Some(s), _) => Some((*addr, Vm::Ready(s.clone()))),
-                (None, false) => Some((*addr, Vm::Building)),
-                (None, true) => None,
+            .map(|(key, e)| VmRow {
+                source: key.display().to_string(),
+                instance: e.served.as_ref().map(|s| s.tree.instance_id().to_string()),
+                addrs: e.addrs.clone(),
+                duplicate: e
+                    .addrs
+                    .iter()
+                    .filter(|a| self.duplicates.contains_key(a))
+                    .copied()
+                    .collect(),
+                state: match (&e.served, e.failed) {
+                    (Some(_), false) => "ready",
+                    (Some(_), true) => "stale",
+                    (None, false) => "building",
+                    (None, true) => "failed",
+                },
+                built: e.served.as_ref().map(|s| s.built),
+                stats: e.stats.clone(),
             })
             .collect();
-        self.imds.replace_trees(Trees::ByAddr(map));
+        rows.sort_by(|a, b| a.source.cmp(&b.source));
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = rows;
     }
+}
+
+fn list(addrs: &[IpAddr]) -> String {
+    if addrs.is_empty() {
+        return "no address".into();
+    }
+    addrs
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -325,6 +522,16 @@ pub enum VmSource {
     Context(PathBuf),
     /// `DIR/<addr>.json`.
     TreeFile(PathBuf),
+    /// An OpenNebula VM folder's context CD (`disk.N`).
+    ContextIso(PathBuf),
+}
+
+impl VmSource {
+    pub fn path(&self) -> &Path {
+        match self {
+            VmSource::Context(p) | VmSource::TreeFile(p) | VmSource::ContextIso(p) => p,
+        }
+    }
 }
 
 /// DIR's VMs by address, with their stamps, and the entries not named for an address.
@@ -334,7 +541,7 @@ pub type Listing = (HashMap<IpAddr, (VmSource, Stamp)>, Vec<String>);
 /// of the entry itself and of its `context.sh`.
 pub type Stamp = Vec<(u64, u64, u64, i64, i64, i64, i64)>;
 
-fn stamp_of(paths: &[PathBuf]) -> Stamp {
+pub(super) fn stamp_of(paths: &[PathBuf]) -> Stamp {
     use std::os::unix::fs::MetadataExt;
     paths
         .iter()
@@ -388,135 +595,5 @@ pub fn list_host_map(dir: &Path) -> std::io::Result<Listing> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_map_lists_folders_and_tree_files_by_address() {
-        let d = tempfile::tempdir().unwrap();
-        let fixture = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../vm-fixtures/contexts/imported-ami/context.sh"
-        );
-        std::fs::create_dir(d.path().join("192.0.2.6")).unwrap();
-        std::fs::copy(fixture, d.path().join("192.0.2.6/context.sh")).unwrap();
-        std::fs::write(
-            d.path().join("192.0.2.7.json"),
-            r#"{"meta-data": {"instance-id": "i-00000000000000007"}}"#,
-        )
-        .unwrap();
-        std::fs::write(d.path().join("not-an-ip.json"), "{}").unwrap();
-        std::fs::write(d.path().join("192.0.2.8.json"), "[").unwrap();
-        std::fs::create_dir(d.path().join("192.0.2.9")).unwrap(); // no context.sh
-        let (m, unnamed) = list_host_map(d.path()).unwrap();
-        assert_eq!(unnamed, ["not-an-ip.json"]);
-        assert_eq!(m.len(), 3);
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let (a, _) = &m[&ip("192.0.2.6")];
-        let (t, p) = build_vm(a).unwrap();
-        assert_eq!(t.instance_id(), "i-0a1b2c3d4e5f60718");
-        assert_eq!(p, Some(Policy::default()));
-        let (b, before) = &m[&ip("192.0.2.7")];
-        let (t, p) = build_vm(b).unwrap();
-        assert_eq!(t.instance_id(), "i-00000000000000007");
-        assert_eq!(p, None);
-        assert!(build_vm(&m[&ip("192.0.2.8")].0).is_err());
-        std::fs::write(d.path().join("192.0.2.7.json"), "{}").unwrap();
-        let (m, _) = list_host_map(d.path()).unwrap();
-        assert_ne!(&m[&ip("192.0.2.7")].1, before);
-    }
-
-    /// The host-map manager with a builder that takes `slow` long for 192.0.2.2 (and builds
-    /// the others at once), a budget of 2 s: the other VM is served from the first moment
-    /// and picks up its changes while 192.0.2.2's builds run out of time.
-    #[test]
-    fn a_vm_whose_build_is_slow_holds_up_no_other() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let d = tempfile::tempdir().unwrap();
-        let write = |name: &str, id: &str| {
-            std::fs::write(
-                d.path().join(name),
-                format!(r#"{{"meta-data": {{"instance-id": "{id}"}}}}"#),
-            )
-            .unwrap()
-        };
-        write("192.0.2.1.json", "i-00000000000000001");
-        write("192.0.2.2.json", "i-00000000000000002");
-        let slow = Duration::from_secs(30);
-        // Builds of the slow VM started, and those still running (dropped at the budget).
-        let started = Arc::new(AtomicUsize::new(0));
-        let running = Arc::new(AtomicUsize::new(0));
-        let (s2, r2) = (started.clone(), running.clone());
-        let build: Builder = Arc::new(move |src: VmSource| {
-            let (s2, r2) = (s2.clone(), r2.clone());
-            Box::pin(async move {
-                if matches!(&src, VmSource::TreeFile(p) if p.ends_with("192.0.2.2.json")) {
-                    struct Running(Arc<AtomicUsize>);
-                    impl Drop for Running {
-                        fn drop(&mut self) {
-                            self.0.fetch_sub(1, Ordering::SeqCst);
-                        }
-                    }
-                    s2.fetch_add(1, Ordering::SeqCst);
-                    r2.fetch_add(1, Ordering::SeqCst);
-                    let _running = Running(r2);
-                    tokio::time::sleep(slow).await;
-                }
-                build_vm(&src)
-            })
-        });
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let imds = Arc::new(Imds::new(Trees::ByAddr(HashMap::new()), Policy::default()).unwrap());
-        let (_hup_tx, hup_rx) = tokio::sync::mpsc::unbounded_channel();
-        let manager = Manager::new(d.path().into(), Flags::default(), imds.clone())
-            .with(Duration::from_secs(2), build);
-        let _task = rt.spawn(manager.run(hup_rx));
-        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let state = |ip: IpAddr| match &*imds.trees() {
-            Trees::ByAddr(m) => match m.get(&ip) {
-                Some(Vm::Ready(s)) => s.tree.instance_id().to_string(),
-                Some(Vm::Building) => "building".into(),
-                None => "refused".into(),
-            },
-            Trees::Single(_) => unreachable!(),
-        };
-        let wait_for = |ip: IpAddr, want: &str, within: Duration| {
-            let t = Instant::now();
-            while state(ip) != want {
-                assert!(
-                    t.elapsed() < within,
-                    "{ip}: {} after {within:?}, not {want}",
-                    state(ip)
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        };
-        // Ready while the slow one is still within its budget of 2 s.
-        wait_for(a, "i-00000000000000001", Duration::from_secs(2));
-        assert_eq!(state(b), "building");
-        // Past its budget, the slow VM's build is stopped and the VM refused.
-        wait_for(b, "refused", Duration::from_secs(5));
-        assert_eq!(
-            running.load(Ordering::SeqCst),
-            0,
-            "the slow build was stopped"
-        );
-        // Both change: each is built again at the next look at the folder; the quick one is
-        // served its new tree while the slow one's new build runs.
-        std::thread::sleep(Duration::from_millis(20));
-        write("192.0.2.1.json", "i-00000000000000011");
-        write("192.0.2.2.json", "i-00000000000000022");
-        wait_for(b, "building", HOST_MAP_POLL + Duration::from_secs(3));
-        wait_for(a, "i-00000000000000011", Duration::from_secs(2));
-        assert_eq!(state(b), "building", "a's change waited for b's build");
-        wait_for(b, "refused", Duration::from_secs(5));
-        assert_eq!(started.load(Ordering::SeqCst), 2);
-        assert_eq!(running.load(Ordering::SeqCst), 0);
-        assert_eq!(state(a), "i-00000000000000011");
-        rt.shutdown_timeout(Duration::from_millis(100));
-    }
-}
+#[path = "host_map_tests.rs"]
+mod tests;
