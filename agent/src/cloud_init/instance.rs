@@ -98,6 +98,12 @@ pub fn platform(origin: &str) -> Platform {
             "openstack",
             format!("config-disk ({arg})"),
         ),
+        "nocloud" => p(
+            format!("DataSourceNoCloud [seed={arg}]"),
+            "nocloud",
+            "nocloud",
+            format!("config-disk ({arg})"),
+        ),
         "openstack" => p(
             format!("DataSourceOpenStack [{arg}]"),
             "openstack",
@@ -144,6 +150,15 @@ impl Ds {
                 if let Some(n) = &md.network_data {
                     out.ds.insert("network_json".into(), parse(n));
                 }
+            }
+            Some(Cloud::NoCloud(seed)) => {
+                // As cloud-init keeps it: meta-data as read (YAML → JSON).
+                let text = String::from_utf8_lossy(&seed.meta_data);
+                let meta = match crate::userdata::yaml_depth::check(&text) {
+                    Ok(()) => serde_norway::from_str::<Value>(&text).unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                };
+                out.ds.insert("meta_data".into(), meta);
             }
         }
         out

@@ -33,6 +33,8 @@ pub enum Volume {
     Context,
     /// OpenStack's config drive.
     ConfigDrive,
+    /// A NoCloud seed (`cidata`).
+    NoCloud,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,7 +57,7 @@ impl Detection {
             .map(|p| format!("{} ({})", p.device, p.found))
             .collect();
         format!(
-            "no volume labelled {CONTEXT_LABEL} or config-2 among {}",
+            "no volume labelled {CONTEXT_LABEL}, config-2 or cidata among {}",
             seen.join(", ")
         )
     }
@@ -80,6 +82,7 @@ pub fn find_volume(root: &Path) -> Detection {
         let kind = match &found {
             Ok((_, label)) if label == CONTEXT_LABEL => Some(Volume::Context),
             Ok((_, label)) if is_drive_label(label) => Some(Volume::ConfigDrive),
+            Ok((_, label)) if super::nocloud::is_seed_label(label) => Some(Volume::NoCloud),
             _ => None,
         };
         probes.push(Probe {
@@ -200,6 +203,7 @@ pub fn decide(root: &Path, imds: Option<&str>) -> Decision {
         let source = match kind {
             Volume::Context => super::Source::OpenNebula(dev),
             Volume::ConfigDrive => super::Source::ConfigDrive(dev),
+            Volume::NoCloud => super::Source::NoCloud(dev),
         };
         return Decision {
             source: Some(source.to_string()),

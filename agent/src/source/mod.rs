@@ -6,6 +6,7 @@ pub mod context_sh;
 pub mod detect;
 pub mod ec2;
 pub mod iso9660;
+pub mod nocloud;
 pub mod opennebula;
 pub mod openstack;
 pub mod vfat;
@@ -36,6 +37,8 @@ pub enum Source {
     /// An OpenStack config drive (`config-2`): auto-detected, or this device, image file or
     /// unpacked folder.
     ConfigDrive(Option<PathBuf>),
+    /// A NoCloud seed (`cidata`): auto-detected, or this device, image file or folder.
+    NoCloud(Option<PathBuf>),
     /// OpenStack: the config drive if there is one, else the metadata service at
     /// `http://169.254.169.254`; with a URL, only the service there.
     OpenStack(Option<String>),
@@ -76,9 +79,11 @@ impl FromStr for Source {
             ("configdrive", None) => Ok(Source::ConfigDrive(None)),
             ("configdrive", Some(a)) => Ok(Source::ConfigDrive(Some(path(a)?))),
             ("openstack", a) => Ok(Source::OpenStack(a.map(str::to_string))),
+            ("nocloud", None) => Ok(Source::NoCloud(None)),
+            ("nocloud", Some(a)) => Ok(Source::NoCloud(Some(path(a)?))),
             _ => Err(format!(
                 "{s:?} is not a source: use auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH, ec2[:URL], \
-                 configdrive[:DEVICE_IMAGE_OR_DIR] or openstack[:URL]"
+                 configdrive[:DEVICE_IMAGE_OR_DIR], nocloud[:DEVICE_IMAGE_OR_DIR] or openstack[:URL]"
             )),
         }
     }
@@ -95,6 +100,8 @@ impl fmt::Display for Source {
             Source::Ec2(Some(u)) => write!(f, "ec2:{u}"),
             Source::ConfigDrive(None) => f.write_str("configdrive"),
             Source::ConfigDrive(Some(p)) => write!(f, "configdrive:{}", p.display()),
+            Source::NoCloud(None) => f.write_str("nocloud"),
+            Source::NoCloud(Some(p)) => write!(f, "nocloud:{}", p.display()),
             Source::OpenStack(None) => f.write_str("openstack"),
             Source::OpenStack(Some(u)) => write!(f, "openstack:{u}"),
         }
@@ -138,6 +145,7 @@ pub enum SourceError {
 pub enum Cloud {
     Ec2(ec2::Metadata),
     OpenStack(openstack::Metadata),
+    NoCloud(nocloud::Seed),
 }
 
 /// A context as read, before normalization.
@@ -160,11 +168,14 @@ pub fn read(source: &Source, root: &Path) -> Result<Raw, SourceError> {
     match source {
         Source::OpenNebula(None) => read_volume(root, Some(detect::Volume::Context)),
         Source::ConfigDrive(None) => read_volume(root, Some(detect::Volume::ConfigDrive)),
+        Source::NoCloud(None) => read_volume(root, Some(detect::Volume::NoCloud)),
+        Source::NoCloud(Some(path)) => read_seed(path),
         Source::Auto => {
             let d = detect::decide(root, detect::probe_url(root).as_deref());
             match d.source.as_deref().map(str::parse::<Source>) {
                 Some(Ok(Source::OpenNebula(Some(dev)))) => opennebula::read_cd(&dev, false),
                 Some(Ok(Source::ConfigDrive(Some(dev)))) => read_config_drive(&dev),
+                Some(Ok(Source::NoCloud(Some(dev)))) => read_seed(&dev),
                 Some(Ok(s @ (Source::Ec2(_) | Source::OpenStack(_)))) => read(&s, root),
                 _ => Err(SourceError::NotFound(d.summary)),
             }
@@ -189,6 +200,7 @@ fn read_volume(root: &Path, want: Option<detect::Volume>) -> Result<Raw, SourceE
         (Some(dev), Some(kind)) if want.map_or(true, |w| w == kind) => match kind {
             detect::Volume::Context => opennebula::read_cd(dev, false),
             detect::Volume::ConfigDrive => read_config_drive(dev),
+            detect::Volume::NoCloud => read_seed(dev),
         },
         _ => Err(SourceError::NotFound(found.summary())),
     }
@@ -206,6 +218,21 @@ fn read_config_drive(path: &Path) -> Result<Raw, SourceError> {
         files: Vec::new(),
         warnings: Vec::new(),
         cloud: Some(Cloud::OpenStack(md)),
+    })
+}
+
+fn read_seed(path: &Path) -> Result<Raw, SourceError> {
+    let origin = Source::NoCloud(Some(path.to_path_buf())).to_string();
+    let seed = nocloud::read_seed(path).map_err(|why| SourceError::Data {
+        origin: origin.clone(),
+        why,
+    })?;
+    Ok(Raw {
+        origin,
+        parsed: Parsed::default(),
+        files: Vec::new(),
+        warnings: Vec::new(),
+        cloud: Some(Cloud::NoCloud(seed)),
     })
 }
 
@@ -280,7 +307,10 @@ pub fn read_waiting(
     wait: std::time::Duration,
 ) -> Result<Raw, SourceError> {
     match source {
-        Source::Auto | Source::OpenNebula(None) | Source::ConfigDrive(None) => {
+        Source::Auto
+        | Source::OpenNebula(None)
+        | Source::ConfigDrive(None)
+        | Source::NoCloud(None) => {
             waiting(root, wait, || read(source, root))
         }
         _ => read(source, root),
@@ -323,6 +353,7 @@ pub fn to_context_checked(raw: Raw) -> Result<Context, SourceError> {
         None => return Ok(to_context(raw)),
         Some(Cloud::Ec2(md)) => ec2::map::to_context(md, &raw.origin),
         Some(Cloud::OpenStack(md)) => openstack::map::to_context(md, &raw.origin),
+        Some(Cloud::NoCloud(seed)) => nocloud::to_context(seed, &raw.origin),
     };
     let mut ctx = mapped.map_err(|why| SourceError::Data {
         origin: raw.origin.clone(),
@@ -331,7 +362,10 @@ pub fn to_context_checked(raw: Raw) -> Result<Context, SourceError> {
     let mut warnings = raw.warnings;
     warnings.append(&mut ctx.warnings);
     ctx.warnings = warnings;
-    crate::userdata::merge(&mut ctx);
+    // A NoCloud seed merged its vendor-data and user-data already (two layers).
+    if !matches!(raw.cloud, Some(Cloud::NoCloud(_))) {
+        crate::userdata::merge(&mut ctx);
+    }
     crate::ssh_keys::check(&mut ctx);
     Ok(ctx)
 }
@@ -406,7 +440,9 @@ pub fn read_files(source: &Source, limit: u64) -> Result<Vec<(String, Vec<u8>)>,
             Ok(out)
         }
         // A metadata service or config drive has no files beside its user-data.
-        Source::Ec2(_) | Source::ConfigDrive(_) | Source::OpenStack(_) => Ok(Vec::new()),
+        Source::Ec2(_) | Source::ConfigDrive(_) | Source::OpenStack(_) | Source::NoCloud(_) => {
+            Ok(Vec::new())
+        }
         other => Err(SourceError::Unsupported(other.to_string())),
     }
 }

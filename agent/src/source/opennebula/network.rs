@@ -21,6 +21,7 @@ pub(super) fn network(r: &mut Reader) -> Network {
         derive_all_prefixed: false,
         mac_prefix,
         dhcp_default_route: false,
+        ..Network::default()
     };
     if !configure {
         return net;

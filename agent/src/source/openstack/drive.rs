@@ -14,8 +14,9 @@ pub fn is_drive_label(label: &str) -> bool {
     label.eq_ignore_ascii_case(DRIVE_LABEL)
 }
 
-/// A file tree read-only: the one thing the version rule and the reader need.
-trait Tree {
+/// A file tree read-only: the one thing the version rule and the reader need (the NoCloud
+/// seed is read through it too).
+pub(crate) trait Tree {
     /// `None` when `dir` does not exist.
     fn list(&mut self, dir: &str) -> Result<Option<Vec<(String, Kind)>>, String>;
     /// `None` when `path` does not exist.
@@ -137,11 +138,7 @@ impl Tree for Dir {
 /// named drive with another label is still read, with a warning.
 pub fn read_drive(path: &Path) -> Result<Metadata, OpenStackError> {
     let at = |what: &str| format!("{}{what}", path.display());
-    let mut tree: Box<dyn Tree> = if path.is_dir() {
-        Box::new(Dir(path.to_path_buf()))
-    } else {
-        open_image(path).map_err(|e| OpenStackError::Drive(at(""), e))?
-    };
+    let mut tree = open_tree(path).map_err(|e| OpenStackError::Drive(at(""), e))?;
     let mut notes = Vec::new();
     if let Some(label) = tree.label().filter(|l| !is_drive_label(l)) {
         notes.push(format!(
@@ -192,6 +189,15 @@ pub fn read_drive(path: &Path) -> Result<Metadata, OpenStackError> {
 fn is_empty_json(b: &[u8]) -> bool {
     let t: String = String::from_utf8_lossy(b).split_whitespace().collect();
     t == "{}" || t.is_empty()
+}
+
+/// A device, image file (ISO9660 or FAT) or folder as a [`Tree`].
+pub(crate) fn open_tree(path: &Path) -> Result<Box<dyn Tree>, String> {
+    if path.is_dir() {
+        Ok(Box::new(Dir(path.to_path_buf())))
+    } else {
+        open_image(path)
+    }
 }
 
 fn open_image(path: &Path) -> Result<Box<dyn Tree>, String> {

@@ -303,7 +303,7 @@ fn dns_of(services: &[Service], out: &mut Vec<IpAddr>) {
 /// `ip` with `netmask` in any of the forms seen: dotted IPv4, IPv6 in mask form
 /// (`ffff:ffff:ffff:ffff::`), a prefix length, or `ip/prefix` with no netmask. No netmask at
 /// all means /24 or /64, as cloud-init assumes.
-fn address(ip: &str, netmask: Option<&str>, v6: bool) -> Result<Cidr, String> {
+pub(crate) fn address(ip: &str, netmask: Option<&str>, v6: bool) -> Result<Cidr, String> {
     let (ip, inline) = match ip.trim().split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (ip.trim(), None),

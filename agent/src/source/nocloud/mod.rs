@@ -1,0 +1,177 @@
+//! NoCloud as a context source: a volume labelled `cidata`/`CIDATA` (ISO9660 or FAT, read
+//! without mounting; Proxmox VE, libvirt, LXD/Incus, multipass and bare-metal provisioners
+//! write one) or a folder, holding `meta-data`, `user-data`, `vendor-data` and
+//! `network-config` (cloud-init's network config version 1 or 2).
+//!
+//! [`read_seed`] reads the four files as bytes; [`to_context`] parses them, so a malformed one
+//! is reported with its file (and line): nothing is applied.
+
+pub mod eni;
+pub mod meta_data;
+mod network;
+mod network_v1;
+mod network_v2;
+mod yaml;
+
+use crate::context::{Context, Network, Nic, Scripts, User, UserData};
+use crate::context::{Ip6Method, MacAddr, Method};
+use std::path::Path;
+
+/// The label cloud-init looks for; FAT tools store it upper-cased. Compared case-insensitively.
+pub const SEED_LABEL: &str = "cidata";
+
+pub fn is_seed_label(label: &str) -> bool {
+    label.eq_ignore_ascii_case(SEED_LABEL)
+}
+
+/// Largest `meta-data` or `network-config` read (Proxmox's are a few hundred bytes).
+pub const MAX_DOC: u64 = 1 << 20;
+/// Largest `user-data` or `vendor-data` read (as the other sources).
+pub const MAX_USER_DATA: u64 = super::openstack::MAX_USER_DATA;
+
+pub const META_DATA: &str = "meta-data";
+pub const USER_DATA: &str = "user-data";
+pub const VENDOR_DATA: &str = "vendor-data";
+pub const NETWORK_CONFIG: &str = "network-config";
+
+/// The seed's files, as bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Seed {
+    pub meta_data: Vec<u8>,
+    pub user_data: Option<Vec<u8>>,
+    pub vendor_data: Option<Vec<u8>>,
+    pub network_config: Option<Vec<u8>>,
+    /// Worth a warning: an unexpected volume label, …
+    pub notes: Vec<String>,
+}
+
+/// Reads the seed at `path` (a device, an image file or a folder). A seed named explicitly
+/// with another label is still read, with a warning.
+pub fn read_seed(path: &Path) -> Result<Seed, String> {
+    let mut tree = super::openstack::drive::open_tree(path)?;
+    let mut notes = Vec::new();
+    if let Some(label) = tree.label().filter(|l| !is_seed_label(l)) {
+        notes.push(format!(
+            "{}: volume label is {label:?}, not {SEED_LABEL:?}",
+            path.display()
+        ));
+    }
+    let mut read = |name: &str, limit: u64| {
+        tree.read(name, limit)
+            .map_err(|e| format!("{name}: {}", strip_path(&e, name)))
+    };
+    let meta_data = read(META_DATA, MAX_DOC)?
+        .ok_or_else(|| format!("{META_DATA}: missing (every NoCloud seed has one)"))?;
+    Ok(Seed {
+        meta_data,
+        user_data: read(USER_DATA, MAX_USER_DATA)?,
+        vendor_data: read(VENDOR_DATA, MAX_USER_DATA)?,
+        network_config: read(NETWORK_CONFIG, MAX_DOC)?,
+        notes,
+    })
+}
+
+/// A reader's message may name the file itself (`foo: 5000000 bytes …`): said once is enough.
+pub(crate) fn strip_path(e: &str, name: &str) -> String {
+    let e = e.trim_start_matches('/');
+    e.strip_prefix(name)
+        .and_then(|r| r.strip_prefix(": "))
+        .unwrap_or(e)
+        .to_string()
+}
+
+/// The seed → the context. Malformed files are errors naming the file (and line).
+pub fn to_context(seed: &Seed, origin: &str) -> Result<Context, String> {
+    let meta = meta_data::parse(&seed.meta_data)?;
+    let mut warnings = seed.notes.clone();
+    warnings.extend(meta.warnings.iter().cloned());
+    let network = match &seed.network_config {
+        Some(bytes) => network::parse(bytes, &mut warnings)?,
+        None => match &meta.network_interfaces {
+            Some(eni) => eni::to_network(eni, "meta-data network-interfaces", &mut warnings)?,
+            None => fallback_network(&mut warnings),
+        },
+    };
+    let mut env = vec![("INSTANCE_ID".to_string(), meta.instance_id.clone())];
+    if let Some(h) = &meta.hostname {
+        env.push(("HOSTNAME".into(), h.name.clone()));
+    }
+    let mut ctx = Context {
+        instance_id: meta.instance_id,
+        source: origin.to_string(),
+        hostname: meta.hostname,
+        network,
+        ssh_keys: meta.ssh_keys,
+        user: Some(User {
+            name: "root".into(),
+            sudo: false,
+            shell: "/bin/bash".into(),
+            password: None,
+            lock_password: false,
+        }),
+        scripts: Scripts::default(),
+        update: None,
+        sync: None,
+        ec2: None,
+        onegate: None,
+        system: crate::context::System::default(),
+        cloud_config: None,
+        warnings,
+        errors: Vec::new(),
+        env,
+    };
+    merge_user_data(&mut ctx, seed);
+    Ok(ctx)
+}
+
+/// cloud-init's rule without a `network-config`: DHCP on the first NIC.
+fn fallback_network(warnings: &mut Vec<String>) -> Network {
+    warnings.push(format!(
+        "{NETWORK_CONFIG}: none: DHCP on the first NIC, as cloud-init does"
+    ));
+    let placeholder = MacAddr([0; 6]);
+    Network {
+        configure: true,
+        by_order: vec![Nic::new(0, placeholder, Method::Dhcp, Ip6Method::Skip)],
+        ..Network::default()
+    }
+}
+
+/// vendor-data, then user-data, through the shared user-data path: what user-data says wins
+/// (its hostname, its keys after vendor-data's, its scripts after vendor-data's).
+fn merge_user_data(ctx: &mut Context, seed: &Seed) {
+    let vendor = seed.vendor_data.clone().and_then(UserData::from_body);
+    let user = seed.user_data.clone().and_then(UserData::from_body);
+    let mut first = None;
+    if let Some(v) = vendor {
+        ctx.scripts.user_data = Some(v);
+        let before = ctx.errors.len();
+        crate::userdata::merge(ctx);
+        for e in &mut ctx.errors[before..] {
+            *e = e.replacen("user-data", VENDOR_DATA, 1);
+        }
+        first = ctx.cloud_config.take();
+        for s in first.iter_mut().flat_map(|c| c.scripts.iter_mut()) {
+            if s.name == USER_DATA {
+                s.name = VENDOR_DATA.into();
+            }
+        }
+    }
+    ctx.scripts.user_data = user;
+    crate::userdata::merge(ctx);
+    if let Some(mut v) = first {
+        let cc = ctx.cloud_config.get_or_insert_with(Default::default);
+        v.scripts.append(&mut cc.scripts);
+        v.users.append(&mut cc.users);
+        v.write_files.append(&mut cc.write_files);
+        v.runcmd.append(&mut cc.runcmd);
+        v.runcmd_lines = v.runcmd.len();
+        v.package_update |= cc.package_update;
+        v.package_upgrade |= cc.package_upgrade;
+        *cc = v;
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
