@@ -35,7 +35,15 @@ pub(super) fn network(r: &mut Reader) -> Network {
     let mut seen_macs = BTreeSet::new();
     let mut no_mac = 0usize;
     for (idx, keys) in indices {
-        if r.get(&format!("ETH{idx}_MAC")).is_none() {
+        if r.get(&format!("ETH{idx}_MAC")).is_none() && by_order_only(r, idx) {
+            // Proxmox writes no ETHx_MAC for a DHCP or SLAAC NIC: matched by NIC order.
+            let placeholder = MacAddr([0; 6]);
+            if let Some(nic) = nic(r, idx, mac_prefix, &keys.aliases, Some(placeholder)) {
+                net.by_order.push(nic);
+            }
+            continue;
+        }
+        if r.get(&format!("ETH{idx}_MAC")).is_none() && r.get(&format!("ETH{idx}_MAC6")).is_none() {
             // B13: an empty MAC must never match some NIC; say so only if the NIC was meant.
             if keys.meant {
                 no_mac += 1;
@@ -47,7 +55,7 @@ pub(super) fn network(r: &mut Reader) -> Network {
             }
             continue;
         }
-        let Some(mut nic) = nic(r, idx, mac_prefix, &keys.aliases) else {
+        let Some(mut nic) = nic(r, idx, mac_prefix, &keys.aliases, None) else {
             continue;
         };
         if !seen_macs.insert(nic.mac) {
@@ -130,23 +138,47 @@ fn split_index<'k>(key: &'k str, prefix: &str) -> Option<(u32, &'k str)> {
     Some((num.parse().ok()?, rest))
 }
 
-fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Option<Nic> {
+/// A NIC with no MAC at all whose only settings are Proxmox's `ETHx_DHCP`, `ETHx_DHCP6`,
+/// `ETHx_AUTO6` (and `ETHx_MTU`): nothing to match it by but its position.
+fn by_order_only(r: &Reader, idx: u32) -> bool {
+    let p = format!("ETH{idx}_");
+    r.get(&format!("{p}MAC6")).is_none()
+        && ["DHCP", "DHCP6", "AUTO6"]
+            .iter()
+            .any(|k| r.get(&format!("{p}{k}")).is_some())
+}
+
+/// `mac`: a placeholder for a NIC matched by order; else `ETHx_MAC` (or Proxmox's `ETHx_MAC6`).
+fn nic(
+    r: &mut Reader,
+    idx: u32,
+    prefix: [u8; 2],
+    aliases: &BTreeSet<u32>,
+    mac: Option<MacAddr>,
+) -> Option<Nic> {
     let p = format!("ETH{idx}_");
     let var = |s: &str| format!("{p}{s}");
-    let mac_str = r.get(&var("MAC"))?;
-    let mac: MacAddr = match mac_str.parse() {
-        Ok(m) => m,
-        Err(e) => {
-            r.error(&var("MAC"), e);
-            return None;
+    let mac = match mac {
+        Some(m) => m,
+        None => {
+            let name = if r.get(&var("MAC")).is_some() { var("MAC") } else { var("MAC6") };
+            match r.get(&name)?.parse() {
+                Ok(m) => m,
+                Err(e) => {
+                    r.error(&name, e);
+                    return None;
+                }
+            }
         }
     };
+    let proxmox_dhcp = r.flag(&var("DHCP"), false);
 
     let method = match r
         .get(&var("METHOD"))
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
+        None if proxmox_dhcp => Method::Dhcp,
         None | Some("static") => Method::Static,
         Some("dhcp") => Method::Dhcp,
         Some("skip") => Method::Skip,
@@ -163,6 +195,10 @@ fn nic(r: &mut Reader, idx: u32, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Op
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
+        None if r.flag(&var("DHCP6"), false) => Ip6Method::Dhcp,
+        None if r.flag(&var("AUTO6"), false) => Ip6Method::Auto,
+        // Proxmox's DHCP asks for IPv4 only (it writes ETHx_DHCP6 or ETHx_AUTO6 for IPv6).
+        None if proxmox_dhcp => Ip6Method::Static,
         None => match method {
             Method::Static => Ip6Method::Static,
             Method::Dhcp => Ip6Method::Dhcp,
@@ -273,12 +309,18 @@ fn ipv4_address(r: &mut Reader, p: &str) -> Option<Cidr> {
 /// /64 — even alone (one-context drops a lone ULA; cloud-init keeps it).
 fn ipv6_addresses(r: &mut Reader, p: &str) -> Vec<Cidr> {
     let mut out = Vec::new();
+    // Proxmox writes the prefix length as `ETHx_MASK6`.
+    let len_var = if r.get(&format!("{p}IP6_PREFIX_LENGTH")).is_none()
+        && r.get(&format!("{p}MASK6")).is_some()
+    {
+        format!("{p}MASK6")
+    } else {
+        format!("{p}IP6_PREFIX_LENGTH")
+    };
     let prefix = r
-        .parse_with(&format!("{p}IP6_PREFIX_LENGTH"), |v| {
-            match v.parse::<u8>() {
-                Ok(n) if n <= 128 => Ok(n),
-                _ => Err("prefix length must be 0..128".into()),
-            }
+        .parse_with(&len_var, |v| match v.parse::<u8>() {
+            Ok(n) if n <= 128 => Ok(n),
+            _ => Err("prefix length must be 0..128".into()),
         })
         .unwrap_or(64);
     let ip6_var = if r.get(&format!("{p}IP6")).is_some() {
