@@ -373,6 +373,20 @@ mod tests {
     }
 
     #[test]
+    fn finds_a_nocloud_seed() {
+        for label in ["cidata", "CIDATA"] {
+            let root = fake_root(&[("sr0", Some("DATA")), ("vdb", Some(label))]);
+            let d = decide(root.path(), None);
+            let dev = root.path().join("dev/vdb");
+            assert_eq!(
+                d.source,
+                Some(crate::source::Source::NoCloud(Some(dev)).to_string()),
+                "{label}"
+            );
+        }
+    }
+
+    #[test]
     fn reports_what_it_saw() {
         let root = fake_root(&[("vda", None), ("sr0", Some("DATA"))]);
         let d = find_volume(root.path());

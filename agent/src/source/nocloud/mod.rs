@@ -58,7 +58,7 @@ pub fn read_seed(path: &Path) -> Result<Seed, String> {
     }
     let mut read = |name: &str, limit: u64| {
         tree.read(name, limit)
-            .map_err(|e| format!("{name}: {}", strip_path(&e, name)))
+            .map_err(|e| format!("{name}: {e}"))
     };
     let meta_data = read(META_DATA, MAX_DOC)?
         .ok_or_else(|| format!("{META_DATA}: missing (every NoCloud seed has one)"))?;
@@ -69,15 +69,6 @@ pub fn read_seed(path: &Path) -> Result<Seed, String> {
         network_config: read(NETWORK_CONFIG, MAX_DOC)?,
         notes,
     })
-}
-
-/// A reader's message may name the file itself (`foo: 5000000 bytes …`): said once is enough.
-pub(crate) fn strip_path(e: &str, name: &str) -> String {
-    let e = e.trim_start_matches('/');
-    e.strip_prefix(name)
-        .and_then(|r| r.strip_prefix(": "))
-        .unwrap_or(e)
-        .to_string()
 }
 
 /// The seed → the context. Malformed files are errors naming the file (and line).
