@@ -198,6 +198,26 @@ pub struct Decision {
 pub fn decide(root: &Path, imds: Option<&str>) -> Decision {
     let cd = find_volume(root);
     let mut evidence = Vec::new();
+    // The kernel command line names a NoCloud seed folder: that wins, as in cloud-init.
+    match super::nocloud::cmdline_seed(root) {
+        Some(Ok(path)) => {
+            evidence.push(Probe {
+                device: "kernel command line".into(),
+                found: format!("ds=nocloud seed {}", path.display()),
+            });
+            return Decision {
+                source: Some(super::Source::NoCloud(Some(path)).to_string()),
+                probes: cd.probes,
+                evidence,
+                summary: String::new(),
+            };
+        }
+        Some(Err(why)) => evidence.push(Probe {
+            device: "kernel command line".into(),
+            found: why,
+        }),
+        None => {}
+    }
     if let (Some(dev), Some(kind)) = (&cd.device, cd.kind) {
         let dev = Some(dev.clone());
         let source = match kind {

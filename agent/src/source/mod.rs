@@ -272,8 +272,11 @@ pub fn read_local(
     wait: std::time::Duration,
 ) -> Result<Raw, SourceError> {
     match source {
-        // Either volume (CONTEXT or config-2): the first found.
-        Source::Auto => waiting(root, wait, || read_volume(root, None)),
+        Source::Auto => match nocloud::cmdline_seed(root) {
+            Some(Ok(path)) => read_seed(&path),
+            // Any volume (CONTEXT, config-2, cidata): the first found.
+            _ => waiting(root, wait, || read_volume(root, None)),
+        },
         Source::OpenStack(None) => read_waiting(&Source::ConfigDrive(None), root, wait),
         other => read_waiting(other, root, wait),
     }

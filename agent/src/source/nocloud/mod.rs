@@ -71,6 +71,41 @@ pub fn read_seed(path: &Path) -> Result<Seed, String> {
     })
 }
 
+/// What the kernel command line says of NoCloud: `ds=nocloud;s=file:///path/` (also
+/// `seedfrom=`, and `nocloud-net`). `Ok(path)` under `root`; `Err(why)` for a form vmctx does not
+/// read (a seed over http); `None` when the command line names no NoCloud seed.
+pub fn cmdline_seed(root: &Path) -> Option<Result<std::path::PathBuf, String>> {
+    use std::io::Read;
+    let mut text = String::new();
+    let f = std::fs::File::open(root.join("proc/cmdline")).ok()?;
+    f.take(64 << 10).read_to_string(&mut text).ok()?;
+    parse_cmdline(&text).map(|r| r.map(|p| root.join(p.trim_start_matches('/'))))
+}
+
+fn parse_cmdline(text: &str) -> Option<Result<String, String>> {
+    let arg = text.split_whitespace().find_map(|w| w.strip_prefix("ds="))?;
+    let mut parts = arg.split(';');
+    let ds = parts.next()?;
+    if ds != "nocloud" && ds != "nocloud-net" {
+        return None;
+    }
+    let seed = parts.find_map(|p| p.strip_prefix("s=").or(p.strip_prefix("seedfrom=")));
+    Some(match seed {
+        Some(url) => match url.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') && !path.split('/').any(|c| c == "..") => {
+                Ok(path.to_string())
+            }
+            _ if url.starts_with('/') => Ok(url.to_string()),
+            _ => Err(format!(
+                "kernel command line ds={ds}: seed {url:?} is not a file:/// path (a seed over the \
+                 network is not read by vmctx yet)"
+            )),
+        },
+        // Only `ds=nocloud`: the seed is the cidata volume.
+        None => Err("kernel command line ds=nocloud names no seed path: the cidata volume is used".into()),
+    })
+}
+
 /// The seed → the context. Malformed files are errors naming the file (and line).
 pub fn to_context(seed: &Seed, origin: &str) -> Result<Context, String> {
     let meta = meta_data::parse(&seed.meta_data)?;
@@ -161,6 +196,18 @@ fn merge_user_data(ctx: &mut Context, seed: &Seed) {
         v.package_upgrade |= cc.package_upgrade;
         *cc = v;
     }
+}
+
+#[cfg(test)]
+#[test]
+fn kernel_command_line() {
+    let p = |t: &str| parse_cmdline(t);
+    assert_eq!(p("ro ds=nocloud;s=file:///var/seed/ quiet"), Some(Ok("/var/seed/".into())));
+    assert_eq!(p("ds=nocloud;seedfrom=file:///s"), Some(Ok("/s".into())));
+    assert!(matches!(p("ds=nocloud-net;s=http://10.0.0.1/"), Some(Err(e)) if e.contains("network")));
+    assert!(matches!(p("ds=nocloud;s=file:///a/../etc"), Some(Err(_))));
+    assert_eq!(p("ro quiet"), None);
+    assert_eq!(p("ds=ec2"), None);
 }
 
 #[cfg(test)]
