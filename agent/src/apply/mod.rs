@@ -281,7 +281,9 @@ pub fn apply(
         Stage::Local
     };
     if matches!(stage, Stage::All) || stage == identity_stage {
-        let net = ctx.network.with_nic_order(&facts.links.macs(), &mut Vec::new());
+        let net = ctx
+            .network
+            .with_nic_order(&facts.links.macs(), &mut Vec::new());
         let wants = network::desired::desired(&net, &facts.links);
         let mut added = state.network();
         network::apply(&mut ap, &wants, &mut added);

@@ -75,7 +75,9 @@ pub struct ScriptPlan {
 
 pub fn build(ctx: &Context, facts: &Facts) -> Plan {
     let mut warnings = ctx.warnings.clone();
-    let net = ctx.network.with_nic_order(&facts.links.macs(), &mut warnings);
+    let net = ctx
+        .network
+        .with_nic_order(&facts.links.macs(), &mut warnings);
     let network = network::netplan(&net, &facts.links, &mut warnings);
     let network_files = managers::files(&net, &facts.links, &facts.managers, &mut warnings);
     let configure = ctx.network.configure;

@@ -226,7 +226,9 @@ fn unquoted(text: &str, name: &str, first: &str, eol: usize) -> Assignment {
     let mut end = eol;
     let mut last = first.len();
     while name.ends_with("_BASE64") && last == MIME_LINE && end < text.len() {
-        let next_end = text[end + 1..].find('\n').map_or(text.len(), |n| end + 1 + n);
+        let next_end = text[end + 1..]
+            .find('\n')
+            .map_or(text.len(), |n| end + 1 + n);
         let line = &text[end + 1..next_end];
         let data = line.trim_end_matches('=');
         let is_b64 = !line.is_empty()

@@ -313,9 +313,7 @@ pub fn read_waiting(
         Source::Auto
         | Source::OpenNebula(None)
         | Source::ConfigDrive(None)
-        | Source::NoCloud(None) => {
-            waiting(root, wait, || read(source, root))
-        }
+        | Source::NoCloud(None) => waiting(root, wait, || read(source, root)),
         _ => read(source, root),
     }
 }

@@ -32,7 +32,9 @@ pub fn to_network(text: &str, file: &str, warnings: &mut Vec<String>) -> Result<
             "iface" => {
                 let w: Vec<&str> = rest.split_whitespace().collect();
                 let [name, family, method] = w[..] else {
-                    return Err(format!("{file}: line {n}: expected `iface NAME inet|inet6 METHOD`"));
+                    return Err(format!(
+                        "{file}: line {n}: expected `iface NAME inet|inet6 METHOD`"
+                    ));
                 };
                 stanzas.push(Stanza {
                     name: name.into(),
@@ -100,7 +102,9 @@ fn stanza(b: &mut Builder, t: Target, s: &Stanza, file: &str) -> Result<(), Stri
         let mask = get("netmask").map(|(_, m, _)| m.as_str());
         let addr = cidr(a, mask, &At::new(&at_s))?;
         if addr.addr.is_ipv6() != s.v6 {
-            return Err(format!("{at_s}: address {a:?} is not of the stanza's family"));
+            return Err(format!(
+                "{at_s}: address {a:?} is not of the stanza's family"
+            ));
         }
         let gw = get("gateway")
             .map(|(_, g, n)| ip(g, &At::new(&format!("{file}: line {n}"))))
@@ -111,7 +115,9 @@ fn stanza(b: &mut Builder, t: Target, s: &Stanza, file: &str) -> Result<(), Stri
         let at = format!("{file}: line {n}");
         match k.as_str() {
             "mtu" => {
-                let mtu = v.parse().map_err(|_| format!("{at}: mtu {v:?} is not a number"))?;
+                let mtu = v
+                    .parse()
+                    .map_err(|_| format!("{at}: mtu {v:?} is not a number"))?;
                 b.config(t).mtu = Some(mtu);
             }
             "address" | "netmask" | "gateway" | "hwaddress" => {}
@@ -134,9 +140,9 @@ fn dns(b: &mut Builder, t: Option<Target>, k: &str, v: &str, at: &str) -> Result
             let search: Vec<String> = v.split_whitespace().map(str::to_string).collect();
             b.dns(t, &[], &search);
         }
-        other => b
-            .warnings
-            .push(format!("{at}: option {other:?} is not used by vmctx; ignored")),
+        other => b.warnings.push(format!(
+            "{at}: option {other:?} is not used by vmctx; ignored"
+        )),
     }
     Ok(())
 }

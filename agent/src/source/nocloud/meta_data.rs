@@ -21,10 +21,12 @@ pub fn parse(bytes: &[u8]) -> Result<MetaData, String> {
     let doc = yaml::parse(META_DATA, bytes)?;
     let m = yaml::mapping(&doc, &at)?;
     let mut out = MetaData::default();
-    let id = yaml::string(m, "instance-id", &at)?
-        .ok_or_else(|| at.key("instance-id").err("missing"))?;
+    let id =
+        yaml::string(m, "instance-id", &at)?.ok_or_else(|| at.key("instance-id").err("missing"))?;
     if !crate::context::valid_instance_id(&id) {
-        return Err(at.key("instance-id").err("not an instance id (letters, digits, - _ . up to 64)"));
+        return Err(at
+            .key("instance-id")
+            .err("not an instance id (letters, digits, - _ . up to 64)"));
     }
     out.instance_id = id;
     for key in ["local-hostname", "hostname"] {

@@ -56,10 +56,8 @@ pub fn read_seed(path: &Path) -> Result<Seed, String> {
             path.display()
         ));
     }
-    let mut read = |name: &str, limit: u64| {
-        tree.read(name, limit)
-            .map_err(|e| format!("{name}: {e}"))
-    };
+    let mut read =
+        |name: &str, limit: u64| tree.read(name, limit).map_err(|e| format!("{name}: {e}"));
     let meta_data = read(META_DATA, MAX_DOC)?
         .ok_or_else(|| format!("{META_DATA}: missing (every NoCloud seed has one)"))?;
     Ok(Seed {
@@ -83,7 +81,9 @@ pub fn cmdline_seed(root: &Path) -> Option<Result<std::path::PathBuf, String>> {
 }
 
 fn parse_cmdline(text: &str) -> Option<Result<String, String>> {
-    let arg = text.split_whitespace().find_map(|w| w.strip_prefix("ds="))?;
+    let arg = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ds="))?;
     let mut parts = arg.split(';');
     let ds = parts.next()?;
     if ds != "nocloud" && ds != "nocloud-net" {
@@ -102,7 +102,9 @@ fn parse_cmdline(text: &str) -> Option<Result<String, String>> {
             )),
         },
         // Only `ds=nocloud`: the seed is the cidata volume.
-        None => Err("kernel command line ds=nocloud names no seed path: the cidata volume is used".into()),
+        None => Err(
+            "kernel command line ds=nocloud names no seed path: the cidata volume is used".into(),
+        ),
     })
 }
 
@@ -202,9 +204,14 @@ fn merge_user_data(ctx: &mut Context, seed: &Seed) {
 #[test]
 fn kernel_command_line() {
     let p = |t: &str| parse_cmdline(t);
-    assert_eq!(p("ro ds=nocloud;s=file:///var/seed/ quiet"), Some(Ok("/var/seed/".into())));
+    assert_eq!(
+        p("ro ds=nocloud;s=file:///var/seed/ quiet"),
+        Some(Ok("/var/seed/".into()))
+    );
     assert_eq!(p("ds=nocloud;seedfrom=file:///s"), Some(Ok("/s".into())));
-    assert!(matches!(p("ds=nocloud-net;s=http://10.0.0.1/"), Some(Err(e)) if e.contains("network")));
+    assert!(
+        matches!(p("ds=nocloud-net;s=http://10.0.0.1/"), Some(Err(e)) if e.contains("network"))
+    );
     assert!(matches!(p("ds=nocloud;s=file:///a/../etc"), Some(Err(_))));
     assert_eq!(p("ro quiet"), None);
     assert_eq!(p("ds=ec2"), None);

@@ -180,17 +180,16 @@ impl<'w> Builder<'w> {
         match gw {
             IpAddr::V4(g) if nic.gateway.is_none() => nic.gateway = Some(g),
             IpAddr::V6(g) if nic.gateway6.is_none() => nic.gateway6 = Some(g),
-            _ => self.warnings.push(at.err(format!(
-                "a second default route (via {gw}) is ignored"
-            ))),
+            _ => self
+                .warnings
+                .push(at.err(format!("a second default route (via {gw}) is ignored"))),
         }
     }
 
     pub fn route(&mut self, t: Target, to: Cidr, via: IpAddr, at: &At) {
         if to.addr.is_ipv4() != via.is_ipv4() {
-            self.warnings.push(at.err(
-                "network and gateway are of different IP versions; route skipped",
-            ));
+            self.warnings
+                .push(at.err("network and gateway are of different IP versions; route skipped"));
         } else if to.prefix == 0 {
             self.default_route(t, via, at);
         } else {
@@ -265,7 +264,12 @@ impl<'w> Builder<'w> {
 
 /// An empty L3 configuration for a bond, VLAN or bridge.
 pub fn blank(mac: Option<MacAddr>) -> Nic {
-    Nic::new(0, mac.unwrap_or(MacAddr([0; 6])), Method::Skip, Ip6Method::Skip)
+    Nic::new(
+        0,
+        mac.unwrap_or(MacAddr([0; 6])),
+        Method::Skip,
+        Ip6Method::Skip,
+    )
 }
 
 /// `addr`, `addr/prefix`, with an optional netmask (dotted, IPv6 mask or prefix length).

@@ -36,7 +36,10 @@ pub fn read(m: &Mapping, at: &At, b: &mut Builder) -> Result<(), String> {
                     Ok(yaml::string(p, k, &pat)?.or(yaml::string(p, alt, &pat)?))
                 };
                 let miimon = param("bond-miimon", "bond_miimon")?
-                    .map(|s| s.parse::<u32>().map_err(|_| pat.err("bond-miimon: not a number")))
+                    .map(|s| {
+                        s.parse::<u32>()
+                            .map_err(|_| pat.err("bond-miimon: not a number"))
+                    })
                     .transpose()?;
                 b.bond(Bond {
                     name: name.clone(),
@@ -141,7 +144,10 @@ fn subnet(b: &mut Builder, t: Target, s: &Mapping, at: &At) -> Result<(), String
         .map(|g| ip(&g, &at.key("gateway")))
         .transpose()?;
     b.address(t, addr, gw, at);
-    let servers = ips(&yaml::strings(s, "dns_nameservers", at)?, &at.key("dns_nameservers"))?;
+    let servers = ips(
+        &yaml::strings(s, "dns_nameservers", at)?,
+        &at.key("dns_nameservers"),
+    )?;
     b.dns(Some(t), &servers, &yaml::strings(s, "dns_search", at)?);
     if let Some(Value::Sequence(routes)) = yaml::get(s, "routes") {
         for (k, r) in routes.iter().enumerate() {
@@ -167,12 +173,11 @@ fn route_of(r: &Mapping, at: &At) -> Result<(crate::context::Cidr, std::net::IpA
 /// A top-level `route`: on the interface whose network holds its gateway.
 fn global_route(b: &mut Builder, e: &Mapping, at: &At) -> Result<(), String> {
     let (to, via) = route_of(e, at)?;
-    let owner = b.names.iter().map(|(_, t)| *t).find(|t| {
-        b.config_ref(*t)
-            .addresses
-            .iter()
-            .any(|a| a.contains(via))
-    });
+    let owner = b
+        .names
+        .iter()
+        .map(|(_, t)| *t)
+        .find(|t| b.config_ref(*t).addresses.iter().any(|a| a.contains(via)));
     match owner {
         Some(t) => b.route(t, to, via, at),
         None => b.warnings.push(at.err(format!(

@@ -83,8 +83,7 @@ pub fn read(m: &Mapping, at: &At, b: &mut Builder) -> Result<(), String> {
         b.vlan(Vlan {
             name: id.clone(),
             id: vid as u16,
-            link: yaml::string(e, "link", &at)?
-                .ok_or_else(|| at.key("link").err("missing"))?,
+            link: yaml::string(e, "link", &at)?.ok_or_else(|| at.key("link").err("missing"))?,
             config: blank(yaml::mac(e, "macaddress", &at)?),
         });
         l3(b, Target::Vlan(b.net.vlans.len() - 1), e, &at)?;
@@ -167,7 +166,10 @@ fn l3(b: &mut Builder, t: Target, e: &Mapping, at: &At) -> Result<(), String> {
     if let Some(ns) = yaml::get(e, "nameservers") {
         let nat = at.key("nameservers");
         let ns = yaml::mapping(ns, &nat)?;
-        let servers = ips(&yaml::strings(ns, "addresses", &nat)?, &nat.key("addresses"))?;
+        let servers = ips(
+            &yaml::strings(ns, "addresses", &nat)?,
+            &nat.key("addresses"),
+        )?;
         b.dns(Some(t), &servers, &yaml::strings(ns, "search", &nat)?);
     }
     Ok(())

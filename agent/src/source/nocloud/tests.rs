@@ -32,11 +32,14 @@ fn proxmox_seed_as_proxmox_writes_it() {
     assert_eq!(c.instance_id.len(), 40, "a SHA1: {}", c.instance_id);
     assert!(c.errors.is_empty(), "{:?}", c.errors);
     let h = c.hostname.as_ref().unwrap();
-    assert_eq!((h.name.as_str(), h.domain.as_deref()), ("web01", Some("lab.example")));
+    assert_eq!(
+        (h.name.as_str(), h.domain.as_deref()),
+        ("web01", Some("lab.example"))
+    );
     let u = c.user.as_ref().unwrap();
     assert_eq!((u.name.as_str(), u.sudo), ("debian", true));
     assert!(matches!(&u.password, Some(Password::Crypted(p)) if p.expose().starts_with("$5$")));
-    assert_eq!(c.ssh_keys.len(), 1);
+    assert_eq!(c.ssh_keys.len(), 2);
     let cc = c.cloud_config.as_ref().unwrap();
     assert!(cc.package_upgrade);
     // Proxmox's keys are honoured, not warned about.
@@ -49,7 +52,10 @@ fn proxmox_seed_as_proxmox_writes_it() {
     assert_eq!(n.nics.len(), 2);
     let e0 = &n.nics[0];
     assert_eq!(e0.mac.to_string(), "bc:24:11:5a:0e:01");
-    assert_eq!((e0.method, e0.ip6_method), (Method::Static, Ip6Method::Static));
+    assert_eq!(
+        (e0.method, e0.ip6_method),
+        (Method::Static, Ip6Method::Static)
+    );
     let addrs: Vec<String> = e0.addresses.iter().map(|a| a.to_string()).collect();
     assert_eq!(addrs, ["192.0.2.10/24", "2001:db8::10/64"]);
     assert_eq!(e0.gateway.unwrap().to_string(), "192.0.2.1");
@@ -79,7 +85,10 @@ fn netplan_bond_with_a_vlan() {
     assert_eq!(b.config.mtu, Some(9000));
     assert_eq!(b.config.addresses[0].to_string(), "198.51.100.7/24");
     let v = &n.vlans[0];
-    assert_eq!((v.name.as_str(), v.id, v.link.as_str()), ("bond0.42", 42, "bond0"));
+    assert_eq!(
+        (v.name.as_str(), v.id, v.link.as_str()),
+        ("bond0.42", 42, "bond0")
+    );
     assert_eq!(v.config.addresses.len(), 2);
     assert_eq!(v.config.gateway.unwrap().to_string(), "203.0.113.1");
     assert_eq!(v.config.routes[0].to.to_string(), "192.0.2.0/24");
@@ -87,9 +96,16 @@ fn netplan_bond_with_a_vlan() {
     // The members carry nothing; the management NIC is DHCP.
     let mgmt = n.nics.iter().find(|x| x.method == Method::Dhcp).unwrap();
     assert_eq!(mgmt.mac.to_string(), "52:54:00:b0:00:03");
-    assert_eq!(n.nics.iter().filter(|x| x.method == Method::Skip).count(), 2);
+    assert_eq!(
+        n.nics.iter().filter(|x| x.method == Method::Skip).count(),
+        2
+    );
     for what in ["bond bond0", "VLAN bond0.42"] {
-        assert!(c.warnings.iter().any(|w| w.contains(what)), "{what}: {:?}", c.warnings);
+        assert!(
+            c.warnings.iter().any(|w| w.contains(what)),
+            "{what}: {:?}",
+            c.warnings
+        );
     }
     // vendor-data first, user-data after it.
     assert_eq!(c.ssh_keys.len(), 3, "{:?}", c.ssh_keys);
@@ -116,7 +132,10 @@ fn user_data_wins_over_vendor_data() {
         None,
         Some("#cloud-config\nhostname: vendor\n"),
     );
-    assert_eq!(to_context(&s, "nocloud:x").unwrap().hostname.unwrap().name, "vendor");
+    assert_eq!(
+        to_context(&s, "nocloud:x").unwrap().hostname.unwrap().name,
+        "vendor"
+    );
 }
 
 #[test]
@@ -133,30 +152,63 @@ fn meta_data_forms() {
         assert_eq!(c.ssh_keys, [format!("{K} a")], "{keys}");
     }
     // JSON is YAML too.
-    let s = seed(r#"{"instance-id": "i-2", "hostname": "h.example"}"#, None, None, None);
+    let s = seed(
+        r#"{"instance-id": "i-2", "hostname": "h.example"}"#,
+        None,
+        None,
+        None,
+    );
     let c = to_context(&s, "nocloud:x").unwrap();
     assert_eq!(c.instance_id, "i-2");
     assert_eq!(c.hostname.unwrap().name, "h");
     let e = to_context(&seed("local-hostname: x\n", None, None, None), "n").unwrap_err();
     assert_eq!(e, "meta-data: instance-id: missing");
     let e = to_context(&seed("instance-id: ../x\n", None, None, None), "n").unwrap_err();
-    assert!(e.starts_with("meta-data: instance-id: not an instance id"), "{e}");
+    assert!(
+        e.starts_with("meta-data: instance-id: not an instance id"),
+        "{e}"
+    );
 }
 
 #[test]
 fn malformed_files_name_the_file_and_line() {
     let bad = "a: [1, 2\nb: c\n";
     let e = to_context(&seed(bad, None, None, None), "n").unwrap_err();
-    assert!(e.starts_with("meta-data: not valid YAML:") && e.contains("line"), "{e}");
+    assert!(
+        e.starts_with("meta-data: not valid YAML:") && e.contains("line"),
+        "{e}"
+    );
     let e = to_context(&seed("instance-id: i\n", Some(bad), None, None), "n").unwrap_err();
-    assert!(e.starts_with("network-config: not valid YAML:") && e.contains("line"), "{e}");
+    assert!(
+        e.starts_with("network-config: not valid YAML:") && e.contains("line"),
+        "{e}"
+    );
     let doc = format!("#cloud-config\n{bad}");
     let c = to_context(&seed("instance-id: i\n", None, Some(&doc), None), "n").unwrap();
-    assert!(c.errors.iter().any(|e| e.starts_with("user-data: ") && e.contains("line")), "{:?}", c.errors);
+    assert!(
+        c.errors
+            .iter()
+            .any(|e| e.starts_with("user-data: ") && e.contains("line")),
+        "{:?}",
+        c.errors
+    );
     let c = to_context(&seed("instance-id: i\n", None, None, Some(&doc)), "n").unwrap();
-    assert!(c.errors.iter().any(|e| e.starts_with("vendor-data: ") && e.contains("line")), "{:?}", c.errors);
-    let e = to_context(&seed("instance-id: i\n", Some("version: 3\n"), None, None), "n").unwrap_err();
-    assert_eq!(e, "network-config: version: version 3 is not supported (1 or 2)");
+    assert!(
+        c.errors
+            .iter()
+            .any(|e| e.starts_with("vendor-data: ") && e.contains("line")),
+        "{:?}",
+        c.errors
+    );
+    let e = to_context(
+        &seed("instance-id: i\n", Some("version: 3\n"), None, None),
+        "n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "network-config: version: version 3 is not supported (1 or 2)"
+    );
     let deep = format!("version: 2\nethernets: {}", "[".repeat(200));
     let e = to_context(&seed("instance-id: i\n", Some(&deep), None, None), "n").unwrap_err();
     assert!(e.contains("nested deeper than"), "{e}");
@@ -164,7 +216,16 @@ fn malformed_files_name_the_file_and_line() {
 
 #[test]
 fn network_disabled_absent_and_unknown() {
-    let c = to_context(&seed("instance-id: i\n", Some("network:\n  config: disabled\n"), None, None), "n").unwrap();
+    let c = to_context(
+        &seed(
+            "instance-id: i\n",
+            Some("network:\n  config: disabled\n"),
+            None,
+            None,
+        ),
+        "n",
+    )
+    .unwrap();
     assert!(!c.network.configure);
     let c = to_context(&seed("instance-id: i\n", None, None, None), "n").unwrap();
     assert!(c.network.nics.is_empty());
@@ -173,7 +234,12 @@ fn network_disabled_absent_and_unknown() {
     let c = to_context(&seed("instance-id: i\n", Some(v1), None, None), "n").unwrap();
     let nic = &c.network.nics[0];
     assert_eq!(nic.routes[0].to.to_string(), "10.9.0.0/16");
-    assert_eq!(c.warnings.iter().filter(|w| w.contains("skipped")).count(), 2, "{:?}", c.warnings);
+    assert_eq!(
+        c.warnings.iter().filter(|w| w.contains("skipped")).count(),
+        2,
+        "{:?}",
+        c.warnings
+    );
     // An IPv6-only interface is configured, not dropped.
     let v2 = "version: 2\nethernets:\n  e:\n    match: {macaddress: '02:00:00:00:00:02'}\n    addresses: ['2001:db8::5/64']\n";
     let c = to_context(&seed("instance-id: i\n", Some(v2), None, None), "n").unwrap();

@@ -161,7 +161,11 @@ fn nic(
     let mac = match mac {
         Some(m) => m,
         None => {
-            let name = if r.get(&var("MAC")).is_some() { var("MAC") } else { var("MAC6") };
+            let name = if r.get(&var("MAC")).is_some() {
+                var("MAC")
+            } else {
+                var("MAC6")
+            };
             match r.get(&name)?.parse() {
                 Ok(m) => m,
                 Err(e) => {

@@ -212,7 +212,9 @@ fn content_path(meta: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(meta).ok()?;
     let p = v.get("network_config")?.get("content_path")?.as_str()?;
     let ok = p.starts_with("/content/")
-        && p[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     ok.then(|| p.to_string())
 }
 

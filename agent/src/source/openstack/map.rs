@@ -150,8 +150,20 @@ fn keys(meta: &MetaData, warnings: &mut Vec<String>) -> Vec<String> {
 
 /// Link types of a NIC the guest sees (cloud-init's list; none or null as well).
 const PHYSICAL: [&str; 14] = [
-    "", "bgpovs", "bridge", "cascading", "dvs", "ethernet", "hw_veb", "hyperv", "ovs", "phy",
-    "tap", "vhostuser", "vif", "macvtap",
+    "",
+    "bgpovs",
+    "bridge",
+    "cascading",
+    "dvs",
+    "ethernet",
+    "hw_veb",
+    "hyperv",
+    "ovs",
+    "phy",
+    "tap",
+    "vhostuser",
+    "vif",
+    "macvtap",
 ];
 
 /// What a link of network_data.json is to vmctx.

@@ -248,7 +248,11 @@ mod held_out {
                        {"id": "n1", "type": "ipv6_slaac", "link": "t1"}]}"#;
         let c = ctx(META1, net).unwrap();
         for nic in &c.network.nics {
-            assert_ne!(nic.method, Method::Skip, "{nic:?} would be dropped from the plan");
+            assert_ne!(
+                nic.method,
+                Method::Skip,
+                "{nic:?} would be dropped from the plan"
+            );
         }
         assert_eq!(c.network.nics[0].addresses[0].to_string(), "2001:db8::5/64");
         assert_eq!(c.network.nics[1].ip6_method, Ip6Method::Auto);
@@ -288,7 +292,10 @@ mod held_out {
         })
         .to_string();
         let c = to_context(&md(&meta, None), "configdrive:x").unwrap();
-        assert_eq!(c.ssh_keys, ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA alice@lab"]);
+        assert_eq!(
+            c.ssh_keys,
+            ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA alice@lab"]
+        );
         assert!(
             !c.warnings.iter().any(|w| w.contains("winkey")),
             "an x509 key pair is not a broken SSH key: {:?}",
@@ -298,22 +305,34 @@ mod held_out {
 
     #[test]
     fn proxmox_configdrive2_eni() {
-        let drive = concat!(env!("CARGO_MANIFEST_DIR"), "/../vm-fixtures/configdrive/proxmox-web01");
+        let drive = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../vm-fixtures/configdrive/proxmox-web01"
+        );
         let m = crate::source::openstack::read_drive(std::path::Path::new(drive)).unwrap();
         let c = to_context(&m, "configdrive:x").unwrap();
         assert_eq!(c.instance_id.len(), 40);
         let n = &c.network;
         assert!(n.nics.is_empty());
         let e0 = &n.by_order[0];
-        assert_eq!((e0.index, e0.method, e0.ip6_method), (0, Method::Static, Ip6Method::Static));
+        assert_eq!(
+            (e0.index, e0.method, e0.ip6_method),
+            (0, Method::Static, Ip6Method::Static)
+        );
         let addrs: Vec<String> = e0.addresses.iter().map(|a| a.to_string()).collect();
         assert_eq!(addrs, ["192.0.2.10/24", "2001:db8::10/64"]);
         assert_eq!(e0.gateway6.unwrap().to_string(), "2001:db8::1");
         let e1 = &n.by_order[1];
-        assert_eq!((e1.index, e1.method, e1.ip6_method), (1, Method::Dhcp, Ip6Method::Auto));
+        assert_eq!(
+            (e1.index, e1.method, e1.ip6_method),
+            (1, Method::Dhcp, Ip6Method::Auto)
+        );
         assert_eq!(n.dns.len(), 2);
         assert_eq!(n.search, ["lab.example"]);
-        let live = ["bc:24:11:5a:0e:01".parse().unwrap(), "bc:24:11:5a:0e:02".parse().unwrap()];
+        let live = [
+            "bc:24:11:5a:0e:01".parse().unwrap(),
+            "bc:24:11:5a:0e:02".parse().unwrap(),
+        ];
         let mut w = Vec::new();
         let resolved = n.with_nic_order(&live, &mut w);
         assert_eq!(resolved.nics[1].mac, live[1]);
@@ -329,13 +348,17 @@ mod held_out {
         std::fs::write(v.join("vendor_data.json"), vec![b' '; (1 << 20) + 10]).unwrap();
         let m = crate::source::openstack::read_drive(t.path()).unwrap();
         assert!(
-            m.notes.iter().any(|n| n.contains("vendor_data.json: not read")),
+            m.notes
+                .iter()
+                .any(|n| n.contains("vendor_data.json: not read")),
             "{:?}",
             m.notes
         );
         // An oversized file that is used is an error naming its path once.
         std::fs::write(v.join("network_data.json"), vec![b' '; (1 << 20) + 10]).unwrap();
-        let e = crate::source::openstack::read_drive(t.path()).unwrap_err().to_string();
+        let e = crate::source::openstack::read_drive(t.path())
+            .unwrap_err()
+            .to_string();
         assert_eq!(e.matches("network_data.json").count(), 1, "{e}");
         assert!(e.ends_with("bytes, over the 1048576-byte limit"), "{e}");
     }
