@@ -17,7 +17,7 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 vm-fixtures/build-nocloud-seed vm-fixtures/nocloud/proxmox-web01 "$work/seed.iso"
-vm-fixtures/build-context-iso vm-fixtures/contexts/hol02-jupyter "$work/context.iso" >/dev/null
+vm-fixtures/build-context-iso vm-fixtures/contexts/hol02-jupyter "$work/context.iso" >/dev/null 2>&1
 printf 'bc:24:11:5a:0e:01=eth0\nbc:24:11:5a:0e:02=eth1\n' >"$work/seed.links"
 nocloud=("$VMCTX" plan --json --source "nocloud:$work/seed.iso" --links-file "$work/seed.links")
 one=("$VMCTX" plan --json --source "opennebula:$work/context.iso" --links-file vm-fixtures/links/hol02-jupyter.links)
