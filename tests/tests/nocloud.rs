@@ -150,7 +150,9 @@ fn apply_into_empty_root(source: &str) -> (Output, bool) {
 fn malformed_files_exit_1_name_the_file_and_change_nothing() {
     const BAD: &str = "a: [1, 2\nb: c\n";
     let good_meta = "instance-id: i-1\n";
-    let cases: [(&str, Vec<(&str, String)>, &str); 5] = [
+    // (what, the seed's files, what the message says)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: [Case; 5] = [
         (
             "meta-data",
             vec![("meta-data", BAD.into())],

@@ -29,11 +29,13 @@ pub fn read(m: &Mapping, at: &At, b: &mut Builder) -> Result<(), String> {
                 let params = yaml::get(e, "params").map(|p| yaml::mapping(p, &at.key("params")));
                 let p = params.transpose()?;
                 let pat = at.key("params");
+                // `params: {bond-mode: …}`, or the same keys on the entry itself.
                 let param = |k: &str, alt: &str| -> Result<Option<String>, String> {
-                    let Some(p) = p else {
-                        return Ok(yaml::string(e, &alt.replace('-', "_"), &at)?);
+                    let (m, at) = match p {
+                        Some(p) => (p, &pat),
+                        None => (e, &at),
                     };
-                    Ok(yaml::string(p, k, &pat)?.or(yaml::string(p, alt, &pat)?))
+                    Ok(yaml::string(m, k, at)?.or(yaml::string(m, alt, at)?))
                 };
                 let miimon = param("bond-miimon", "bond_miimon")?
                     .map(|s| {
