@@ -40,7 +40,7 @@ pub enum Command {
     /// What apply would change, changing nothing.
     Plan {
         /// auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH, ec2[:URL],
-        /// configdrive[:DEVICE_IMAGE_OR_DIR], nocloud[:DEVICE_IMAGE_OR_DIR], openstack[:URL]
+        /// configdrive[:DEVICE_IMAGE_OR_DIR], nocloud[:DEVICE_IMAGE_OR_DIR|URL], openstack[:URL]
         #[arg(long, default_value = "auto")]
         source: Source,
         /// Lines `MAC=ifname` standing in for this machine's links.

@@ -266,3 +266,50 @@ fn auto_finds_the_cidata_volume_and_the_kernel_command_line() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json(&o)["instance_id"], "from-cmdline");
 }
+
+/// `nocloud:http://…` (cloud-init's nocloud-net): the four files under the URL, from a seed
+/// server on loopback; nothing else is asked for.
+#[test]
+fn seed_over_http() {
+    let dir = seed_dir("netplan-bond-vlan");
+    let svc = FakeImds::start(
+        move |req: &FakeReq, _| match req.path.strip_prefix("/seed/") {
+            Some(name @ ("meta-data" | "user-data" | "vendor-data" | "network-config")) => {
+                FakeResp::new(200, std::fs::read(dir.join(name)).unwrap())
+            }
+            _ => FakeResp::new(404, "Not Found"),
+        },
+    );
+    let source = format!("nocloud:{}/seed/", svc.url());
+    let l = links(BOND_LINKS);
+    let o = vmctx(&[
+        "plan",
+        "--json",
+        "--source",
+        &source,
+        "--links-file",
+        l.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = json(&o);
+    assert_eq!(p["instance_id"], "iid-storage-07");
+    assert!(p["network"]["ethernets"]["ens5"]["dhcp4"]
+        .as_bool()
+        .unwrap());
+    let mut asked = svc.requests();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "GET /seed/meta-data",
+            "GET /seed/network-config",
+            "GET /seed/user-data",
+            "GET /seed/vendor-data"
+        ]
+    );
+    // No meta-data: refused, naming it.
+    let empty = FakeImds::start(|_: &FakeReq, _| FakeResp::new(404, "Not Found"));
+    let o = vmctx(&["show", "--source", &format!("nocloud:{}/", empty.url())]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("meta-data: 404"), "{}", stderr(&o));
+}

@@ -39,6 +39,9 @@ pub enum Source {
     ConfigDrive(Option<PathBuf>),
     /// A NoCloud seed (`cidata`): auto-detected, or this device, image file or folder.
     NoCloud(Option<PathBuf>),
+    /// A NoCloud seed served over http (cloud-init's `nocloud-net`): this base URL, an IP
+    /// literal; read in the final stage.
+    NoCloudNet(String),
     /// OpenStack: the config drive if there is one, else the metadata service at
     /// `http://169.254.169.254`; with a URL, only the service there.
     OpenStack(Option<String>),
@@ -47,13 +50,18 @@ pub enum Source {
 impl Source {
     /// Read over the network (after it is up, in the final stage), not from a local volume.
     pub fn is_network(&self) -> bool {
-        matches!(self, Source::Ec2(_) | Source::OpenStack(Some(_)))
+        matches!(
+            self,
+            Source::Ec2(_) | Source::OpenStack(Some(_)) | Source::NoCloudNet(_)
+        )
     }
 }
 
 /// Whether a context's origin (`Context::source`) is a metadata service.
 pub fn origin_is_network(origin: &str) -> bool {
-    origin.starts_with("ec2") || origin.starts_with("openstack:http")
+    origin.starts_with("ec2")
+        || origin.starts_with("openstack:http")
+        || origin.starts_with("nocloud:http")
 }
 
 impl FromStr for Source {
@@ -80,10 +88,11 @@ impl FromStr for Source {
             ("configdrive", Some(a)) => Ok(Source::ConfigDrive(Some(path(a)?))),
             ("openstack", a) => Ok(Source::OpenStack(a.map(str::to_string))),
             ("nocloud", None) => Ok(Source::NoCloud(None)),
+            ("nocloud", Some(a)) if a.starts_with("http") => Ok(Source::NoCloudNet(a.to_string())),
             ("nocloud", Some(a)) => Ok(Source::NoCloud(Some(path(a)?))),
             _ => Err(format!(
                 "{s:?} is not a source: use auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH, ec2[:URL], \
-                 configdrive[:DEVICE_IMAGE_OR_DIR], nocloud[:DEVICE_IMAGE_OR_DIR] or openstack[:URL]"
+                 configdrive[:DEVICE_IMAGE_OR_DIR], nocloud[:DEVICE_IMAGE_OR_DIR|URL] or openstack[:URL]"
             )),
         }
     }
@@ -102,6 +111,7 @@ impl fmt::Display for Source {
             Source::ConfigDrive(Some(p)) => write!(f, "configdrive:{}", p.display()),
             Source::NoCloud(None) => f.write_str("nocloud"),
             Source::NoCloud(Some(p)) => write!(f, "nocloud:{}", p.display()),
+            Source::NoCloudNet(u) => write!(f, "nocloud:{u}"),
             Source::OpenStack(None) => f.write_str("openstack"),
             Source::OpenStack(Some(u)) => write!(f, "openstack:{u}"),
         }
@@ -170,6 +180,20 @@ pub fn read(source: &Source, root: &Path) -> Result<Raw, SourceError> {
         Source::ConfigDrive(None) => read_volume(root, Some(detect::Volume::ConfigDrive)),
         Source::NoCloud(None) => read_volume(root, Some(detect::Volume::NoCloud)),
         Source::NoCloud(Some(path)) => read_seed(path),
+        Source::NoCloudNet(url) => {
+            let origin = source.to_string();
+            let seed = nocloud::read_service(url).map_err(|why| SourceError::Data {
+                origin: origin.clone(),
+                why,
+            })?;
+            Ok(Raw {
+                origin,
+                parsed: Parsed::default(),
+                files: Vec::new(),
+                warnings: Vec::new(),
+                cloud: Some(Cloud::NoCloud(seed)),
+            })
+        }
         Source::Auto => {
             let d = detect::decide(root, detect::probe_url(root).as_deref());
             match d.source.as_deref().map(str::parse::<Source>) {
@@ -441,9 +465,11 @@ pub fn read_files(source: &Source, limit: u64) -> Result<Vec<(String, Vec<u8>)>,
             Ok(out)
         }
         // A metadata service or config drive has no files beside its user-data.
-        Source::Ec2(_) | Source::ConfigDrive(_) | Source::OpenStack(_) | Source::NoCloud(_) => {
-            Ok(Vec::new())
-        }
+        Source::Ec2(_)
+        | Source::ConfigDrive(_)
+        | Source::OpenStack(_)
+        | Source::NoCloud(_)
+        | Source::NoCloudNet(_) => Ok(Vec::new()),
         other => Err(SourceError::Unsupported(other.to_string())),
     }
 }
@@ -512,7 +538,15 @@ mod tests {
             "dir:ctx".parse::<Source>().unwrap(),
             Source::Dir("ctx".into())
         );
-        for bad in ["dir", "dir:", "cdrom", "opennebula:", "auto:x"] {
+        assert_eq!(
+            "nocloud:/dev/vdb".parse::<Source>().unwrap(),
+            Source::NoCloud(Some("/dev/vdb".into()))
+        );
+        let net = "nocloud:http://10.0.0.1:8000/seed/".parse::<Source>().unwrap();
+        assert_eq!(net, Source::NoCloudNet("http://10.0.0.1:8000/seed/".into()));
+        assert!(net.is_network() && origin_is_network(&net.to_string()));
+        assert!(!Source::NoCloud(None).is_network());
+        for bad in ["dir", "dir:", "cdrom", "opennebula:", "auto:x", "nocloud:"] {
             assert!(bad.parse::<Source>().is_err(), "{bad}");
         }
     }

@@ -69,6 +69,43 @@ pub fn read_seed(path: &Path) -> Result<Seed, String> {
     })
 }
 
+/// A seed served over http (`nocloud:http://10.0.0.1:8000/seed/`): the four files under that
+/// URL, fetched together with the metadata client's retries inside a 60 s budget
+/// (`VMCTX_IMDS_TIMEOUT`); an IP literal only (no name is resolved).
+pub fn read_service(url: &str) -> Result<Seed, String> {
+    use crate::source::ec2::{self, client::Client};
+    const BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+    let opts = ec2::Options::from_env_budget(Some(url), BUDGET).map_err(|e| e.to_string())?;
+    let client = Client::tokenless(opts.endpoint.clone(), opts.budget, opts.concurrency);
+    let rt = ec2::runtime().map_err(|e| e.to_string())?;
+    let (meta, user, vendor, net) = rt
+        .block_on(async {
+            futures::try_join!(
+                client.get(META_DATA),
+                client.get(USER_DATA),
+                client.get(VENDOR_DATA),
+                client.get(NETWORK_CONFIG)
+            )
+        })
+        .map_err(|e| e.to_string())?;
+    let meta = meta.ok_or_else(|| format!("{META_DATA}: 404 (every NoCloud seed has one)"))?;
+    for (name, b) in [(META_DATA, Some(&meta)), (NETWORK_CONFIG, net.as_ref())] {
+        if let Some(len) = b.map(|b| b.len() as u64).filter(|l| *l > MAX_DOC) {
+            return Err(format!(
+                "{name}: {len} bytes, over the {MAX_DOC}-byte limit"
+            ));
+        }
+    }
+    let notes = std::mem::take(&mut *client.notes.lock().expect("notes lock"));
+    Ok(Seed {
+        meta_data: meta.to_vec(),
+        user_data: user.map(|b| b.to_vec()),
+        vendor_data: vendor.map(|b| b.to_vec()),
+        network_config: net.map(|b| b.to_vec()),
+        notes,
+    })
+}
+
 /// What the kernel command line says of NoCloud: `ds=nocloud;s=file:///path/` (also
 /// `seedfrom=`, and `nocloud-net`). `Ok(path)` under `root`; `Err(why)` for a form vmctx does not
 /// read (a seed over http); `None` when the command line names no NoCloud seed.
