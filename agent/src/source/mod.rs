@@ -542,7 +542,9 @@ mod tests {
             "nocloud:/dev/vdb".parse::<Source>().unwrap(),
             Source::NoCloud(Some("/dev/vdb".into()))
         );
-        let net = "nocloud:http://10.0.0.1:8000/seed/".parse::<Source>().unwrap();
+        let net = "nocloud:http://10.0.0.1:8000/seed/"
+            .parse::<Source>()
+            .unwrap();
         assert_eq!(net, Source::NoCloudNet("http://10.0.0.1:8000/seed/".into()));
         assert!(net.is_network() && origin_is_network(&net.to_string()));
         assert!(!Source::NoCloud(None).is_network());

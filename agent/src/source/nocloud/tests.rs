@@ -245,3 +245,45 @@ fn network_disabled_absent_and_unknown() {
     let c = to_context(&seed("instance-id: i\n", Some(v2), None, None), "n").unwrap();
     assert_ne!(c.network.nics[0].method, Method::Skip);
 }
+
+/// Proxmox's other generator (`nocloud_network_v2`), byte for byte: `netN` ids matched by an
+/// upper-case quoted MAC, `set-name`, addresses at the key's own indentation.
+#[test]
+fn proxmox_network_v2() {
+    let v2 = concat!(
+        "version: 2\n",
+        "ethernets:\n",
+        "    net0:\n",
+        "        match:\n",
+        "            macaddress: \"BC:24:11:5A:0E:01\"\n",
+        "        set-name: eth0\n",
+        "        addresses:\n",
+        "        - '192.0.2.10/24'\n",
+        "        - '2001:db8::10/64'\n",
+        "        gateway4: '192.0.2.1'\n",
+        "        gateway6: '2001:db8::1'\n",
+        "        nameservers:\n",
+        "          addresses:\n",
+        "          - '192.0.2.53'\n",
+        "          search:\n",
+        "          - 'lab.example'\n",
+        "    net1:\n",
+        "        match:\n",
+        "            macaddress: \"BC:24:11:5A:0E:02\"\n",
+        "        set-name: eth1\n",
+        "        dhcp4: true\n",
+        "        dhcp6: true\n",
+    );
+    let c = to_context(&seed("instance-id: i\n", Some(v2), None, None), "n").unwrap();
+    let n = &c.network.nics;
+    assert_eq!(n[0].mac.to_string(), "bc:24:11:5a:0e:01");
+    assert_eq!(n[0].addresses.len(), 2);
+    assert_eq!(n[0].gateway.unwrap().to_string(), "192.0.2.1");
+    assert_eq!(n[0].gateway6.unwrap().to_string(), "2001:db8::1");
+    assert_eq!(n[0].search, ["lab.example"]);
+    assert_eq!(
+        (n[1].method, n[1].ip6_method),
+        (Method::Dhcp, Ip6Method::Dhcp)
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
