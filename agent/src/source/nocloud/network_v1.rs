@@ -26,32 +26,7 @@ pub fn read(m: &Mapping, at: &At, b: &mut Builder) -> Result<(), String> {
                 b.nic(&name, mac, &at)
             }
             "bond" => {
-                let params = yaml::get(e, "params").map(|p| yaml::mapping(p, &at.key("params")));
-                let p = params.transpose()?;
-                let pat = at.key("params");
-                // `params: {bond-mode: …}`, or the same keys on the entry itself.
-                let param = |k: &str, alt: &str| -> Result<Option<String>, String> {
-                    let (m, at) = match p {
-                        Some(p) => (p, &pat),
-                        None => (e, &at),
-                    };
-                    Ok(yaml::string(m, k, at)?.or(yaml::string(m, alt, at)?))
-                };
-                let miimon = param("bond-miimon", "bond_miimon")?
-                    .map(|s| {
-                        s.parse::<u32>()
-                            .map_err(|_| pat.err("bond-miimon: not a number"))
-                    })
-                    .transpose()?;
-                b.bond(Bond {
-                    name: name.clone(),
-                    interfaces: yaml::strings(e, "bond_interfaces", &at)?,
-                    members: Vec::new(),
-                    mode: param("bond-mode", "bond_mode")?,
-                    mii_monitor_interval: miimon,
-                    transmit_hash_policy: param("bond-xmit-hash-policy", "bond_xmit_hash_policy")?,
-                    config: blank(yaml::mac(e, "mac_address", &at)?),
-                });
+                b.bond(bond(e, &name, &at)?);
                 b.target(&name)
             }
             "vlan" => {
@@ -106,6 +81,37 @@ pub fn read(m: &Mapping, at: &At, b: &mut Builder) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A `bond` entry: `bond_interfaces` and its `params` (`bond-mode`, `bond-miimon`,
+/// `bond-xmit-hash-policy`, or the same with `_`).
+fn bond(e: &Mapping, name: &str, at: &At) -> Result<Bond, String> {
+    let params = yaml::get(e, "params").map(|p| yaml::mapping(p, &at.key("params")));
+    let p = params.transpose()?;
+    let pat = at.key("params");
+    // `params: {bond-mode: …}`, or the same keys on the entry itself.
+    let param = |k: &str, alt: &str| -> Result<Option<String>, String> {
+        let (m, at) = match p {
+            Some(p) => (p, &pat),
+            None => (e, at),
+        };
+        Ok(yaml::string(m, k, at)?.or(yaml::string(m, alt, at)?))
+    };
+    let miimon = param("bond-miimon", "bond_miimon")?
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| pat.err("bond-miimon: not a number"))
+        })
+        .transpose()?;
+    Ok(Bond {
+        name: name.to_string(),
+        interfaces: yaml::strings(e, "bond_interfaces", at)?,
+        members: Vec::new(),
+        mode: param("bond-mode", "bond_mode")?,
+        mii_monitor_interval: miimon,
+        transmit_hash_policy: param("bond-xmit-hash-policy", "bond_xmit_hash_policy")?,
+        config: blank(yaml::mac(e, "mac_address", at)?),
+    })
 }
 
 /// One subnet of an interface.

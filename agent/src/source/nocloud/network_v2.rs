@@ -28,27 +28,7 @@ pub fn read(m: &Mapping, at: &At, b: &mut Builder) -> Result<(), String> {
             .collect()
     };
     for (id, e) in section("ethernets")? {
-        let at = at.key("ethernets").key(&id);
-        let matched = yaml::get(e, "match")
-            .map(|v| yaml::mapping(v, &at.key("match")))
-            .transpose()?;
-        let mac = match matched {
-            Some(mm) => yaml::mac(mm, "macaddress", &at.key("match"))?,
-            None => None,
-        };
-        let set_name = yaml::string(e, "set-name", &at)?;
-        // Unmatched, the id is the interface's name; matched, `set-name` may say eth0.
-        let name = match (&mac, set_name) {
-            (None, Some(n)) if matched.is_some() => n,
-            _ => id.clone(),
-        };
-        let Some(t) = b.nic(&name, mac, &at) else {
-            continue;
-        };
-        if name != id {
-            b.names.push((id.clone(), t));
-        }
-        l3(b, t, e, &at)?;
+        ethernet(b, &id, e, &at.key("ethernets").key(&id))?;
     }
     for (id, e) in section("bonds")? {
         let at = at.key("bonds").key(&id);
@@ -99,6 +79,31 @@ pub fn read(m: &Mapping, at: &At, b: &mut Builder) -> Result<(), String> {
         l3(b, Target::Bridge(b.net.bridges.len() - 1), e, &at)?;
     }
     Ok(())
+}
+
+/// An `ethernets` entry: by `match.macaddress`; without one, `ethN` (the id, or `set-name`
+/// when it matched by something else) is the NIC at position N.
+fn ethernet(b: &mut Builder, id: &str, e: &Mapping, at: &At) -> Result<(), String> {
+    let matched = yaml::get(e, "match")
+        .map(|v| yaml::mapping(v, &at.key("match")))
+        .transpose()?;
+    let mac = match matched {
+        Some(mm) => yaml::mac(mm, "macaddress", &at.key("match"))?,
+        None => None,
+    };
+    let set_name = yaml::string(e, "set-name", at)?;
+    // Unmatched, the id is the interface's name; matched, `set-name` may say eth0.
+    let name = match (&mac, set_name) {
+        (None, Some(n)) if matched.is_some() => n,
+        _ => id.to_string(),
+    };
+    let Some(t) = b.nic(&name, mac, at) else {
+        return Ok(());
+    };
+    if name != id {
+        b.names.push((id.to_string(), t));
+    }
+    l3(b, t, e, at)
 }
 
 /// The keys every interface kind shares.
