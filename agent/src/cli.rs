@@ -23,8 +23,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Say which context source is present, and the evidence. Order: a CONTEXT or config-2
-    /// volume (CD-ROMs first, ISO9660 or FAT), then DMI (EC2 → its IMDS; OpenStack Nova → its
+    /// Say which context source is present, and the evidence. Order: the kernel command line's
+    /// ds=nocloud seed, a CONTEXT, config-2 or cidata volume (CD-ROMs first, ISO9660 or FAT), then DMI (EC2 → its IMDS; OpenStack Nova → its
     /// metadata service, EC2 tree as fallback), then a short IMDS probe.
     Detect {
         #[arg(long)]
@@ -40,7 +40,7 @@ pub enum Command {
     /// What apply would change, changing nothing.
     Plan {
         /// auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH, ec2[:URL],
-        /// configdrive[:DEVICE_IMAGE_OR_DIR], openstack[:URL]
+        /// configdrive[:DEVICE_IMAGE_OR_DIR], nocloud[:DEVICE_IMAGE_OR_DIR|URL], openstack[:URL]
         #[arg(long, default_value = "auto")]
         source: Source,
         /// Lines `MAC=ifname` standing in for this machine's links.

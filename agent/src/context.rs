@@ -4,6 +4,9 @@
 //! apply steps read nothing else. Secrets are wrapped in [`Secret`] so that serializing a
 //! context (`vmctx show`, logs) can never print them.
 
+mod links;
+
+pub use links::{Bond, Bridge, Vlan};
 use serde::{Serialize, Serializer};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -77,6 +80,19 @@ pub struct Network {
     /// static NIC's gateway then goes into that NIC's own table, with `from` rules.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dhcp_default_route: bool,
+    /// NICs the source names only by position (`ETHx_DHCP` without `ETHx_MAC`, an ENI
+    /// `ethN`): the plan gives each the MAC of the live NIC at position `index`
+    /// ([`Network::with_nic_order`]). Their `mac` is a placeholder until then.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_order: Vec<Nic>,
+    /// Bonds, VLANs and bridges the source asks for (NoCloud, OpenStack), in netplan v2 terms.
+    /// Not applied yet: the source warns about each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bonds: Vec<Bond>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<Vlan>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bridges: Vec<Bridge>,
     /// NICs whose identity or address (MAC, IP, mask, gateway) is invalid: left exactly as they
     /// are, neither configured nor stripped of what vmctx added to them before.
     #[serde(skip_serializing_if = "Vec::is_empty")]

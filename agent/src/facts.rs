@@ -25,6 +25,11 @@ impl Links {
     pub fn iter(&self) -> impl Iterator<Item = &Link> {
         self.0.iter()
     }
+
+    /// The links' MACs in order: NIC positions for contexts that name NICs only by order.
+    pub fn macs(&self) -> Vec<MacAddr> {
+        self.0.iter().map(|l| l.mac).collect()
+    }
 }
 
 /// The network managers an image has (under `--root`): vmctx keeps each from fighting it.

@@ -131,6 +131,26 @@ pub fn build_config_drive(dir: &Path, out: &Path, vfat: bool) -> Option<PathBuf>
     Some(out.to_path_buf())
 }
 
+/// A NoCloud seed from `dir` by `vm-fixtures/build-nocloud-seed` (`vfat`: a FAT image, else
+/// ISO9660 as Proxmox writes it); `None` (skipped) when its tools are missing outside CI.
+pub fn build_nocloud_seed(dir: &Path, out: &Path, vfat: bool) -> Option<PathBuf> {
+    let tools: &[&str] = if vfat {
+        &["mkfs.vfat", "mcopy"]
+    } else {
+        &["genisoimage"]
+    };
+    if !need_tools(tools) {
+        return None;
+    }
+    let mut cmd = Command::new(workspace().join("vm-fixtures/build-nocloud-seed"));
+    if vfat {
+        cmd.arg("--vfat");
+    }
+    let o = cmd.arg(dir).arg(out).output().unwrap();
+    assert!(o.status.success(), "build-nocloud-seed: {}", stderr(&o));
+    Some(out.to_path_buf())
+}
+
 /// Runs `vm-fixtures/boot ARGS --log LOG` to its end: the serial log (CR stripped), after
 /// asserting that qemu exited cleanly and the guest reached `T_DONE`.
 pub fn boot_vm(args: &[&str], log: &Path) -> String {

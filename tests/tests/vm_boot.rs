@@ -245,3 +245,32 @@ fn imported_ami_guest_serves_its_own_metadata() {
         "{serial}"
     );
 }
+
+/// Proxmox's NoCloud seed (`cidata`, as Proxmox builds it) found by `--source auto`: the static
+/// NIC gets its addresses and gateway, the DHCP NIC is brought up, the hostname is set.
+#[test]
+fn proxmox_nocloud_guest_is_configured_by_auto() {
+    if initramfs().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let seed = workspace().join("vm-fixtures/nocloud/proxmox-web01");
+    let Some(iso) = build_nocloud_seed(&seed, &t.path().join("cidata.iso"), false) else {
+        return;
+    };
+    let serial = boot(Some(&iso), &["bc:24:11:5a:0e:01", "bc:24:11:5a:0e:02"], "");
+    let addrs = serial_section(&serial, "ADDR");
+    for want in ["inet 192.0.2.10/24 ", "inet6 2001:db8::10/64 "] {
+        assert!(
+            addrs.iter().any(|l| l.contains("eth0") && l.contains(want)),
+            "{want} missing:\n{serial}"
+        );
+    }
+    assert!(
+        serial_section(&serial, "ROUTE")
+            .iter()
+            .any(|l| l.starts_with("default via 192.0.2.1 dev eth0")),
+        "{serial}"
+    );
+    assert!(serial.contains("=== HOSTNAME web01"), "{serial}");
+}

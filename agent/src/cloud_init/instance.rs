@@ -97,6 +97,18 @@ pub fn platform(origin: &Origin) -> Platform {
             "openstack",
             format!("config-disk ({})", dev.display()),
         ),
+        Origin::NoCloud(seed) => p(
+            format!("DataSourceNoCloud [seed={}]", seed.display()),
+            "nocloud",
+            "nocloud",
+            format!("config-disk ({})", seed.display()),
+        ),
+        Origin::NoCloudNet(url) => p(
+            format!("DataSourceNoCloudNet [seed={url}]"),
+            "nocloud-net",
+            "nocloud",
+            format!("seed-url ({url})"),
+        ),
         Origin::OpenStack(url) => p(
             format!("DataSourceOpenStack [{url}]"),
             "openstack",
@@ -156,6 +168,15 @@ impl Ds {
                 if let Some(n) = &md.network_data {
                     out.ds.insert("network_json".into(), parse(n));
                 }
+            }
+            Some(Cloud::NoCloud(seed)) => {
+                // As cloud-init keeps it: meta-data as read (YAML → JSON).
+                let text = String::from_utf8_lossy(&seed.meta_data);
+                let meta = match crate::source::userdata::yaml_depth::check(&text) {
+                    Ok(()) => serde_norway::from_str::<Value>(&text).unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                };
+                out.ds.insert("meta_data".into(), meta);
             }
         }
         out

@@ -164,6 +164,7 @@ fn openstack_document() {
         network_data: None,
         user_data: None,
         notes: vec![],
+        ..Default::default()
     };
     let r = raw("configdrive:/dev/sr1", "", Some(Cloud::OpenStack(md)));
     let ds = Ds::from_raw(&r);

@@ -19,14 +19,21 @@ pub enum Origin {
     Ec2(String),
     /// OpenStack's (Nova's) metadata service, at this base URL.
     OpenStack(String),
+    /// A NoCloud seed (`cidata`): a block device, an image file or a folder.
+    NoCloud(PathBuf),
+    /// A NoCloud seed served over http (cloud-init's `nocloud-net`), at this base URL.
+    NoCloudNet(String),
 }
 
 impl Origin {
     /// Read over the network — after it is up, in the final stage — not from a local volume.
     pub fn is_network(&self) -> bool {
         match self {
-            Origin::Ec2(_) | Origin::OpenStack(_) => true,
-            Origin::OpenNebula(_) | Origin::Dir(_) | Origin::ConfigDrive(_) => false,
+            Origin::Ec2(_) | Origin::OpenStack(_) | Origin::NoCloudNet(_) => true,
+            Origin::OpenNebula(_)
+            | Origin::Dir(_)
+            | Origin::ConfigDrive(_)
+            | Origin::NoCloud(_) => false,
         }
     }
 }
@@ -39,6 +46,8 @@ impl fmt::Display for Origin {
             Origin::ConfigDrive(p) => write!(f, "configdrive:{}", p.display()),
             Origin::Ec2(u) => write!(f, "ec2:{u}"),
             Origin::OpenStack(u) => write!(f, "openstack:{u}"),
+            Origin::NoCloud(p) => write!(f, "nocloud:{}", p.display()),
+            Origin::NoCloudNet(u) => write!(f, "nocloud:{u}"),
         }
     }
 }
@@ -58,6 +67,8 @@ impl FromStr for Origin {
             "configdrive" => Origin::ConfigDrive(arg.into()),
             "ec2" => Origin::Ec2(arg.into()),
             "openstack" => Origin::OpenStack(arg.into()),
+            "nocloud" if arg.starts_with("http") => Origin::NoCloudNet(arg.into()),
+            "nocloud" => Origin::NoCloud(arg.into()),
             _ => return Err(bad()),
         })
     }
@@ -98,6 +109,16 @@ mod tests {
                 "openstack:http://[fd00::1]:80",
                 true,
             ),
+            (
+                Origin::NoCloud("/dev/sr1".into()),
+                "nocloud:/dev/sr1",
+                false,
+            ),
+            (
+                Origin::NoCloudNet("http://10.0.0.1/seed/".into()),
+                "nocloud:http://10.0.0.1/seed/",
+                true,
+            ),
         ];
         for (o, shown, network) in all {
             assert_eq!(o.to_string(), shown);
@@ -105,7 +126,7 @@ mod tests {
             assert_eq!(shown.parse::<Origin>().unwrap(), o);
             assert_eq!(o.is_network(), network, "{shown}");
         }
-        for bad in ["auto", "ec2", "dir:", "nocloud:/x", ""] {
+        for bad in ["auto", "ec2", "dir:", "nocloud:", "other:/x", ""] {
             assert!(bad.parse::<Origin>().is_err(), "{bad:?}");
         }
     }

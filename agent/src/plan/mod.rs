@@ -111,8 +111,11 @@ pub struct ScriptPlan {
 pub fn build(ctx: &Context, facts: &Facts) -> Plan {
     let mut warnings = ctx.warnings.clone();
     let mut errors = ctx.errors.clone();
-    let network = network::netplan(&ctx.network, facts, &mut warnings);
-    let network_files = managers::files(&ctx.network, &facts.links, &facts.managers, &mut warnings);
+    let net = ctx
+        .network
+        .with_nic_order(&facts.links.macs(), &mut warnings);
+    let network = network::netplan(&net, facts, &mut warnings);
+    let network_files = managers::files(&net, &facts.links, &facts.managers, &mut warnings);
     let users = ctx
         .user
         .iter()

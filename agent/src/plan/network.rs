@@ -100,7 +100,11 @@ pub fn netplan(net: &Network, facts: &Facts, warnings: &mut Vec<String>) -> Netp
         let name = match facts.links.by_mac(nic.mac) {
             Some(link) => link.name.clone(),
             None => {
-                let name = format!("eth{}", nic.index);
+                let mut name = format!("eth{}", nic.index);
+                // Never the name of a link the machine has: that one may be another NIC's.
+                if facts.links.iter().any(|l| l.name == name) {
+                    name.push_str("-absent");
+                }
                 warnings.push(format!(
                     "ETH{} ({}) matches no link on this machine; planned as {name}",
                     nic.index, nic.mac

@@ -56,6 +56,24 @@ fn missing_link_is_keyed_by_index_with_warning() {
     );
 }
 
+/// A NIC the machine lacks must not take the name of one it has (issue 18, part 4): ETH0's
+/// link is missing, ETH1's link is called eth0.
+#[test]
+fn a_missing_link_never_shadows_a_real_one() {
+    let p = plan(
+        "ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nETH1_MAC='02:00:0a:00:04:28'\nETH1_IP='10.0.4.40'\nVMID='1'\n",
+        "02:00:0a:00:04:28=eth0\n",
+    );
+    let eth0 = &p.network.ethernets["eth0"];
+    assert_eq!(eth0.match_.macaddress.to_string(), "02:00:0a:00:04:28");
+    assert_eq!(p.network.ethernets.len(), 2, "{:?}", p.network);
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("already configured")),
+        "{:?}",
+        p.warnings
+    );
+}
+
 #[test]
 fn skipped_and_absent_nics_do_not_appear() {
     let p = plan(

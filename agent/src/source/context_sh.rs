@@ -162,6 +162,7 @@ fn parse_assignment(text: &str, start: usize, eol: usize) -> Result<Assignment, 
             (v, n, true)
         }
         None => return Err(format!("{name}= has no quoted value")),
+        Some(_) if is_plain_word(rest) => return Ok(unquoted(text, name, rest, eol)),
         Some(_) => return Err(format!("{name} has an unquoted value (never evaluated)")),
     };
     let after = &tail[consumed..];
@@ -205,6 +206,48 @@ fn double_quoted(s: &str) -> Result<(String, usize), String> {
     match s[1..].find('"') {
         Some(close) => Ok((s[1..1 + close].to_string(), close + 2)),
         None => Err("unterminated double quote".into()),
+    }
+}
+
+/// An unquoted value a shell would take literally too (Proxmox writes `ETH0_IP=10.0.0.5`):
+/// nothing that expands, quotes, splits or ends a command.
+fn is_plain_word(v: &str) -> bool {
+    v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._:/+=@,-%".contains(&b))
+}
+
+/// Length of a MIME base64 line (Perl's `encode_base64`, which Proxmox uses).
+const MIME_LINE: usize = 76;
+
+/// `NAME=word`; a `*_BASE64` value wrapped at 76 characters (Proxmox's
+/// `CRYPTED_PASSWORD_BASE64`) is joined with its continuation lines.
+fn unquoted(text: &str, name: &str, first: &str, eol: usize) -> Assignment {
+    let mut value = first.to_string();
+    let mut end = eol;
+    let mut last = first.len();
+    while name.ends_with("_BASE64") && last == MIME_LINE && end < text.len() {
+        let next_end = text[end + 1..]
+            .find('\n')
+            .map_or(text.len(), |n| end + 1 + n);
+        let line = &text[end + 1..next_end];
+        let data = line.trim_end_matches('=');
+        let is_b64 = !line.is_empty()
+            && line.len() <= MIME_LINE
+            && data
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+        if !is_b64 {
+            break;
+        }
+        value.push_str(line);
+        last = line.len();
+        end = next_end;
+    }
+    Assignment {
+        name: name.to_string(),
+        value,
+        legacy: false,
+        end,
     }
 }
 
@@ -290,7 +333,7 @@ mod tests {
     #[test]
     fn garbage_lines_are_skipped_with_line_numbers() {
         let p =
-            vars("A='1'\ntouch /tmp/pwned\nB=$(id)\nC=plain\n'x'='y'\nD='2' ; rm -rf /\nE='3'\n");
+            vars("A='1'\ntouch /tmp/pwned\nB=$(id)\nC=pl ain\n'x'='y'\nD='2' ; rm -rf /\nE='3'\n");
         assert_eq!(p.vars.get("A"), Some("1"));
         assert_eq!(p.vars.get("E"), Some("3"));
         for bad in ["B", "C", "D"] {
@@ -301,6 +344,28 @@ mod tests {
             lines,
             ["line 2:", "line 3:", "line 4:", "line 5:", "line 6:"]
         );
+    }
+
+    /// Proxmox's `opennebula` format: plain words unquoted, base64 wrapped at 76 columns.
+    #[test]
+    fn proxmox_unquoted_words_and_wrapped_base64() {
+        let b64 = "JDUkV3EyZUNrYlJrM1ZmTXowcCRRNmRKM29VMHAybVVxdlZtVzJ5SzloVDhsWDFuUjRzRTdhQjVj";
+        let text = format!(
+            "USERNAME=debian\nCRYPTED_PASSWORD_BASE64={b64}\nRDZmRy5I\n\nNETWORK=YES\nX=a$b\nY=`id`\n"
+        );
+        let p = vars(&text);
+        assert_eq!(p.vars.get("USERNAME"), Some("debian"));
+        assert_eq!(
+            p.vars.get("CRYPTED_PASSWORD_BASE64"),
+            Some(format!("{b64}RDZmRy5I").as_str())
+        );
+        assert_eq!(p.vars.get("NETWORK"), Some("YES"));
+        assert!(!p.vars.has_key("X") && !p.vars.has_key("Y"));
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        // A 76-character value not named *_BASE64 takes no continuation.
+        let p = vars(&format!("A={b64}\nRDZmRy5I\n"));
+        assert_eq!(p.vars.get("A"), Some(b64));
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub enum Volume {
     Context,
     /// OpenStack's config drive.
     ConfigDrive,
+    /// A NoCloud seed (`cidata`).
+    NoCloud,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,7 +57,7 @@ impl Detection {
             .map(|p| format!("{} ({})", p.device, p.found))
             .collect();
         format!(
-            "no volume labelled {CONTEXT_LABEL} or config-2 among {}",
+            "no volume labelled {CONTEXT_LABEL}, config-2 or cidata among {}",
             seen.join(", ")
         )
     }
@@ -80,6 +82,7 @@ pub fn find_volume(root: &Path) -> Detection {
         let kind = match &found {
             Ok((_, label)) if label == CONTEXT_LABEL => Some(Volume::Context),
             Ok((_, label)) if is_drive_label(label) => Some(Volume::ConfigDrive),
+            Ok((_, label)) if super::nocloud::is_seed_label(label) => Some(Volume::NoCloud),
             _ => None,
         };
         probes.push(Probe {
@@ -195,11 +198,32 @@ pub struct Decision {
 pub fn decide(root: &Path, imds: Option<&str>) -> Decision {
     let cd = find_volume(root);
     let mut evidence = Vec::new();
+    // The kernel command line names a NoCloud seed folder: that wins, as in cloud-init.
+    match super::nocloud::cmdline_seed(root) {
+        Some(Ok(path)) => {
+            evidence.push(Probe {
+                device: "kernel command line".into(),
+                found: format!("ds=nocloud seed {}", path.display()),
+            });
+            return Decision {
+                source: Some(super::Source::NoCloud(Some(path))),
+                probes: cd.probes,
+                evidence,
+                summary: String::new(),
+            };
+        }
+        Some(Err(why)) => evidence.push(Probe {
+            device: "kernel command line".into(),
+            found: why,
+        }),
+        None => {}
+    }
     if let (Some(dev), Some(kind)) = (&cd.device, cd.kind) {
         let dev = Some(dev.clone());
         let source = match kind {
             Volume::Context => super::Source::OpenNebula(dev),
             Volume::ConfigDrive => super::Source::ConfigDrive(dev),
+            Volume::NoCloud => super::Source::NoCloud(dev),
         };
         return Decision {
             source: Some(source),
@@ -367,6 +391,20 @@ mod tests {
             ["sr0", "sr1"],
             "loop devices are never read; stops at the first match"
         );
+    }
+
+    #[test]
+    fn finds_a_nocloud_seed() {
+        for label in ["cidata", "CIDATA"] {
+            let root = fake_root(&[("sr0", Some("DATA")), ("vdb", Some(label))]);
+            let d = decide(root.path(), None);
+            let dev = root.path().join("dev/vdb");
+            assert_eq!(
+                d.source,
+                Some(crate::source::Source::NoCloud(Some(dev))),
+                "{label}"
+            );
+        }
     }
 
     #[test]

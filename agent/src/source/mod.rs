@@ -6,6 +6,7 @@ pub mod context_sh;
 pub mod detect;
 pub mod ec2;
 pub mod iso9660;
+pub mod nocloud;
 pub mod opennebula;
 pub mod openstack;
 pub mod userdata;
@@ -40,6 +41,11 @@ pub enum Source {
     /// An OpenStack config drive (`config-2`): auto-detected, or this device, image file or
     /// unpacked folder.
     ConfigDrive(Option<PathBuf>),
+    /// A NoCloud seed (`cidata`): auto-detected, or this device, image file or folder.
+    NoCloud(Option<PathBuf>),
+    /// A NoCloud seed served over http (cloud-init's `nocloud-net`): this base URL, an IP
+    /// literal; read in the final stage.
+    NoCloudNet(String),
     /// OpenStack: the config drive if there is one, else the metadata service at
     /// `http://169.254.169.254`; with a URL, only the service there.
     OpenStack(Option<String>),
@@ -59,6 +65,9 @@ impl Source {
                 u.clone().unwrap_or_else(|| ec2::DEFAULT_URL.into()),
             )),
             Source::OpenStack(Some(u)) => Some(Origin::OpenStack(u.clone())),
+            Source::NoCloud(None) => None,
+            Source::NoCloud(Some(p)) => Some(Origin::NoCloud(p.clone())),
+            Source::NoCloudNet(u) => Some(Origin::NoCloudNet(u.clone())),
         }
     }
 
@@ -91,9 +100,12 @@ impl FromStr for Source {
             ("configdrive", None) => Ok(Source::ConfigDrive(None)),
             ("configdrive", Some(a)) => Ok(Source::ConfigDrive(Some(path(a)?))),
             ("openstack", a) => Ok(Source::OpenStack(a.map(str::to_string))),
+            ("nocloud", None) => Ok(Source::NoCloud(None)),
+            ("nocloud", Some(a)) if a.starts_with("http") => Ok(Source::NoCloudNet(a.to_string())),
+            ("nocloud", Some(a)) => Ok(Source::NoCloud(Some(path(a)?))),
             _ => Err(format!(
                 "{s:?} is not a source: use auto, opennebula[:DEVICE_OR_IMAGE], dir:PATH, ec2[:URL], \
-                 configdrive[:DEVICE_IMAGE_OR_DIR] or openstack[:URL]"
+                 configdrive[:DEVICE_IMAGE_OR_DIR], nocloud[:DEVICE_IMAGE_OR_DIR|URL] or openstack[:URL]"
             )),
         }
     }
@@ -117,6 +129,9 @@ impl fmt::Display for Source {
             Source::Ec2(Some(u)) => write!(f, "ec2:{u}"),
             Source::ConfigDrive(None) => f.write_str("configdrive"),
             Source::ConfigDrive(Some(p)) => write!(f, "configdrive:{}", p.display()),
+            Source::NoCloud(None) => f.write_str("nocloud"),
+            Source::NoCloud(Some(p)) => write!(f, "nocloud:{}", p.display()),
+            Source::NoCloudNet(u) => write!(f, "nocloud:{u}"),
             Source::OpenStack(None) => f.write_str("openstack"),
             Source::OpenStack(Some(u)) => write!(f, "openstack:{u}"),
         }
@@ -158,6 +173,7 @@ pub enum SourceError {
 pub enum Cloud {
     Ec2(ec2::Metadata),
     OpenStack(openstack::Metadata),
+    NoCloud(nocloud::Seed),
 }
 
 /// A context as read, before normalization.
@@ -181,6 +197,22 @@ pub fn read(source: &Source, root: &Path, imds: &Imds) -> Result<Raw, SourceErro
     match source {
         Source::OpenNebula(None) => read_volume(root, Some(detect::Volume::Context)),
         Source::ConfigDrive(None) => read_volume(root, Some(detect::Volume::ConfigDrive)),
+        Source::NoCloud(None) => read_volume(root, Some(detect::Volume::NoCloud)),
+        Source::NoCloud(Some(path)) => read_seed(path),
+        Source::NoCloudNet(url) => {
+            let origin = Origin::NoCloudNet(url.clone());
+            let seed = nocloud::read_service(url, imds).map_err(|why| SourceError::Data {
+                origin: origin.to_string(),
+                why,
+            })?;
+            Ok(Raw {
+                origin,
+                parsed: Parsed::default(),
+                files: Vec::new(),
+                warnings: Vec::new(),
+                cloud: Some(Cloud::NoCloud(seed)),
+            })
+        }
         Source::Auto => {
             let d = detect::decide(root, detect::probe_url(root, imds).as_deref());
             match d.source {
@@ -210,6 +242,7 @@ fn read_volume(root: &Path, want: Option<detect::Volume>) -> Result<Raw, SourceE
         (Some(dev), Some(kind)) if want.map_or(true, |w| w == kind) => match kind {
             detect::Volume::Context => opennebula::read_cd(dev, false),
             detect::Volume::ConfigDrive => read_config_drive(dev),
+            detect::Volume::NoCloud => read_seed(dev),
         },
         _ => Err(SourceError::NotFound(found.summary())),
     }
@@ -227,6 +260,21 @@ fn read_config_drive(path: &Path) -> Result<Raw, SourceError> {
         files: Vec::new(),
         warnings: Vec::new(),
         cloud: Some(Cloud::OpenStack(md)),
+    })
+}
+
+fn read_seed(path: &Path) -> Result<Raw, SourceError> {
+    let origin = Origin::NoCloud(path.to_path_buf());
+    let seed = nocloud::read_seed(path).map_err(|why| SourceError::Data {
+        origin: origin.to_string(),
+        why,
+    })?;
+    Ok(Raw {
+        origin,
+        parsed: Parsed::default(),
+        files: Vec::new(),
+        warnings: Vec::new(),
+        cloud: Some(Cloud::NoCloud(seed)),
     })
 }
 
@@ -270,8 +318,11 @@ pub fn read_local(
     imds: &Imds,
 ) -> Result<Raw, SourceError> {
     match source {
-        // Either volume (CONTEXT or config-2): the first found.
-        Source::Auto => waiting(root, wait, || read_volume(root, None)),
+        Source::Auto => match nocloud::cmdline_seed(root) {
+            Some(Ok(path)) => read_seed(&path),
+            // Any volume (CONTEXT, config-2, cidata): the first found.
+            _ => waiting(root, wait, || read_volume(root, None)),
+        },
         Source::OpenStack(None) => read_waiting(&Source::ConfigDrive(None), root, wait, imds),
         other => read_waiting(other, root, wait, imds),
     }
@@ -306,9 +357,10 @@ pub fn read_waiting(
     imds: &Imds,
 ) -> Result<Raw, SourceError> {
     match source {
-        Source::Auto | Source::OpenNebula(None) | Source::ConfigDrive(None) => {
-            waiting(root, wait, || read(source, root, imds))
-        }
+        Source::Auto
+        | Source::OpenNebula(None)
+        | Source::ConfigDrive(None)
+        | Source::NoCloud(None) => waiting(root, wait, || read(source, root, imds)),
         _ => read(source, root, imds),
     }
 }
@@ -349,6 +401,7 @@ pub fn to_context_checked(raw: Raw) -> Result<Context, SourceError> {
         None => return Ok(to_context(raw)),
         Some(Cloud::Ec2(md)) => ec2::map::to_context(md, &raw.origin),
         Some(Cloud::OpenStack(md)) => openstack::map::to_context(md, &raw.origin),
+        Some(Cloud::NoCloud(seed)) => nocloud::to_context(seed, &raw.origin),
     };
     let mut ctx = mapped.map_err(|why| SourceError::Data {
         origin: raw.origin.to_string(),
@@ -357,7 +410,10 @@ pub fn to_context_checked(raw: Raw) -> Result<Context, SourceError> {
     let mut warnings = raw.warnings;
     warnings.append(&mut ctx.warnings);
     ctx.warnings = warnings;
-    crate::source::userdata::merge(&mut ctx);
+    // A NoCloud seed merged its vendor-data and user-data already (two layers).
+    if !matches!(raw.cloud, Some(Cloud::NoCloud(_))) {
+        crate::source::userdata::merge(&mut ctx);
+    }
     crate::ssh_keys::check(&mut ctx);
     Ok(ctx)
 }
@@ -491,7 +547,17 @@ mod tests {
             "dir:ctx".parse::<Source>().unwrap(),
             Source::Dir("ctx".into())
         );
-        for bad in ["dir", "dir:", "cdrom", "opennebula:", "auto:x"] {
+        assert_eq!(
+            "nocloud:/dev/vdb".parse::<Source>().unwrap(),
+            Source::NoCloud(Some("/dev/vdb".into()))
+        );
+        let net = "nocloud:http://10.0.0.1:8000/seed/"
+            .parse::<Source>()
+            .unwrap();
+        assert_eq!(net, Source::NoCloudNet("http://10.0.0.1:8000/seed/".into()));
+        assert!(net.is_network() && net.named_origin().is_some_and(|o| o.is_network()));
+        assert!(!Source::NoCloud(None).is_network());
+        for bad in ["dir", "dir:", "cdrom", "opennebula:", "auto:x", "nocloud:"] {
             assert!(bad.parse::<Source>().is_err(), "{bad}");
         }
     }

@@ -154,7 +154,7 @@ fn network(md: &Metadata, warnings: &mut Vec<String>, errors: &mut Vec<String>) 
         derive_all_prefixed: false,
         mac_prefix: derive::DEFAULT_MAC_PREFIX,
         dhcp_default_route: true,
-        held: Vec::new(),
+        ..Network::default()
     }
 }
 

@@ -21,7 +21,7 @@ pub(super) fn network(r: &mut Reader) -> Network {
         derive_all_prefixed: false,
         mac_prefix,
         dhcp_default_route: false,
-        held: Vec::new(),
+        ..Network::default()
     };
     if !configure {
         return net;
@@ -35,7 +35,21 @@ pub(super) fn network(r: &mut Reader) -> Network {
     let mut seen_macs = BTreeSet::new();
     let mut no_mac = 0usize;
     for (idx, keys) in indices {
-        if r.get(&format!("ETH{idx}_MAC")).is_none() {
+        if r.get(&format!("ETH{idx}_MAC")).is_none() && by_order_only(r, idx) {
+            // Proxmox writes no ETHx_MAC for a DHCP or SLAAC NIC: matched by NIC order.
+            let placeholder = MacAddr([0; 6]);
+            match nic(r, idx, mac_prefix, &keys.aliases, Some(placeholder)) {
+                Some(Ok(nic)) => net.by_order.push(nic),
+                // No MAC of its own to remember it by: held by its index.
+                Some(Err(_)) => net.held.push(HeldNic {
+                    index: idx,
+                    mac: None,
+                }),
+                None => {}
+            }
+            continue;
+        }
+        if r.get(&format!("ETH{idx}_MAC")).is_none() && r.get(&format!("ETH{idx}_MAC6")).is_none() {
             // B13: an empty MAC must never match some NIC; say so only if the NIC was meant.
             if keys.meant {
                 no_mac += 1;
@@ -47,7 +61,7 @@ pub(super) fn network(r: &mut Reader) -> Network {
             }
             continue;
         }
-        let mut nic = match nic(r, idx, mac_prefix, &keys.aliases) {
+        let mut nic = match nic(r, idx, mac_prefix, &keys.aliases, None) {
             Some(Ok(nic)) => nic,
             Some(Err(held)) => {
                 net.held.push(held);
@@ -137,8 +151,10 @@ fn split_index<'k>(key: &'k str, prefix: &str) -> Option<(u32, &'k str)> {
 
 /// The variables of a NIC's identity and address: one invalid leaves the NIC as it is. The
 /// others (routes, aliases, DNS, MTU, ...) only drop themselves.
-const IDENTITY: [&str; 10] = [
+const IDENTITY: [&str; 12] = [
     "MAC",
+    "MAC6",
+    "MASK6",
     "IP",
     "MASK",
     "GATEWAY",
@@ -150,23 +166,44 @@ const IDENTITY: [&str; 10] = [
     "GATEWAY6",
 ];
 
+/// A NIC with no MAC at all whose only settings are Proxmox's `ETHx_DHCP`, `ETHx_DHCP6`,
+/// `ETHx_AUTO6` (and `ETHx_MTU`): nothing to match it by but its position.
+fn by_order_only(r: &Reader, idx: u32) -> bool {
+    let p = format!("ETH{idx}_");
+    r.get(&format!("{p}MAC6")).is_none()
+        && ["DHCP", "DHCP6", "AUTO6"]
+            .iter()
+            .any(|k| r.get(&format!("{p}{k}")).is_some())
+}
+
 /// The NIC of `ETH<idx>_*`: None without a MAC, Err when an [`IDENTITY`] value is invalid.
+/// `mac`: a placeholder for a NIC matched by order; else `ETHx_MAC` (or Proxmox's `ETHx_MAC6`).
 fn nic(
     r: &mut Reader,
     idx: u32,
     prefix: [u8; 2],
     aliases: &BTreeSet<u32>,
+    mac: Option<MacAddr>,
 ) -> Option<Result<Nic, HeldNic>> {
     let p = format!("ETH{idx}_");
-    let mac_str = r.get(&format!("{p}MAC"))?;
-    let mac: MacAddr = match mac_str.parse() {
-        Ok(m) => m,
-        Err(e) => {
-            r.error(&format!("{p}MAC"), e);
-            return Some(Err(HeldNic {
-                index: idx,
-                mac: None,
-            }));
+    let mac = match mac {
+        Some(m) => m,
+        None => {
+            let name = if r.get(&format!("{p}MAC")).is_some() {
+                format!("{p}MAC")
+            } else {
+                format!("{p}MAC6")
+            };
+            match r.get(&name)?.parse() {
+                Ok(m) => m,
+                Err(e) => {
+                    r.error(&name, e);
+                    return Some(Err(HeldNic {
+                        index: idx,
+                        mac: None,
+                    }));
+                }
+            }
         }
     };
     let before = r.errors.len();
@@ -186,9 +223,10 @@ fn nic(
 fn nic_of(r: &mut Reader, idx: u32, mac: MacAddr, prefix: [u8; 2], aliases: &BTreeSet<u32>) -> Nic {
     let p = format!("ETH{idx}_");
     let var = |s: &str| format!("{p}{s}");
-
-    let method = method(r, idx);
-    let ip6_method = ip6_method(r, idx, method);
+    // Proxmox's `ETHx_DHCP=YES` (no METHOD) asks for DHCPv4 only.
+    let proxmox_dhcp = r.flag(&var("DHCP"), false);
+    let method = method(r, idx, proxmox_dhcp);
+    let ip6_method = ip6_method(r, idx, method, proxmox_dhcp);
     let mut nic = Nic::new(idx, mac, method, ip6_method);
     if method == Method::Skip {
         return nic;
@@ -266,13 +304,14 @@ fn nic_of(r: &mut Reader, idx: u32, mac: MacAddr, prefix: [u8; 2], aliases: &BTr
     nic
 }
 
-/// `ETHx_METHOD`: static (also when unset), dhcp or skip.
-fn method(r: &mut Reader, idx: u32) -> Method {
+/// `ETHx_METHOD`: static (also when unset, unless Proxmox's `ETHx_DHCP`), dhcp or skip.
+fn method(r: &mut Reader, idx: u32, proxmox_dhcp: bool) -> Method {
     match r
         .get(&format!("ETH{idx}_METHOD"))
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
+        None if proxmox_dhcp => Method::Dhcp,
         None | Some("static") => Method::Static,
         Some("dhcp") => Method::Dhcp,
         Some("skip") => Method::Skip,
@@ -286,13 +325,17 @@ fn method(r: &mut Reader, idx: u32) -> Method {
     }
 }
 
-/// `ETHx_IP6_METHOD`; unset, it follows `ETHx_METHOD`.
-fn ip6_method(r: &mut Reader, idx: u32, method: Method) -> Ip6Method {
+/// `ETHx_IP6_METHOD`; unset, Proxmox's `ETHx_DHCP6`/`ETHx_AUTO6`, else it follows `ETHx_METHOD`.
+fn ip6_method(r: &mut Reader, idx: u32, method: Method, proxmox_dhcp: bool) -> Ip6Method {
     match r
         .get(&format!("ETH{idx}_IP6_METHOD"))
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
+        None if r.flag(&format!("ETH{idx}_DHCP6"), false) => Ip6Method::Dhcp,
+        None if r.flag(&format!("ETH{idx}_AUTO6"), false) => Ip6Method::Auto,
+        // Proxmox's DHCP asks for IPv4 only (it writes ETHx_DHCP6 or ETHx_AUTO6 for IPv6).
+        None if proxmox_dhcp => Ip6Method::Static,
         None => match method {
             Method::Static => Ip6Method::Static,
             Method::Dhcp => Ip6Method::Dhcp,
@@ -328,12 +371,18 @@ fn ipv4_address(r: &mut Reader, p: &str) -> Option<Cidr> {
 /// /64 — even alone (one-context drops a lone ULA; cloud-init keeps it).
 fn ipv6_addresses(r: &mut Reader, p: &str) -> Vec<Cidr> {
     let mut out = Vec::new();
+    // Proxmox writes the prefix length as `ETHx_MASK6`.
+    let len_var = if r.get(&format!("{p}IP6_PREFIX_LENGTH")).is_none()
+        && r.get(&format!("{p}MASK6")).is_some()
+    {
+        format!("{p}MASK6")
+    } else {
+        format!("{p}IP6_PREFIX_LENGTH")
+    };
     let prefix = r
-        .parse_with(&format!("{p}IP6_PREFIX_LENGTH"), |v| {
-            match v.parse::<u8>() {
-                Ok(n) if n <= 128 => Ok(n),
-                _ => Err("prefix length must be 0..128".into()),
-            }
+        .parse_with(&len_var, |v| match v.parse::<u8>() {
+            Ok(n) if n <= 128 => Ok(n),
+            _ => Err("prefix length must be 0..128".into()),
         })
         .unwrap_or(64);
     let ip6_var = if r.get(&format!("{p}IP6")).is_some() {

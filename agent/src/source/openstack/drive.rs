@@ -14,8 +14,9 @@ pub fn is_drive_label(label: &str) -> bool {
     label.eq_ignore_ascii_case(DRIVE_LABEL)
 }
 
-/// A file tree read-only: the one thing the version rule and the reader need.
-trait Tree {
+/// A file tree read-only: the one thing the version rule and the reader need (the NoCloud
+/// seed is read through it too).
+pub(crate) trait Tree {
     /// `None` when `dir` does not exist.
     fn list(&mut self, dir: &str) -> Result<Option<Vec<(String, Kind)>>, String>;
     /// `None` when `path` does not exist.
@@ -55,6 +56,7 @@ impl Tree for Iso {
         match self.0.read_file(path, limit) {
             Ok(b) => Ok(Some(b)),
             Err(IsoError::NotFound(_)) => Ok(None),
+            Err(IsoError::TooLarge { size, limit, .. }) => Err(too_large(size, limit)),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -80,6 +82,7 @@ impl Tree for Fat {
         match self.0.read_file(path, limit) {
             Ok(b) => Ok(Some(b)),
             Err(FatError::NotFound(_)) => Ok(None),
+            Err(FatError::TooLarge { size, limit, .. }) => Err(too_large(size, limit)),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -119,9 +122,7 @@ impl Tree for Dir {
         let p = self.0.join(path);
         // Never follow a link out of the drive's folder.
         match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_file() && m.len() > limit => {
-                Err(format!("{} bytes, over the {limit}-byte limit", m.len()))
-            }
+            Ok(m) if m.is_file() && m.len() > limit => Err(too_large(m.len(), limit)),
             Ok(m) if m.is_file() => std::fs::read(&p).map(Some).map_err(|e| e.to_string()),
             Ok(_) => Err("not a regular file".into()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -133,15 +134,16 @@ impl Tree for Dir {
     }
 }
 
+/// The readers name the file in their own message; the caller names it already.
+fn too_large(size: u64, limit: u64) -> String {
+    format!("{size} bytes, over the {limit}-byte limit")
+}
+
 /// Reads the drive at `path` (a device, an image file or an unpacked folder). An explicitly
 /// named drive with another label is still read, with a warning.
 pub fn read_drive(path: &Path) -> Result<Metadata, OpenStackError> {
     let at = |what: &str| format!("{}{what}", path.display());
-    let mut tree: Box<dyn Tree> = if path.is_dir() {
-        Box::new(Dir(path.to_path_buf()))
-    } else {
-        open_image(path).map_err(|e| OpenStackError::Drive(at(""), e))?
-    };
+    let mut tree = open_tree(path).map_err(|e| OpenStackError::Drive(at(""), e))?;
     let mut notes = Vec::new();
     if let Some(label) = tree.label().filter(|l| !is_drive_label(l)) {
         notes.push(format!(
@@ -168,16 +170,30 @@ pub fn read_drive(path: &Path) -> Result<Metadata, OpenStackError> {
         .map_err(|e| probe_err.take().unwrap_or(e))?;
     notes.extend(note);
     let dir = format!("openstack/{version}");
-    let mut read = |name: &str, limit: u64| {
-        tree.read(&format!("{dir}/{name}"), limit)
-            .map_err(|e| OpenStackError::Drive(at(&format!(": {dir}/{name}")), e))
+    let mut read = |path: &str, limit: u64| {
+        tree.read(path, limit)
+            .map_err(|e| OpenStackError::Drive(at(&format!(": {path}")), e))
     };
-    let meta_data = read(super::schema::META_DATA, MAX_JSON)?.unwrap_or_default();
-    let network_data = read(super::schema::NETWORK_DATA, MAX_JSON)?;
-    let user_data = read("user_data", MAX_USER_DATA)?;
+    let file = |name: &str| format!("{dir}/{name}");
+    let meta_data = read(&file(super::schema::META_DATA), MAX_JSON)?.unwrap_or_default();
+    let network_data = read(&file(super::schema::NETWORK_DATA), MAX_JSON)?;
+    let user_data = read(&file("user_data"), MAX_USER_DATA)?;
+    let network_eni = match (&network_data, content_path(&meta_data)) {
+        (None, Some(p)) => {
+            let path = format!("openstack{p}");
+            read(&path, MAX_JSON)?.map(|b| (path, b))
+        }
+        _ => None,
+    };
+    // Vendor data is never used: whatever it holds (or however large) only earns a note.
     for ignored in ["vendor_data.json", "vendor_data2.json"] {
-        if read(ignored, MAX_JSON)?.is_some_and(|b| !is_empty_json(&b)) {
-            notes.push(format!("{dir}/{ignored}: vendor data is not used by vmctx"));
+        match read(&file(ignored), MAX_JSON) {
+            Ok(Some(b)) if is_empty_json(&b) => {}
+            Ok(None) => {}
+            Ok(Some(_)) => notes.push(format!("{dir}/{ignored}: vendor data is not used by vmctx")),
+            Err(_) => notes.push(format!(
+                "{dir}/{ignored}: not read (vendor data is not used by vmctx)"
+            )),
         }
     }
     Ok(Metadata {
@@ -185,13 +201,35 @@ pub fn read_drive(path: &Path) -> Result<Metadata, OpenStackError> {
         meta_data,
         network_data,
         user_data,
+        network_eni,
         notes,
     })
+}
+
+/// `network_config.content_path` of meta_data.json (`/content/0000`), when it stays inside
+/// `openstack/content/`.
+fn content_path(meta: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(meta).ok()?;
+    let p = v.get("network_config")?.get("content_path")?.as_str()?;
+    let ok = p.starts_with("/content/")
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    ok.then(|| p.to_string())
 }
 
 fn is_empty_json(b: &[u8]) -> bool {
     let t: String = String::from_utf8_lossy(b).split_whitespace().collect();
     t == "{}" || t.is_empty()
+}
+
+/// A device, image file (ISO9660 or FAT) or folder as a [`Tree`].
+pub(crate) fn open_tree(path: &Path) -> Result<Box<dyn Tree>, String> {
+    if path.is_dir() {
+        Ok(Box::new(Dir(path.to_path_buf())))
+    } else {
+        open_image(path)
+    }
 }
 
 fn open_image(path: &Path) -> Result<Box<dyn Tree>, String> {

@@ -36,12 +36,17 @@ pub fn to_context(md: &Metadata, origin: &Origin) -> Result<Context, String> {
             from: format!("{} hostname", at(META_DATA)),
         })
     });
-    let network = match &md.network_data {
-        Some(bytes) => {
+    let network = match (&md.network_data, &md.network_eni) {
+        (Some(bytes), _) => {
             let nd: NetworkData = schema::parse(&at(NETWORK_DATA), bytes)?;
             network(&nd, &at(NETWORK_DATA), &mut warnings)?
         }
-        None => {
+        // Proxmox's configdrive2: a Debian interfaces file in place of network_data.json.
+        (None, Some((path, bytes))) => {
+            let text = String::from_utf8_lossy(bytes);
+            crate::source::nocloud::eni::to_network(&text, path, &mut warnings)?
+        }
+        (None, None) => {
             warnings.push(format!(
                 "{}: none: the network is left to the image",
                 at(NETWORK_DATA)
@@ -124,9 +129,19 @@ fn user(meta: &MetaData, warnings: &mut Vec<String>) -> Result<User, String> {
 /// `public_keys` (by key name) then `keys[]` of type ssh, each checked as a bare key
 /// ([`crate::ssh_keys::from_values`]): a value that hides a second line is left out.
 fn keys(meta: &MetaData, warnings: &mut Vec<String>) -> Vec<String> {
+    // Nova lists an x509 key pair (Windows' cloudbase-init) in public_keys too: a
+    // certificate, not an SSH key.
+    let x509 = |name: &str, v: &str| {
+        v.trim_start().starts_with("-----BEGIN")
+            || meta
+                .keys
+                .iter()
+                .any(|k| k.name.as_deref() == Some(name) && k.kind.as_deref() == Some("x509"))
+    };
     let named = meta
         .public_keys
         .iter()
+        .filter(|(name, v)| !x509(name, v))
         .map(|(name, v)| (format!("{META_DATA}: public_keys.{name}"), v.as_str()));
     let listed = meta
         .keys
@@ -136,6 +151,24 @@ fn keys(meta: &MetaData, warnings: &mut Vec<String>) -> Vec<String> {
         .filter_map(|(i, k)| Some((format!("{META_DATA}: keys[{i}].data"), k.data.as_deref()?)));
     crate::ssh_keys::from_values(named.chain(listed), warnings)
 }
+
+/// Link types of a NIC the guest sees (cloud-init's list; none or null as well).
+const PHYSICAL: [&str; 14] = [
+    "",
+    "bgpovs",
+    "bridge",
+    "cascading",
+    "dvs",
+    "ethernet",
+    "hw_veb",
+    "hyperv",
+    "ovs",
+    "phy",
+    "tap",
+    "vhostuser",
+    "vif",
+    "macvtap",
+];
 
 /// What a link of network_data.json is to vmctx.
 enum LinkKind {
@@ -150,6 +183,13 @@ fn network(nd: &NetworkData, file: &str, warnings: &mut Vec<String>) -> Result<N
         let kind = match link.kind.as_str() {
             "bond" => LinkKind::Unsupported("bond"),
             "vlan" => LinkKind::Unsupported("VLAN"),
+            other if !PHYSICAL.contains(&other) => {
+                warnings.push(format!(
+                    "{file}: links[{i}] ({:?}) has type {other:?}, which vmctx does not know; skipped",
+                    link.id
+                ));
+                LinkKind::Unsupported("")
+            }
             _ => {
                 let mac = link.ethernet_mac_address.as_deref().ok_or_else(|| {
                     format!("{file}: field links[{i}].ethernet_mac_address: missing")
@@ -163,7 +203,7 @@ fn network(nd: &NetworkData, file: &str, warnings: &mut Vec<String>) -> Result<N
                 LinkKind::Nic(nics.len() - 1)
             }
         };
-        if let LinkKind::Unsupported(what) = kind {
+        if let LinkKind::Unsupported(what @ ("bond" | "VLAN")) = kind {
             warnings.push(format!(
                 "{file}: links[{i}] ({:?}) is a {what}: not supported by vmctx yet, not configured",
                 link.id
@@ -191,6 +231,12 @@ fn network(nd: &NetworkData, file: &str, warnings: &mut Vec<String>) -> Result<N
         };
         let nic = &mut nics[*n];
         network_on(nic, net, &field, warnings)?;
+    }
+    // A NIC with only IPv6 networks is configured (IPv4 left off), not dropped.
+    for nic in &mut nics {
+        if nic.method == Method::Skip && nic.ip6_method != Ip6Method::Skip {
+            nic.method = Method::Static;
+        }
     }
     for nic in &nics {
         for d in &nic.dns {
@@ -307,7 +353,7 @@ fn dns_of(services: &[Service], out: &mut Vec<IpAddr>) {
 /// `ip` with `netmask` in any of the forms seen: dotted IPv4, IPv6 in mask form
 /// (`ffff:ffff:ffff:ffff::`), a prefix length, or `ip/prefix` with no netmask. No netmask at
 /// all means /24 or /64, as cloud-init assumes.
-fn address(ip: &str, netmask: Option<&str>, v6: bool) -> Result<Cidr, String> {
+pub(crate) fn address(ip: &str, netmask: Option<&str>, v6: bool) -> Result<Cidr, String> {
     let (ip, inline) = match ip.trim().split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (ip.trim(), None),

@@ -42,6 +42,7 @@ fn md(meta: &str, net: Option<&str>) -> Metadata {
         meta_data: meta.as_bytes().to_vec(),
         network_data: net.map(|n| n.as_bytes().to_vec()),
         user_data: Some(b"#!/bin/sh\necho hi\n".to_vec()),
+        network_eni: None,
         notes: Vec::new(),
     }
 }
@@ -134,9 +135,10 @@ fn dhcp_slaac_and_unknown_types() {
     );
     assert_eq!(n[0].mtu, None, "null MTU is left to DHCP");
     assert!(n[0].addresses.is_empty());
+    // IPv6 only: configured (IPv4 left off), not dropped from the plan.
     assert_eq!(
         (n[1].method, n[1].ip6_method),
-        (Method::Skip, Ip6Method::Dhcp)
+        (Method::Static, Ip6Method::Dhcp)
     );
     assert_eq!(n[1].mac.to_string(), "fa:16:3e:00:00:02");
     assert!(c.warnings.iter().any(|w| w.contains("\"ipx\"")));
@@ -232,4 +234,135 @@ fn no_network_data_leaves_the_network_alone() {
         .warnings
         .iter()
         .any(|w| w.contains("network_data.json: none")));
+}
+
+/// The gaps a held-out set of real drives found (issue 18, part 4): each reproduced here.
+mod held_out {
+    use super::*;
+
+    const META1: &str = r#"{"uuid": "u-1"}"#;
+
+    #[test]
+    fn an_ipv6_only_nic_is_configured() {
+        let net = r#"{"links": [{"id": "t0", "type": "phy", "ethernet_mac_address": "fa:16:3e:00:00:01"},
+                                {"id": "t1", "type": "phy", "ethernet_mac_address": "fa:16:3e:00:00:02"}],
+          "networks": [{"id": "n0", "type": "ipv6", "link": "t0", "ip_address": "2001:db8::5",
+                        "netmask": "ffff:ffff:ffff:ffff::"},
+                       {"id": "n1", "type": "ipv6_slaac", "link": "t1"}]}"#;
+        let c = ctx(META1, net).unwrap();
+        for nic in &c.network.nics {
+            assert_ne!(
+                nic.method,
+                Method::Skip,
+                "{nic:?} would be dropped from the plan"
+            );
+        }
+        assert_eq!(c.network.nics[0].addresses[0].to_string(), "2001:db8::5/64");
+        assert_eq!(c.network.nics[1].ip6_method, Ip6Method::Auto);
+    }
+
+    #[test]
+    fn a_null_link_type_is_a_nic() {
+        let net = r#"{"links": [{"id": "t0", "type": null, "ethernet_mac_address": "fa:16:3e:00:00:01"}],
+          "networks": [{"id": "n0", "type": "ipv4_dhcp", "link": "t0"}]}"#;
+        let c = ctx(META1, net).unwrap();
+        assert_eq!(c.network.nics[0].method, Method::Dhcp);
+    }
+
+    #[test]
+    fn unknown_link_types_are_skipped_with_a_warning() {
+        let net = r#"{"links": [{"id": "t0", "type": "quantum-flux"},
+                                {"id": "t1", "type": "ovs", "ethernet_mac_address": "fa:16:3e:00:00:02"}],
+          "networks": [{"id": "n0", "type": "ipv4_dhcp", "link": "t0"},
+                       {"id": "n1", "type": "ipv4_dhcp", "link": "t1"}]}"#;
+        let c = ctx(META1, net).unwrap();
+        assert_eq!(c.network.nics.len(), 1);
+        assert!(
+            c.warnings.iter().any(|w| w.contains("quantum-flux")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn x509_keys_never_become_ssh_keys() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCARygAwIBAgIJAJ1XW0mQ2qKdMA0GCSqGSIb3DQEBBQUAMBAxDjAMBgNV\n-----END CERTIFICATE-----\n";
+        let meta = serde_json::json!({
+            "uuid": "u-1",
+            "public_keys": {"winkey": pem, "alice": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA alice@lab"},
+            "keys": [{"name": "winkey", "type": "x509", "data": pem},
+                     {"name": "alice", "type": "ssh", "data": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA alice@lab"}]
+        })
+        .to_string();
+        let c = to_context(&md(&meta, None), &"configdrive:x".parse().unwrap()).unwrap();
+        assert_eq!(
+            c.ssh_keys,
+            ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA alice@lab"]
+        );
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("winkey")),
+            "an x509 key pair is not a broken SSH key: {:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn proxmox_configdrive2_eni() {
+        let drive = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../vm-fixtures/configdrive/proxmox-web01"
+        );
+        let m = crate::source::openstack::read_drive(std::path::Path::new(drive)).unwrap();
+        let c = to_context(&m, &"configdrive:x".parse().unwrap()).unwrap();
+        assert_eq!(c.instance_id.len(), 40);
+        let n = &c.network;
+        assert!(n.nics.is_empty());
+        let e0 = &n.by_order[0];
+        assert_eq!(
+            (e0.index, e0.method, e0.ip6_method),
+            (0, Method::Static, Ip6Method::Static)
+        );
+        let addrs: Vec<String> = e0.addresses.iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["192.0.2.10/24", "2001:db8::10/64"]);
+        assert_eq!(e0.gateway6.unwrap().to_string(), "2001:db8::1");
+        let e1 = &n.by_order[1];
+        assert_eq!(
+            (e1.index, e1.method, e1.ip6_method),
+            (1, Method::Dhcp, Ip6Method::Auto)
+        );
+        assert_eq!(n.dns.len(), 2);
+        assert_eq!(n.search, ["lab.example"]);
+        let live = [
+            "bc:24:11:5a:0e:01".parse().unwrap(),
+            "bc:24:11:5a:0e:02".parse().unwrap(),
+        ];
+        let mut w = Vec::new();
+        let resolved = n.with_nic_order(&live, &mut w);
+        assert_eq!(resolved.nics[1].mac, live[1]);
+        assert_eq!(w.len(), 2, "{w:?}");
+    }
+
+    #[test]
+    fn large_vendor_data_never_makes_the_drive_unreadable() {
+        let t = tempfile::tempdir().unwrap();
+        let v = t.path().join("openstack/latest");
+        std::fs::create_dir_all(&v).unwrap();
+        std::fs::write(v.join("meta_data.json"), META1).unwrap();
+        std::fs::write(v.join("vendor_data.json"), vec![b' '; (1 << 20) + 10]).unwrap();
+        let m = crate::source::openstack::read_drive(t.path()).unwrap();
+        assert!(
+            m.notes
+                .iter()
+                .any(|n| n.contains("vendor_data.json: not read")),
+            "{:?}",
+            m.notes
+        );
+        // An oversized file that is used is an error naming its path once.
+        std::fs::write(v.join("network_data.json"), vec![b' '; (1 << 20) + 10]).unwrap();
+        let e = crate::source::openstack::read_drive(t.path())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e.matches("network_data.json").count(), 1, "{e}");
+        assert!(e.ends_with("bytes, over the 1048576-byte limit"), "{e}");
+    }
 }

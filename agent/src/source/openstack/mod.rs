@@ -23,6 +23,9 @@ pub struct Metadata {
     pub meta_data: Vec<u8>,
     pub network_data: Option<Vec<u8>>,
     pub user_data: Option<Vec<u8>>,
+    /// Without network_data.json: the Debian interfaces file that `meta_data.json`'s
+    /// `network_config.content_path` names (Proxmox's configdrive2), and its path.
+    pub network_eni: Option<(String, Vec<u8>)>,
     /// Worth a warning: ignored vendor data, the version chosen when `latest` was missing, …
     pub notes: Vec<String>,
 }

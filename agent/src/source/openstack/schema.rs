@@ -82,7 +82,8 @@ pub struct NetworkData {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Link {
     pub id: String,
-    #[serde(rename = "type", default)]
+    /// `"type": null` is read as no type (cloud-init takes it for a physical NIC).
+    #[serde(rename = "type", default, deserialize_with = "null_as_empty")]
     pub kind: String,
     pub ethernet_mac_address: Option<String>,
     pub mtu: Option<u32>,
@@ -91,6 +92,10 @@ pub struct Link {
     pub vlan_link: Option<String>,
     #[serde(default)]
     pub bond_links: Vec<String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Deserialize)]

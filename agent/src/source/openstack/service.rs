@@ -49,6 +49,7 @@ pub fn read_service(opts: &Options) -> Result<ServiceAnswer, OpenStackError> {
             meta_data: meta_data.to_vec(),
             network_data: network_data.map(|b| b.to_vec()),
             user_data: user_data.map(|b| b.to_vec()),
+            network_eni: None,
             notes,
         }))
     })

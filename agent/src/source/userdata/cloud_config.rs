@@ -24,6 +24,10 @@ pub struct Doc {
     runcmd: Vec<String>,
     package_update: bool,
     package_upgrade: bool,
+    /// `user:` (the image's default user, as Proxmox's `ciuser`) and `password:` (its
+    /// password: crypted when it starts with `$`, as Proxmox stores it).
+    user: Option<String>,
+    password: Option<String>,
     /// `vmctx:` settings under their context variable names.
     vmctx: Option<Vars>,
 }
@@ -56,12 +60,54 @@ pub fn parse(text: &str, warnings: &mut Vec<String>) -> Result<Doc, String> {
             "package_update" => d.package_update = flag(&v).map_err(ctx)?,
             "package_upgrade" => d.package_upgrade = flag(&v).map_err(ctx)?,
             "vmctx" => d.vmctx = Some(vmctx(&v, warnings).map_err(ctx)?),
+            "user" => d.user = Some(default_user(&v).map_err(ctx)?),
+            "password" => {
+                d.password = Some(scalar(&v).ok_or_else(|| ctx("expected a string".into()))?)
+            }
+            "chpasswd" => chpasswd(&v, warnings).map_err(ctx)?,
+            // vmctx keeps its own block in /etc/hosts and adds no keys for root that would
+            // refuse logins: both settings as Proxmox writes them hold already.
+            "manage_etc_hosts" | "disable_root" => {}
             other => warnings.push(format!(
                 "#cloud-config: key {other:?} is not supported by vmctx: ignored"
             )),
         }
     }
     Ok(d)
+}
+
+/// `user: NAME` or `user: {name: NAME}`.
+fn default_user(v: &Value) -> Result<String, String> {
+    let name = match v {
+        Value::Mapping(m) => m.get("name").and_then(scalar),
+        other => scalar(other),
+    }
+    .ok_or("expected a name or a mapping with name")?;
+    if !valid_name(&name) {
+        return Err("not a valid user name".into());
+    }
+    Ok(name)
+}
+
+/// `chpasswd: {expire: false}` is what vmctx does anyway; anything else is said.
+fn chpasswd(v: &Value, warnings: &mut Vec<String>) -> Result<(), String> {
+    let Value::Mapping(m) = v else {
+        return Err("expected a mapping".into());
+    };
+    for (k, val) in m {
+        match k.as_str().unwrap_or("") {
+            "expire" if !flag(val)? => {}
+            "expire" => warnings.push(
+                "#cloud-config chpasswd.expire: true is not supported: the password does not \
+                 expire"
+                    .into(),
+            ),
+            other => warnings.push(format!(
+                "#cloud-config chpasswd: {other:?} is not supported: ignored"
+            )),
+        }
+    }
+    Ok(())
 }
 
 impl Doc {
@@ -90,6 +136,32 @@ impl Doc {
             if !ctx.ssh_keys.contains(&k) {
                 ctx.ssh_keys.push(k);
             }
+        }
+        if let Some(name) = self.user {
+            let password = ctx.user.as_ref().and_then(|u| u.password.clone());
+            ctx.user = Some(crate::context::User {
+                sudo: name != "root",
+                name,
+                shell: "/bin/bash".into(),
+                password,
+                lock_password: false,
+            });
+        }
+        if let Some(p) = self.password {
+            let password = if p.starts_with('$') {
+                crate::context::Password::Crypted(crate::context::Secret::new(p))
+            } else {
+                crate::context::Password::Plain(crate::context::Secret::new(p))
+            };
+            let user = ctx.user.get_or_insert_with(|| crate::context::User {
+                name: "root".into(),
+                sudo: false,
+                shell: "/bin/bash".into(),
+                password: None,
+                lock_password: false,
+            });
+            user.password = Some(password);
+            user.lock_password = false;
         }
         cc.users.extend(self.users);
         cc.write_files.extend(self.write_files);
