@@ -187,6 +187,16 @@ pub fn to_context(seed: &Seed, origin: &Origin) -> Result<Context, String> {
         env,
     };
     merge_user_data(&mut ctx, seed);
+    // Malformed YAML in user-data or vendor-data makes the seed unreadable, as it does in
+    // meta-data and network-config: nothing is changed, rather than the rest applied.
+    let unreadable = |e: &&String| {
+        [USER_DATA, VENDOR_DATA]
+            .iter()
+            .any(|f| e.starts_with(&format!("{f}: #cloud-config: not valid YAML")))
+    };
+    if let Some(e) = ctx.errors.iter().find(unreadable) {
+        return Err(e.clone());
+    }
     Ok(ctx)
 }
 
