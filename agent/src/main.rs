@@ -190,6 +190,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::from(1)
             })
         }
+        Command::Hostkeys => {
+            let report = vmctx::apply::hostkeys::finish_slow(root);
+            print!("{}", report.summary());
+            Ok(if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Mac2ip {
             mac,
             mac_prefix,

@@ -6,7 +6,7 @@ mod cloud_users;
 mod dir_fd;
 pub mod files;
 pub mod growfs;
-mod hostkeys;
+pub mod hostkeys;
 mod identity;
 pub mod network;
 mod packages;
@@ -290,7 +290,7 @@ pub fn apply(
             }
         }
         manager_files(&mut ap, &plan.network_files);
-        run_flags(&mut ap, ctx);
+        run_flags(&mut ap, ctx, &plan.final_stage);
         identity::hostname(&mut ap, ctx);
         identity::hosts(&mut ap, ctx);
         identity::dns(&mut ap, ctx);
@@ -306,6 +306,7 @@ pub fn apply(
             new_instance,
             &state,
             &ctx.instance_id,
+            stage == Stage::Local,
         );
         selinux::relabel(&mut ap, &facts.selinux);
     }
@@ -348,16 +349,21 @@ pub fn apply(
     })
 }
 
-/// Flags in `/run/vmctx` that gate the other units: `context` (a context was applied: the
-/// final stage has work) and `imds` (serve emulated EC2 metadata).
-fn run_flags(ap: &mut Apply, ctx: &Context) {
-    let flag = ap.root.path("/run/vmctx/context");
-    ap.file(
-        "flag",
-        &flag,
-        format!("{}\n", ctx.source).as_bytes(),
-        NewFile::mode(0o644),
-    );
+/// Flags in `/run/vmctx` that gate the other units: `context` (the final stage has work: the
+/// plan's `final_stage`, or the files of a schedule the context dropped are left to remove)
+/// and `imds` (serve emulated EC2 metadata).
+fn run_flags(ap: &mut Apply, ctx: &Context, final_stage: &[&str]) {
+    let flag = ap.root.path(crate::status::CONTEXT_FLAG);
+    if final_stage.is_empty() && !schedule::leftovers(&ap.root) {
+        ap.remove("flag", &flag);
+    } else {
+        ap.file(
+            "flag",
+            &flag,
+            format!("{}\n", ctx.source).as_bytes(),
+            NewFile::mode(0o644),
+        );
+    }
     let imds = ap.root.path("/run/vmctx/imds");
     // With cloud-init in the image, point its Ec2 datasource at the emulator (on a non-AWS DMI)
     // and leave the network to vmctx.

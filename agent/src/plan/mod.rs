@@ -3,6 +3,7 @@
 
 mod managers;
 mod network;
+pub mod online;
 mod summary;
 
 pub use managers::{ManagerFile, MANAGED_DIRS};
@@ -23,6 +24,10 @@ pub struct Plan {
     pub network: Netplan,
     /// Files that keep the image's network manager off vmctx's NICs (or give it their DHCP).
     pub network_files: Vec<ManagerFile>,
+    /// What holds `network-online.target` once vmctx configured its links.
+    pub wait_online: Vec<online::WaitOnline>,
+    /// Why the final stage runs; empty: `vmctx.service` is not started.
+    pub final_stage: Vec<&'static str>,
     /// resolv.conf: the global resolvers and search list.
     pub dns: Dns,
     pub ssh_keys: Vec<String>,
@@ -76,7 +81,13 @@ pub struct ScriptPlan {
 pub fn build(ctx: &Context, facts: &Facts) -> Plan {
     let mut warnings = ctx.warnings.clone();
     let network = network::netplan(&ctx.network, &facts.links, &mut warnings);
-    let network_files = managers::files(&ctx.network, &facts.links, &facts.managers, &mut warnings);
+    let mut network_files =
+        managers::files(&ctx.network, &facts.links, &facts.managers, &mut warnings);
+    let (wait_online, wait_file) =
+        online::wait_online(&ctx.network, &facts.links, &facts.managers);
+    network_files.extend(wait_file);
+    let final_stage =
+        online::final_work(ctx, crate::source::origin_is_network(&ctx.source));
     let configure = ctx.network.configure;
     let users = ctx
         .user
@@ -100,6 +111,8 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
         hostname: ctx.hostname.clone(),
         network,
         network_files,
+        wait_online,
+        final_stage,
         dns: Dns {
             nameservers: if configure {
                 ctx.network.dns.clone()
