@@ -191,7 +191,9 @@ mod tests {
     #[test]
     fn wait_online_units_from_their_enablement_links() {
         let t = tempfile::tempdir().unwrap();
-        let wants = t.path().join("etc/systemd/system/network-online.target.wants");
+        let wants = t
+            .path()
+            .join("etc/systemd/system/network-online.target.wants");
         std::fs::create_dir_all(&wants).unwrap();
         // A dangling link still says the unit is enabled (the root may be another system's).
         std::os::unix::fs::symlink(

@@ -83,6 +83,10 @@ const STATIC: &str = "VMID='81'\nSET_HOSTNAME='online-guest'\nETH0_MAC='02:00:0a
                       GROW_ROOTFS='NO'\nUSERNAME='ec2-user'\n\
                       SSH_PUBLIC_KEY='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnlineGuestKey u@h'\n";
 
+/// "Right after" in guest µs: a second, three under a loaded TCG host (the guest clock runs on
+/// while the emulator waits for a core).
+const SLACK: u64 = 3_000_000;
+
 #[test]
 fn networkd_image_is_online_when_vmctx_is_done_and_ssh_comes_first() {
     let Some(deb) = packaged_vm_ready(&[]) else {
@@ -90,7 +94,8 @@ fn networkd_image_is_online_when_vmctx_is_done_and_ssh_comes_first() {
     };
     let t = tempfile::tempdir().unwrap();
     let img = image(&deb, t.path());
-    let ctx = format!("{STATIC}START_SCRIPT='#!/bin/sh\necho ran >> /var/log/vmctx-test-start.log'\n");
+    let ctx =
+        format!("{STATIC}START_SCRIPT='#!/bin/sh\necho ran >> /var/log/vmctx-test-start.log'\n");
     let serial = boot(&img, &ctx, &["02:00:0a:00:03:41"]);
 
     // The image is the real thing: modules load after the initrd.
@@ -122,12 +127,22 @@ fn networkd_image_is_online_when_vmctx_is_done_and_ssh_comes_first() {
         wait.get(1).unwrap_or(&"?"),
     );
     assert!(local_exit > 0 && local_active >= local_exit, "{serial}");
-    assert!(
-        online_at >= local_exit && online_at <= local_exit + 1_000_000,
-        "network-online.target {online_at} µs, vmctx-local done {local_exit} µs:\n{serial}"
+    // wait-online is ordered after networkd's own start (systemd's, not vmctx's): the network
+    // is online within a second (SLACK under a loaded TCG host) of the later of the two.
+    let networkd = us(boot_line(&serial, "systemd-networkd.service")[3]);
+    let ready = local_exit.max(networkd);
+    eprintln!(
+        "online {:.2} s after vmctx-local finished, {:.2} s after networkd was up",
+        (online_at - local_exit.min(online_at)) as f64 / 1e6,
+        (online_at - ready.min(online_at)) as f64 / 1e6
     );
     assert!(
-        final_start >= online_at && final_start <= online_at + 1_000_000,
+        online_at >= local_exit && online_at <= ready + SLACK,
+        "network-online.target {online_at} µs, vmctx-local done {local_exit} µs, networkd up \
+         {networkd} µs:\n{serial}"
+    );
+    assert!(
+        final_start >= online_at && final_start <= online_at + SLACK,
         "vmctx.service started at {final_start} µs, online at {online_at} µs:\n{serial}"
     );
     assert_eq!(
@@ -167,7 +182,10 @@ fn networkd_image_is_online_when_vmctx_is_done_and_ssh_comes_first() {
         .unwrap_or_default()
         .to_string();
     for kind in ["(ED25519)", "(ECDSA)", "(RSA)"] {
-        assert!(block.contains(kind), "{kind} in the console block:\n{serial}");
+        assert!(
+            block.contains(kind),
+            "{kind} in the console block:\n{serial}"
+        );
     }
 }
 
@@ -183,7 +201,10 @@ fn networkd_still_waits_for_the_dhcp_link_vmctx_hands_it() {
     let online = boot_line(&serial, "network-online.target");
     assert_eq!(online[0], "active", "{serial}");
     // qemu's DHCP (10.0.2.0/24) on the second NIC, through networkd.
-    assert!(section_has(&serial, "ADDR", "inet 10.0.2.15/24"), "{serial}");
+    assert!(
+        section_has(&serial, "ADDR", "inet 10.0.2.15/24"),
+        "{serial}"
+    );
     let lease = serial_section(&serial, "LEASE")
         .first()
         .map(|l| secs_to_us(l.split(']').next().unwrap_or("")))

@@ -74,12 +74,23 @@ pub fn apply(
         .copied()
         .filter(|t| !(defer && *t == SLOW))
         .collect();
-    let later = if defer { " (rsa after sshd started)" } else { "" };
+    let later = if defer {
+        " (rsa after sshd started)"
+    } else {
+        ""
+    };
+    if now.is_empty() && pending.exists() {
+        // Only the slow key is missing and vmctx-hostkeys.service is to make it.
+        return ap.unchanged(KIND, TARGET, "rsa pending (vmctx-hostkeys.service)");
+    }
     if ap.dry_run {
         let what = if regenerate {
             format!("would replace the image's host keys with new ones for this instance{later}")
         } else {
-            format!("would generate the missing {} host keys{later}", wanted.join(", "))
+            format!(
+                "would generate the missing {} host keys{later}",
+                wanted.join(", ")
+            )
         };
         return ap.changed(KIND, TARGET, what);
     }
@@ -235,8 +246,7 @@ fn make(etc_ssh: &Path, types: &[&str], replace: bool) -> Result<(), String> {
             }
             if replace {
                 for old in host_key_files(etc_ssh) {
-                    std::fs::remove_file(etc_ssh.join(&old))
-                        .map_err(|e| format!("{old}: {e}"))?;
+                    std::fs::remove_file(etc_ssh.join(&old)).map_err(|e| format!("{old}: {e}"))?;
                 }
             }
             for f in &new {
@@ -392,7 +402,10 @@ mod tests {
     /// ssh-keygen, or a skip (a failure under CI).
     fn have_keygen() -> bool {
         let have = crate::os::which("ssh-keygen").is_some();
-        assert!(have || std::env::var("CI").is_err(), "ssh-keygen is missing");
+        assert!(
+            have || std::env::var("CI").is_err(),
+            "ssh-keygen is missing"
+        );
         if !have {
             eprintln!("SKIP: ssh-keygen is not installed");
         }
@@ -411,7 +424,14 @@ mod tests {
             written: super::super::files::Written::default(),
         };
         let state = State::new(&ap.root);
-        apply(&mut ap, HostKeys::Regenerate, new_instance, &state, "i-1", true);
+        apply(
+            &mut ap,
+            HostKeys::Regenerate,
+            new_instance,
+            &state,
+            "i-1",
+            true,
+        );
         ap.actions
     }
 
@@ -434,7 +454,11 @@ mod tests {
         let actions = run(t.path(), true);
         let keys = actions.iter().find(|a| a.kind == KIND).unwrap();
         assert_eq!(keys.result, super::super::Outcome::Changed, "{actions:?}");
-        assert!(keys.detail.ends_with("(rsa after sshd started)"), "{}", keys.detail);
+        assert!(
+            keys.detail.ends_with("(rsa after sshd started)"),
+            "{}",
+            keys.detail
+        );
         // New fast keys, and the image's RSA key is gone (never served by this instance).
         assert!(pub_key(&etc_ssh, "ed25519").is_some_and(|k| Some(k) != image[0]));
         assert!(pub_key(&etc_ssh, "ecdsa").is_some_and(|k| Some(k) != image[1]));

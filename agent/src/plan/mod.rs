@@ -83,11 +83,9 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
     let network = network::netplan(&ctx.network, &facts.links, &mut warnings);
     let mut network_files =
         managers::files(&ctx.network, &facts.links, &facts.managers, &mut warnings);
-    let (wait_online, wait_file) =
-        online::wait_online(&ctx.network, &facts.links, &facts.managers);
+    let (wait_online, wait_file) = online::wait_online(&ctx.network, &facts.links, &facts.managers);
     network_files.extend(wait_file);
-    let final_stage =
-        online::final_work(ctx, crate::source::origin_is_network(&ctx.source));
+    let final_stage = online::final_work(ctx, crate::source::origin_is_network(&ctx.source));
     let configure = ctx.network.configure;
     let users = ctx
         .user

@@ -380,6 +380,14 @@ fn symlink(ap: &mut Apply, kind: &'static str, link: &Path, target: &str) {
     }
 }
 
+/// Whether files of a schedule are in place (the final stage removes them when the context
+/// dropped it, so it has work then).
+pub fn leftovers(root: &super::files::Root) -> bool {
+    [SYNC_CONFIG, UPDATE_CONFIG, CRON_UPDATE, CRON_SYNC]
+        .iter()
+        .any(|p| root.path(p).symlink_metadata().is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,12 +429,4 @@ mod tests {
         assert_eq!(cron_every(300), "*/5 * * * *");
         assert_eq!(cron_every(7200), "0 */2 * * *");
     }
-}
-
-/// Whether files of a schedule are in place (the final stage removes them when the context
-/// dropped it, so it has work then).
-pub fn leftovers(root: &super::files::Root) -> bool {
-    [SYNC_CONFIG, UPDATE_CONFIG, CRON_UPDATE, CRON_SYNC]
-        .iter()
-        .any(|p| root.path(p).symlink_metadata().is_ok())
 }
