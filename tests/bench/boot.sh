@@ -24,7 +24,7 @@ for t in qemu-system-x86_64 xorriso ssh ssh-keygen; do
     command -v $t >/dev/null || { echo "boot.sh: $t is not installed" >&2; exit 1; }
 done
 mkdir -p "$cache"
-mac=02:00:0a:00:02:0f host=bench-guest user=debian port=${SSH_PORT:-10022}
+mac=02:00:0a:00:02:0f host=bench-guest user=debian port=${SSH_PORT:-$((20000 + $$ % 10000))}
 [ -f "$cache/key" ] || ssh-keygen -q -t ed25519 -N '' -C bench -f "$cache/key"
 pub=$(cat "$cache/key.pub")
 
