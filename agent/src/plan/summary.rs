@@ -157,7 +157,9 @@ pub(super) fn render(p: &Plan) -> String {
         o,
         "host keys {}",
         match sys.ssh_host_keys {
-            HostKeys::Regenerate => "new SSH host keys on a new instance",
+            HostKeys::Regenerate => {
+                "new SSH host keys on a new instance (ed25519, ECDSA before sshd; RSA after it)"
+            }
             HostKeys::Keep => "the image's SSH host keys kept (SSH_HOST_KEYS=KEEP)",
         }
     );
