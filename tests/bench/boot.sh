@@ -12,6 +12,7 @@
 # active time (guest clock) over the time to SSH.
 #   tests/bench/boot.sh            # needs root, target/packages/*.deb (packaging/build), qemu
 #   PAIRS=5 tests/bench/boot.sh
+#   IMAGES="vmctx-networkd cloud-networkd floor" tests/bench/boot.sh   # a subset
 # Cache: ${VMCTX_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vmctx-bench}/boot (images, key,
 # logs, results.tsv); images are rebuilt when the .deb changes.
 set -eu
@@ -110,7 +111,7 @@ boot_one() { # NAME -> a line of results.tsv
     printf '%s\t%s\t%s\t%s\n' "$name" "$ssh_s" "$done_s" "$share" | tee -a "$cache/results.tsv"
 }
 
-images="vmctx-networkd cloud-networkd floor vmctx-plain"
+images=${IMAGES:-vmctx-networkd cloud-networkd floor vmctx-plain}
 [ -z "${PLAIN_CLOUD:-}" ] || images="$images cloud-plain"
 : >"$cache/results.tsv"
 i=0
