@@ -105,6 +105,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the SSH host keys the local stage left for after sshd started (RSA), reload sshd
+    /// and print the fingerprints of all keys (run by vmctx-hostkeys.service).
+    Hostkeys,
     /// OpenNebula's MAC → IPv4 rule (and the EUI-64 IPv6 address in a /64).
     Mac2ip {
         mac: MacAddr,

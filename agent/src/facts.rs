@@ -38,16 +38,39 @@ pub struct Managers {
     pub network_manager: bool,
     pub networkd: bool,
     pub ifupdown: bool,
+    /// Which of their wait-online services the image enables (see `plan::online`).
+    pub wait_online: WaitOnline,
+}
+
+/// The wait-online services enabled in the image: each holds `network-online.target` until
+/// its manager says the network is up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WaitOnline {
+    pub networkd: bool,
+    pub network_manager: bool,
+    pub ifupdown: bool,
 }
 
 impl Managers {
     pub fn detect(root: &Path) -> Managers {
         let has = |p: &str| root.join(p).exists();
+        // Enabled: a `network-online.target.wants` link, the admin's or the vendor's.
+        let wanted = |unit: &str| {
+            ["etc", "lib", "usr/lib"].iter().any(|d| {
+                let p = format!("{d}/systemd/system/network-online.target.wants/{unit}");
+                root.join(p).symlink_metadata().is_ok()
+            })
+        };
         Managers {
             network_manager: has("usr/sbin/NetworkManager") || has("usr/bin/NetworkManager"),
             networkd: has("lib/systemd/systemd-networkd")
                 || has("usr/lib/systemd/systemd-networkd"),
             ifupdown: has("etc/network/interfaces") && (has("sbin/ifup") || has("usr/sbin/ifup")),
+            wait_online: WaitOnline {
+                networkd: wanted("systemd-networkd-wait-online.service"),
+                network_manager: wanted("NetworkManager-wait-online.service"),
+                ifupdown: wanted("ifupdown-wait-online.service"),
+            },
         }
     }
 }
@@ -204,6 +227,29 @@ mod tests {
         assert_eq!(parse_links("eth0\n").unwrap_err().0, 1);
         assert_eq!(parse_links("# x\nzz=eth0\n").unwrap_err().0, 2);
         assert!(parse_links("02:00:0a:00:03:28=\n").is_err());
+    }
+
+    #[test]
+    fn wait_online_units_from_their_enablement_links() {
+        let t = tempfile::tempdir().unwrap();
+        let wants = t
+            .path()
+            .join("etc/systemd/system/network-online.target.wants");
+        std::fs::create_dir_all(&wants).unwrap();
+        // A dangling link still says the unit is enabled (the root may be another system's).
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/systemd-networkd-wait-online.service",
+            wants.join("systemd-networkd-wait-online.service"),
+        )
+        .unwrap();
+        let m = Managers::detect(t.path());
+        assert_eq!(
+            m.wait_online,
+            WaitOnline {
+                networkd: true,
+                ..WaitOnline::default()
+            }
+        );
     }
 
     #[test]

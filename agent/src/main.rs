@@ -92,6 +92,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             clean(root, opts, json)
         }
+        Command::Hostkeys => {
+            let report = vmctx::apply::hostkeys::finish_slow(root);
+            print!("{}", report.summary());
+            Ok(if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Mac2ip {
             mac,
             mac_prefix,

@@ -82,6 +82,25 @@ fn host_keys_new_once_per_instance() {
     let a = action(&report, "ssh_host_keys");
     assert_eq!(a.len(), 1, "{report:#}");
     assert_eq!(a[0]["result"], "changed", "{report:#}");
+    // SSH first: the local stage made the fast keys and left RSA for after sshd started.
+    let fast = host_keys(r);
+    let names: Vec<&str> = fast.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "ssh_host_ecdsa_key",
+            "ssh_host_ecdsa_key.pub",
+            "ssh_host_ed25519_key",
+            "ssh_host_ed25519_key.pub",
+        ],
+        "the image's keys (RSA and DSA too) replaced by the fast ones"
+    );
+    assert!(r.join("run/vmctx/hostkeys").exists());
+    assert!(!stderr(&o).contains("-----BEGIN SSH HOST KEY FINGERPRINTS-----"));
+    // vmctx-hostkeys.service, after sshd: the RSA key, and the console block of all keys.
+    let o = g.vmctx(&["hostkeys"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(!r.join("run/vmctx/hostkeys").exists());
     let first = host_keys(r);
     let names: Vec<&str> = first.keys().map(String::as_str).collect();
     assert_eq!(
@@ -94,11 +113,11 @@ fn host_keys_new_once_per_instance() {
             "ssh_host_rsa_key",
             "ssh_host_rsa_key.pub"
         ],
-        "the image's keys (DSA too) replaced by ssh-keygen -A's set"
     );
     for (name, body) in &first {
         assert_ne!(image.get(name), Some(body), "{name} is still the image's");
     }
+    assert!(stdout(&g.vmctx(&["hostkeys"])).contains("0 changed"));
     let mode = std::fs::metadata(r.join("etc/ssh/ssh_host_ed25519_key"))
         .unwrap()
         .permissions()
@@ -117,6 +136,7 @@ fn host_keys_new_once_per_instance() {
     let end = err.find("-----END SSH HOST KEY FINGERPRINTS-----").unwrap();
     assert!(err[begin..end].contains(&fp), "{err}");
     assert!(err[begin..end].contains("(ED25519)"), "{err}");
+    assert!(err[begin..end].contains("(RSA)"), "{err}");
     assert!(err.contains("-----BEGIN SSH HOST KEY KEYS-----"), "{err}");
 
     // The same instance again: the keys stay, nothing changes.
@@ -131,6 +151,7 @@ fn host_keys_new_once_per_instance() {
         "changed",
         "{report:#}"
     );
+    assert!(g.vmctx(&["hostkeys"]).status.success());
     let second = host_keys(r);
     assert_eq!(second.len(), 6);
     for (name, body) in &second {

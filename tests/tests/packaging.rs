@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use vmctx_tests::*;
 
-const UNITS: [&str; 9] = [
+const UNITS: [&str; 10] = [
     "vmctx-local.service",
+    "vmctx-hostkeys.service",
     "vmctx-reconfigure.service",
     "vmctx.service",
     "vmctx-imds.service",
@@ -59,6 +60,12 @@ fn deb_contents_and_metadata() {
         );
     }
     assert!(t.path().join("etc/default/vmctx").exists());
+    // networkd's wait-online reads the links vmctx configured (`plan::online`).
+    let dropin = t
+        .path()
+        .join("lib/systemd/system/systemd-networkd-wait-online.service.d/vmctx.conf");
+    let dropin = std::fs::read_to_string(&dropin).expect("the wait-online drop-in");
+    assert!(dropin.contains("EnvironmentFile=-/run/vmctx/networkd-wait-online"));
     assert!(t.path().join("lib/udev/rules.d/90-vmctx.rules").exists());
     let info = sh(&[
         "dpkg-deb",

@@ -1,11 +1,15 @@
 //! SSH host keys: every copy of an image must not share one host identity. On a new instance
 //! (unless `SSH_HOST_KEYS=KEEP`) the image's `/etc/ssh/ssh_host_*_key{,.pub}` are replaced by
-//! fresh ones from `ssh-keygen -A`, before sshd starts; otherwise only missing keys are made
-//! (as one-context's loc-24). The new keys are made in a folder beside `/etc/ssh`'s and renamed
-//! into place, so a failure keeps the old ones. Their fingerprints go to the console in
-//! cloud-init's format, for operators who check them on first connection.
+//! fresh ones before sshd starts; otherwise only missing keys are made (as one-context's
+//! loc-24). SSH comes first: the local stage makes the fast keys (ed25519, then ECDSA) and
+//! leaves `/run/vmctx/hostkeys`; `vmctx-hostkeys.service` makes the RSA key after sshd started
+//! (`vmctx hostkeys`: seconds of CPU on a small VM) and reloads sshd. sshd is never left
+//! without a key: new keys are made in a folder beside `/etc/ssh`'s and renamed into place, so
+//! a failure keeps the old ones. Their fingerprints go to the console in cloud-init's format,
+//! once every key exists, for operators who check them on first connection.
 
-use super::Apply;
+use super::files::{NewFile, Root};
+use super::{Apply, Report};
 use crate::context::HostKeys;
 use crate::state::State;
 use std::io::Write;
@@ -13,14 +17,30 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::process::Command;
 
-/// The key types `ssh-keygen -A` makes (OpenSSH ≥ 7.0 without DSA).
-const TYPES: [&str; 3] = ["rsa", "ecdsa", "ed25519"];
+/// The key types `ssh-keygen -A` makes (OpenSSH ≥ 7.0 without DSA), the fast ones first.
+const TYPES: [&str; 3] = ["ed25519", "ecdsa", "rsa"];
+/// Made after sshd started: RSA-3072 takes seconds of CPU (tens under emulation).
+const SLOW: &str = "rsa";
 const KIND: &str = "ssh_host_keys";
 const TARGET: &str = "/etc/ssh";
+/// Left by the local stage when the slow key is still to be made (`vmctx-hostkeys.service`).
+pub const PENDING: &str = "/run/vmctx/hostkeys";
+/// `VMCTX_HOST_KEYS=all` (in /etc/default/vmctx) makes every key before sshd, as before.
+const SETTING: &str = "VMCTX_HOST_KEYS";
 
-pub fn apply(ap: &mut Apply, mode: HostKeys, new_instance: bool, state: &State, id: &str) {
+/// `defer_slow`: sshd has not started yet and `vmctx-hostkeys.service` follows it (the local
+/// stage of a context read before the network).
+pub fn apply(
+    ap: &mut Apply,
+    mode: HostKeys,
+    new_instance: bool,
+    state: &State,
+    id: &str,
+    defer_slow: bool,
+) {
     let etc_ssh = ap.root.path(TARGET);
     let sshd = ap.root.path("/usr/sbin/sshd").exists() || etc_ssh.join("sshd_config").exists();
+    let pending = ap.root.path(PENDING);
     if !sshd {
         return ap.unchanged(KIND, TARGET, "no OpenSSH server in this system");
     }
@@ -44,31 +64,50 @@ pub fn apply(ap: &mut Apply, mode: HostKeys, new_instance: bool, state: &State, 
             "ssh-keygen is not installed: the host keys were not made",
         );
     }
+    let wanted: Vec<&str> = if regenerate { TYPES.to_vec() } else { missing };
+    let defer = defer_slow
+        && wanted.contains(&SLOW)
+        && std::env::var(SETTING).as_deref() != Ok("all")
+        && fast_keys_serve(&etc_ssh);
+    let now: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|t| !(defer && *t == SLOW))
+        .collect();
+    let later = if defer {
+        " (rsa after sshd started)"
+    } else {
+        ""
+    };
+    if now.is_empty() && pending.exists() {
+        // Only the slow key is missing and vmctx-hostkeys.service is to make it.
+        return ap.unchanged(KIND, TARGET, "rsa pending (vmctx-hostkeys.service)");
+    }
     if ap.dry_run {
         let what = if regenerate {
-            "would replace the image's host keys with new ones for this instance".to_string()
+            format!("would replace the image's host keys with new ones for this instance{later}")
         } else {
             format!(
-                "would generate the missing {} host keys",
-                missing.join(", ")
+                "would generate the missing {} host keys{later}",
+                wanted.join(", ")
             )
         };
         return ap.changed(KIND, TARGET, what);
     }
-    let result = if regenerate {
-        replace_all(&etc_ssh)
-    } else {
-        keygen(ap.root.dir(), ap.root.is_real())
-    };
-    if let Err(e) = result {
+    if let Err(e) = make(&etc_ssh, &now, regenerate) {
         return ap.failed(KIND, TARGET, e);
     }
     for f in host_key_files(&etc_ssh) {
         ap.wrote(&etc_ssh.join(f)); // sshd_key_t, not the scratch folder's label
     }
     let (fingerprints, keys) = fingerprints(&etc_ssh);
-    let block = fingerprint_block(&fingerprints, &keys);
-    to_console(ap, &block);
+    if defer {
+        // The console block waits for the last key (`finish_slow`).
+        ap.file("flag", &pending, b"rsa\n", NewFile::mode(0o644));
+    } else {
+        to_console(&ap.root, &fingerprint_block(&fingerprints, &keys));
+        ap.remove("flag", &pending);
+    }
     let detail = if regenerate {
         "new host keys for this instance"
     } else {
@@ -80,66 +119,166 @@ pub fn apply(ap: &mut Apply, mode: HostKeys, new_instance: bool, state: &State, 
     if let Err(e) = state.mark_done(id, "ssh-host-keys", &fingerprints.join("\n")) {
         ap.failed("state", "ssh-host-keys", e);
     }
-    ap.changed(KIND, TARGET, format!("{detail}: {}", short(&fingerprints)));
+    ap.changed(
+        KIND,
+        TARGET,
+        format!("{detail}: {}{later}", short(&fingerprints)),
+    );
+}
+
+/// `vmctx hostkeys` (`vmctx-hostkeys.service`, after sshd): makes the keys the local stage left
+/// for later, reloads sshd, and prints the fingerprints of all keys. Nothing when none is
+/// pending: a second run, or a boot of an instance whose keys are complete.
+pub fn finish_slow(root: &Path) -> Report {
+    let mut ap = Apply {
+        root: Root::new(root),
+        dry_run: false,
+        actions: Vec::new(),
+        written: super::files::Written::default(),
+    };
+    let pending = ap.root.path(PENDING);
+    let etc_ssh = ap.root.path(TARGET);
+    let state = State::new(&ap.root);
+    let id = state.instance_id().unwrap_or_default();
+    if !pending.exists() {
+        ap.unchanged(KIND, TARGET, "no host key pending");
+    } else {
+        let missing: Vec<&str> = TYPES
+            .into_iter()
+            .filter(|t| !etc_ssh.join(format!("ssh_host_{t}_key")).exists())
+            .collect();
+        match make(&etc_ssh, &missing, false) {
+            Err(e) => ap.failed(KIND, TARGET, e),
+            Ok(()) => {
+                for f in host_key_files(&etc_ssh) {
+                    ap.wrote(&etc_ssh.join(f));
+                }
+                super::selinux::relabel(&mut ap, &super::selinux::Status::read(root));
+                if ap.root.is_real() {
+                    reload_sshd();
+                }
+                let (fingerprints, keys) = fingerprints(&etc_ssh);
+                to_console(&ap.root, &fingerprint_block(&fingerprints, &keys));
+                if !id.is_empty() {
+                    if let Err(e) = state.mark_done(&id, "ssh-host-keys", &fingerprints.join("\n"))
+                    {
+                        ap.failed("state", "ssh-host-keys", e);
+                    }
+                }
+                let made = if missing.is_empty() {
+                    "none missing".to_string()
+                } else {
+                    missing.join(", ")
+                };
+                ap.changed(KIND, TARGET, format!("made after sshd started: {made}"));
+                ap.remove("flag", &pending);
+            }
+        }
+    }
+    Report {
+        instance_id: id,
+        new_instance: false,
+        changed: ap.count(super::Outcome::Changed),
+        failed: ap.count(super::Outcome::Failed),
+        dry_run: false,
+        actions: ap.actions,
+        errors: Vec::new(),
+    }
+}
+
+/// Whether sshd would load an ed25519 or ECDSA key: not when `sshd_config` names only other
+/// `HostKey`s (then every key is made before it starts).
+fn fast_keys_serve(etc_ssh: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(etc_ssh.join("sshd_config")) else {
+        return true;
+    };
+    let named: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("hostkey"))
+        })
+        .map(str::to_ascii_lowercase)
+        .collect();
+    named.is_empty()
+        || named
+            .iter()
+            .any(|l| l.contains("ed25519") || l.contains("ecdsa"))
 }
 
 /// A network source (EC2, Nova's service) is applied after sshd started: it still holds the
 /// image's keys until restarted. `try-restart` leaves a stopped sshd stopped (the local stage
 /// runs before it); `--no-block` because this may run inside a unit ordered before it.
 fn restart_running_sshd() {
+    systemctl(&["--no-block", "try-restart", "ssh.service", "sshd.service"]);
+}
+
+/// sshd re-reads its keys on SIGHUP (`reload`); open sessions stay.
+fn reload_sshd() {
+    systemctl(&["try-reload-or-restart", "ssh.service", "sshd.service"]);
+}
+
+fn systemctl(args: &[&str]) {
     if !Path::new("/run/systemd/system").is_dir() {
         return;
     }
     let _ = Command::new("systemctl")
-        .args(["--no-block", "try-restart", "ssh.service", "sshd.service"])
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
 }
 
-/// `ssh-keygen -A` (with `-f ROOT` under a root): makes every missing key type.
-fn keygen(root: &Path, real: bool) -> Result<(), String> {
-    let mut cmd = Command::new("ssh-keygen");
-    cmd.arg("-A");
-    if !real {
-        cmd.arg("-f").arg(root);
-    }
-    let o = cmd.output().map_err(|e| format!("ssh-keygen: {e}"))?;
+/// Makes the `types` in `/etc/ssh/.vmctx-hostkeys`, then (with `replace`) removes every
+/// image key and renames the new ones into `/etc/ssh`. A failure changes nothing.
+fn make(etc_ssh: &Path, types: &[&str], replace: bool) -> Result<(), String> {
+    let scratch = etc_ssh.join(".vmctx-hostkeys");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let result = types
+        .iter()
+        .try_for_each(|t| keygen(&scratch, t))
+        .and_then(|()| {
+            let new = host_key_files(&scratch);
+            if new.is_empty() && !types.is_empty() {
+                return Err("ssh-keygen made no keys".into());
+            }
+            if replace {
+                for old in host_key_files(etc_ssh) {
+                    std::fs::remove_file(etc_ssh.join(&old)).map_err(|e| format!("{old}: {e}"))?;
+                }
+            }
+            for f in &new {
+                std::fs::rename(scratch.join(f), etc_ssh.join(f))
+                    .map_err(|e| format!("{f}: {e}"))?;
+            }
+            std::fs::File::open(etc_ssh)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| e.to_string())
+        });
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// `ssh-keygen -t TYPE` into `dir/ssh_host_TYPE_key` without a passphrase (as `-A` does).
+fn keygen(dir: &Path, kind: &str) -> Result<(), String> {
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-f"])
+        .arg(dir.join(format!("ssh_host_{kind}_key")))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("ssh-keygen: {e}"))?;
     if o.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "ssh-keygen -A failed ({}): {}",
+            "ssh-keygen -t {kind} failed ({}): {}",
             o.status,
             String::from_utf8_lossy(&o.stderr).trim()
         ))
     }
-}
-
-/// New keys made in `/etc/ssh/.vmctx-hostkeys/etc/ssh`, then the image's removed and the new
-/// ones renamed into `/etc/ssh`.
-fn replace_all(etc_ssh: &Path) -> Result<(), String> {
-    let scratch = etc_ssh.join(".vmctx-hostkeys");
-    let _ = std::fs::remove_dir_all(&scratch);
-    let made = scratch.join("etc/ssh");
-    std::fs::create_dir_all(&made).map_err(|e| format!("{}: {e}", made.display()))?;
-    let result = keygen(&scratch, false).and_then(|()| {
-        let new = host_key_files(&made);
-        if new.is_empty() {
-            return Err("ssh-keygen -A made no keys".into());
-        }
-        for old in host_key_files(etc_ssh) {
-            std::fs::remove_file(etc_ssh.join(&old)).map_err(|e| format!("{old}: {e}"))?;
-        }
-        for f in &new {
-            std::fs::rename(made.join(f), etc_ssh.join(f)).map_err(|e| format!("{f}: {e}"))?;
-        }
-        std::fs::File::open(etc_ssh)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| e.to_string())
-    });
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
 }
 
 /// `ssh_host_*_key` and `ssh_host_*_key.pub` in a folder, sorted.
@@ -205,9 +344,9 @@ pub fn fingerprint_block(fingerprints: &[String], keys: &[String]) -> String {
 }
 
 /// To `/dev/console` (when it is a writable console under the root) and to stderr, the log.
-fn to_console(ap: &Apply, block: &str) {
+fn to_console(root: &Root, block: &str) {
     eprint!("{block}");
-    let console = ap.root.path("/dev/console");
+    let console = root.path("/dev/console");
     let is_console = std::fs::metadata(&console).is_ok_and(|m| m.file_type().is_char_device());
     if !is_console {
         return;
@@ -259,6 +398,105 @@ mod tests {
             )
         );
         assert_eq!(short(&fps), "ED25519 SHA256:AbCdEf, RSA SHA256:GhIjKl");
+    }
+
+    /// ssh-keygen, or a skip (a failure under CI).
+    fn have_keygen() -> bool {
+        let have = crate::os::which("ssh-keygen").is_some();
+        assert!(
+            have || std::env::var("CI").is_err(),
+            "ssh-keygen is missing"
+        );
+        if !have {
+            eprintln!("SKIP: ssh-keygen is not installed");
+        }
+        have
+    }
+
+    fn pub_key(etc_ssh: &Path, t: &str) -> Option<String> {
+        std::fs::read_to_string(etc_ssh.join(format!("ssh_host_{t}_key.pub"))).ok()
+    }
+
+    fn run(root: &Path, new_instance: bool) -> Vec<Action> {
+        let mut ap = Apply {
+            root: Root::new(root),
+            dry_run: false,
+            actions: Vec::new(),
+            written: super::super::files::Written::default(),
+        };
+        let state = State::new(&ap.root);
+        apply(
+            &mut ap,
+            HostKeys::Regenerate,
+            new_instance,
+            &state,
+            "i-1",
+            true,
+        );
+        ap.actions
+    }
+
+    use super::super::Action;
+
+    #[test]
+    fn fast_keys_first_rsa_after_sshd_once_per_instance() {
+        if !have_keygen() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let etc_ssh = t.path().join("etc/ssh");
+        std::fs::create_dir_all(&etc_ssh).unwrap();
+        std::fs::write(etc_ssh.join("sshd_config"), "PermitRootLogin no\n").unwrap();
+        // The image's keys (all three, as its openssh-server package made them).
+        make(&etc_ssh, &TYPES, false).unwrap();
+        let image: Vec<_> = TYPES.iter().map(|k| pub_key(&etc_ssh, k)).collect();
+        let pending = t.path().join("run/vmctx/hostkeys");
+
+        let actions = run(t.path(), true);
+        let keys = actions.iter().find(|a| a.kind == KIND).unwrap();
+        assert_eq!(keys.result, super::super::Outcome::Changed, "{actions:?}");
+        assert!(
+            keys.detail.ends_with("(rsa after sshd started)"),
+            "{}",
+            keys.detail
+        );
+        // New fast keys, and the image's RSA key is gone (never served by this instance).
+        assert!(pub_key(&etc_ssh, "ed25519").is_some_and(|k| Some(k) != image[0]));
+        assert!(pub_key(&etc_ssh, "ecdsa").is_some_and(|k| Some(k) != image[1]));
+        assert_eq!(pub_key(&etc_ssh, "rsa"), None);
+        assert!(pending.exists());
+        assert!(!etc_ssh.join(".vmctx-hostkeys").exists());
+
+        // After sshd: the RSA key, the flag gone; a second run has nothing to do.
+        let r = finish_slow(t.path());
+        // The key, and the flag removed.
+        assert_eq!((r.changed, r.failed), (2, 0), "{:?}", r.actions);
+        assert!(pub_key(&etc_ssh, "rsa").is_some_and(|k| Some(k.clone()) != image[2]));
+        assert!(!pending.exists());
+        let ed = pub_key(&etc_ssh, "ed25519");
+        let r = finish_slow(t.path());
+        assert_eq!(r.changed, 0);
+
+        // The same instance again: nothing is regenerated.
+        let actions = run(t.path(), false);
+        let keys = actions.iter().find(|a| a.kind == KIND).unwrap();
+        assert_eq!(keys.detail, "present");
+        assert_eq!(pub_key(&etc_ssh, "ed25519"), ed);
+    }
+
+    #[test]
+    fn rsa_only_hostkey_config_makes_everything_first() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(fast_keys_serve(t.path()));
+        let cfg = t.path().join("sshd_config");
+        std::fs::write(&cfg, "HostKey /etc/ssh/ssh_host_rsa_key\n").unwrap();
+        assert!(!fast_keys_serve(t.path()));
+        std::fs::write(
+            &cfg,
+            "HostKey /etc/ssh/ssh_host_rsa_key\nhostkey /etc/ssh/ssh_host_ed25519_key\n",
+        )
+        .unwrap();
+        assert!(fast_keys_serve(t.path()));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod cloud_users;
 pub mod growfs;
-mod hostkeys;
+pub mod hostkeys;
 mod identity;
 pub mod network;
 mod onegate;
@@ -296,6 +296,7 @@ pub fn apply(
             new_instance,
             &state,
             &plan.instance_id,
+            stage == Stage::Local,
         );
         selinux::relabel(&mut ap, &facts.selinux);
     }
@@ -345,16 +346,21 @@ fn final_stage(ap: &mut Apply, plan: &Plan, facts: &Facts, state: &State, settin
     onegate::report(ap, plan, state, failed, &settings.onegate);
 }
 
-/// Flags in `/run/vmctx` that gate the other units: `context` (a context was applied: the
-/// final stage has work) and `imds` (serve emulated EC2 metadata).
+/// Flags in `/run/vmctx` that gate the other units: `context` (the final stage has work: the
+/// plan's `final_stage`, or the files of a schedule the context dropped are left to remove)
+/// and `imds` (serve emulated EC2 metadata).
 fn run_flags(ap: &mut Apply, plan: &Plan) {
-    let flag = ap.root.path("/run/vmctx/context");
-    ap.file(
-        "flag",
-        &flag,
-        format!("{}\n", plan.source).as_bytes(),
-        NewFile::mode(0o644),
-    );
+    let flag = ap.root.path(crate::status::CONTEXT_FLAG);
+    if plan.final_stage.is_empty() && !schedule::leftovers(&ap.root) {
+        ap.remove("flag", &flag);
+    } else {
+        ap.file(
+            "flag",
+            &flag,
+            format!("{}\n", plan.source).as_bytes(),
+            NewFile::mode(0o644),
+        );
+    }
     let imds = ap.root.path("/run/vmctx/imds");
     // With cloud-init in the image, point its Ec2 datasource at the emulator (on a non-AWS DMI)
     // and leave the network to vmctx.

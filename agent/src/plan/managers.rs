@@ -14,12 +14,14 @@ pub const NETWORKD_DIR: &str = "/etc/systemd/network";
 pub const IFUPDOWN_DIR: &str = "/etc/network/interfaces.d";
 
 /// The folders where vmctx's manager files live, and how to tell its own files there.
-pub const MANAGED_DIRS: [(&str, &str); 4] = [
+pub const MANAGED_DIRS: [(&str, &str); 5] = [
     (NM_CONF_DIR, "90-vmctx-"),
     (NM_CONN_DIR, "vmctx-"),
     // Before the usual 10-* files of other generators: networkd uses the first match.
     (NETWORKD_DIR, "05-vmctx-"),
     (IFUPDOWN_DIR, "vmctx-"),
+    // What networkd's wait-online waits for (`super::online`).
+    ("/run/vmctx", "networkd-wait-online"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -180,6 +182,11 @@ mod tests {
         network_manager: true,
         networkd: true,
         ifupdown: true,
+        wait_online: crate::facts::WaitOnline {
+            networkd: true,
+            network_manager: true,
+            ifupdown: true,
+        },
     };
 
     #[test]

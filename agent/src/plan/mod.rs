@@ -3,6 +3,7 @@
 
 mod managers;
 mod network;
+pub mod online;
 mod routes;
 mod summary;
 mod system;
@@ -30,6 +31,10 @@ pub struct Plan {
     pub network_files: Vec<ManagerFile>,
     /// vmctx's block in `/etc/hosts`, as written (empty: the block is removed).
     pub hosts: String,
+    /// What holds `network-online.target` once vmctx configured its links.
+    pub wait_online: Vec<online::WaitOnline>,
+    /// Why the final stage runs; empty: `vmctx.service` is not started.
+    pub final_stage: Vec<&'static str>,
     /// resolv.conf (or resolved's drop-in): the global resolvers and search list, the
     /// hostname's domain first.
     pub dns: Dns,
@@ -115,7 +120,10 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
         .network
         .with_nic_order(&facts.links.macs(), &mut warnings);
     let network = network::netplan(&net, facts, &mut warnings);
-    let network_files = managers::files(&net, &facts.links, &facts.managers, &mut warnings);
+    let mut network_files = managers::files(&net, &facts.links, &facts.managers, &mut warnings);
+    let (wait_online, wait_file) = online::wait_online(&net, &facts.links, &facts.managers);
+    network_files.extend(wait_file);
+    let final_stage = online::final_work(ctx, ctx.source.is_network());
     let users = ctx
         .user
         .iter()
@@ -147,6 +155,8 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
         network,
         network_files,
         hosts: system::hosts(ctx),
+        wait_online,
+        final_stage,
         dns: system::dns(ctx),
         ssh_keys: ctx.ssh_keys.clone(),
         users,

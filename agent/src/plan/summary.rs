@@ -127,6 +127,22 @@ pub(super) fn render(p: &Plan) -> String {
     for f in &p.network_files {
         let _ = writeln!(o, "  file     {}   ({})", f.path, f.purpose);
     }
+    for w in &p.wait_online {
+        let list = |l: &[String]| {
+            if l.is_empty() {
+                "no link".to_string()
+            } else {
+                l.join(" ")
+            }
+        };
+        let _ = writeln!(
+            o,
+            "online    {} waits for {} (DHCP), not for {} (vmctx's)",
+            w.unit,
+            list(&w.waits_for),
+            list(&w.not_waited)
+        );
+    }
     if !p.dns.nameservers.is_empty() || !p.dns.search.is_empty() {
         let ns: Vec<String> = p.dns.nameservers.iter().map(ToString::to_string).collect();
         let _ = writeln!(
@@ -232,10 +248,17 @@ pub(super) fn render(p: &Plan) -> String {
         o,
         "host keys {}",
         match sys.ssh_host_keys {
-            HostKeys::Regenerate => "new SSH host keys on a new instance",
+            HostKeys::Regenerate => {
+                "new SSH host keys on a new instance (ed25519, ECDSA before sshd; RSA after it)"
+            }
             HostKeys::Keep => "the image's SSH host keys kept (SSH_HOST_KEYS=KEEP)",
         }
     );
+    if p.final_stage.is_empty() {
+        o.push_str("final     nothing to do: vmctx.service is not started\n");
+    } else {
+        let _ = writeln!(o, "final     {}", p.final_stage.join(", "));
+    }
     if p.selinux_relabel {
         o.push_str("selinux   enabled: labels restored (restorecon) on the files apply writes\n");
     }

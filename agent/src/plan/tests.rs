@@ -331,3 +331,37 @@ fn a_missing_zone_is_an_error_and_left_out() {
         "the rest is planned"
     );
 }
+
+#[test]
+fn plan_shows_the_wait_online_decision_and_the_final_stage() {
+    let mut managers = crate::facts::Managers {
+        networkd: true,
+        ..Default::default()
+    };
+    managers.wait_online.networkd = true;
+    let facts = Facts {
+        links: parse_links("02:00:0a:00:03:28=ens3\n").unwrap(),
+        managers,
+        ..Default::default()
+    };
+    let p = build(
+        &ctx("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n"),
+        &facts,
+    );
+    let s = p.summary();
+    assert!(
+        s.contains("online    systemd-networkd-wait-online.service waits for no link (DHCP), not for ens3 (vmctx's)\n"),
+        "{s}"
+    );
+    assert!(s.contains("  file     /run/vmctx/networkd-wait-online   (networkd-wait-online: --interface=ens3:no-carrier)\n"), "{s}");
+    assert!(
+        s.contains("final     nothing to do: vmctx.service is not started\n"),
+        "{s}"
+    );
+    let p = build(
+        &ctx("ETH0_MAC='02:00:0a:00:03:28'\nSTART_SCRIPT='echo hi'\n"),
+        &facts,
+    );
+    assert!(p.summary().contains("final     start script\n"));
+    assert_eq!(json(&p)["final_stage"], serde_json::json!(["start script"]));
+}

@@ -378,6 +378,14 @@ fn symlink(ap: &mut Apply, kind: &'static str, link: &Path, target: &str) {
     }
 }
 
+/// Whether files of a schedule are in place (the final stage removes them when the context
+/// dropped it, so it has work then).
+pub fn leftovers(root: &super::files::Root) -> bool {
+    [SYNC_CONFIG, UPDATE_CONFIG, CRON_UPDATE, CRON_SYNC]
+        .iter()
+        .any(|p| root.path(p).symlink_metadata().is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
