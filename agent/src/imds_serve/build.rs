@@ -56,13 +56,8 @@ fn read_vm(src: &VmSource) -> Result<VmFiles, String> {
             Ok(VmFiles::Context(Box::new(raw)))
         }
         VmSource::ContextIso(iso) => {
-            // The volume descriptors and the root folder's files (bounded); nothing is mounted.
-            let raw = source::read(
-                &Source::OpenNebula(Some(iso.clone())),
-                Path::new("/"),
-                &Default::default(),
-            )
-            .map_err(|e| e.to_string())?;
+            // Only the volume descriptors, the root folder and context.sh (bounded) are read.
+            let raw = source::opennebula::read_cd_context(iso).map_err(|e| e.to_string())?;
             Ok(VmFiles::Context(Box::new(raw)))
         }
     }

@@ -191,6 +191,19 @@ pub struct Raw {
     pub cloud: Option<Cloud>,
 }
 
+impl Raw {
+    /// A context read from a cloud's metadata (no `context.sh`, no files beside it).
+    fn from_cloud(origin: Origin, cloud: Cloud) -> Raw {
+        Raw {
+            origin,
+            parsed: Parsed::default(),
+            files: Vec::new(),
+            warnings: Vec::new(),
+            cloud: Some(cloud),
+        }
+    }
+}
+
 /// Reads the context named by `source`. `root` prefixes the paths searched by detection
 /// (`/sys/class/block`, `/dev`); explicit paths are used as given.
 pub fn read(source: &Source, root: &Path, imds: &Imds) -> Result<Raw, SourceError> {
@@ -205,13 +218,7 @@ pub fn read(source: &Source, root: &Path, imds: &Imds) -> Result<Raw, SourceErro
                 origin: origin.to_string(),
                 why,
             })?;
-            Ok(Raw {
-                origin,
-                parsed: Parsed::default(),
-                files: Vec::new(),
-                warnings: Vec::new(),
-                cloud: Some(Cloud::NoCloud(seed)),
-            })
+            Ok(Raw::from_cloud(origin, Cloud::NoCloud(seed)))
         }
         Source::Auto => {
             let d = detect::decide(root, detect::probe_url(root, imds).as_deref());
@@ -254,13 +261,7 @@ fn read_config_drive(path: &Path) -> Result<Raw, SourceError> {
         origin: origin.to_string(),
         source,
     })?;
-    Ok(Raw {
-        origin,
-        parsed: Parsed::default(),
-        files: Vec::new(),
-        warnings: Vec::new(),
-        cloud: Some(Cloud::OpenStack(md)),
-    })
+    Ok(Raw::from_cloud(origin, Cloud::OpenStack(md)))
 }
 
 fn read_seed(path: &Path) -> Result<Raw, SourceError> {
@@ -269,13 +270,7 @@ fn read_seed(path: &Path) -> Result<Raw, SourceError> {
         origin: origin.to_string(),
         why,
     })?;
-    Ok(Raw {
-        origin,
-        parsed: Parsed::default(),
-        files: Vec::new(),
-        warnings: Vec::new(),
-        cloud: Some(Cloud::NoCloud(seed)),
-    })
+    Ok(Raw::from_cloud(origin, Cloud::NoCloud(seed)))
 }
 
 /// Nova's metadata service; where it has no `/openstack`, its EC2-compatible tree.
@@ -288,13 +283,9 @@ fn read_openstack_service(url: Option<&str>, imds: &Imds) -> Result<Raw, SourceE
     let opts = ec2::Options::new(url, BUDGET, imds).map_err(fail)?;
     let origin = Origin::OpenStack(opts.endpoint.url.clone());
     match openstack::read_service(&opts) {
-        Ok(openstack::ServiceAnswer::OpenStack(md)) => Ok(Raw {
-            origin,
-            parsed: Parsed::default(),
-            files: Vec::new(),
-            warnings: Vec::new(),
-            cloud: Some(Cloud::OpenStack(md)),
-        }),
+        Ok(openstack::ServiceAnswer::OpenStack(md)) => {
+            Ok(Raw::from_cloud(origin, Cloud::OpenStack(md)))
+        }
         Ok(openstack::ServiceAnswer::NoOpenStack) => {
             let mut raw = read_ec2(&Source::Ec2(Some(opts.endpoint.url.clone())), imds)?;
             raw.warnings.push(format!(
@@ -338,13 +329,10 @@ fn read_ec2(source: &Source, imds: &Imds) -> Result<Raw, SourceError> {
     };
     let opts = ec2::Options::new(url.as_deref(), ec2::DEFAULT_BUDGET, imds).map_err(fail)?;
     let md = ec2::read(&opts).map_err(fail)?;
-    Ok(Raw {
-        origin: Origin::Ec2(opts.endpoint.url.clone()),
-        parsed: Parsed::default(),
-        files: Vec::new(),
-        warnings: Vec::new(),
-        cloud: Some(Cloud::Ec2(md)),
-    })
+    Ok(Raw::from_cloud(
+        Origin::Ec2(opts.endpoint.url.clone()),
+        Cloud::Ec2(md),
+    ))
 }
 
 /// Like [`read`], but for a detected CONTEXT volume waits up to `wait` for it to appear (udev

@@ -14,6 +14,16 @@ pub const CONTEXT_LABEL: &str = "CONTEXT";
 /// reads the CD again, which a reconfiguration may be swapping. An explicitly named image with
 /// another label is still read (with a warning); a detected one always has the label.
 pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
+    read(path, explicit, true)
+}
+
+/// Only `context.sh` of the CD at `path`, none of the files beside it: what a host's metadata
+/// sidecar needs of each VM's CD (its builds stay small however large the scripts are).
+pub fn read_cd_context(path: &Path) -> Result<Raw, SourceError> {
+    read(path, true, false)
+}
+
+fn read(path: &Path, explicit: bool, with_files: bool) -> Result<Raw, SourceError> {
     let at = Origin::OpenNebula(path.to_path_buf());
     let origin = at.to_string();
     let iso = |source: IsoError| SourceError::Iso {
@@ -41,9 +51,13 @@ pub fn read_cd(path: &Path, explicit: bool) -> Result<Raw, SourceError> {
     let bytes = image
         .read_file("/context.sh", MAX_CONTEXT_SH)
         .map_err(iso)?;
-    let mut files = image
-        .read_dir_files("/", MAX_CONTEXT_FILE, MAX_CONTEXT_FILES)
-        .map_err(iso)?;
+    let mut files = if with_files {
+        image
+            .read_dir_files("/", MAX_CONTEXT_FILE, MAX_CONTEXT_FILES)
+            .map_err(iso)?
+    } else {
+        Vec::new()
+    };
     files.retain(|(n, _)| n != "context.sh");
     Ok(Raw {
         origin: at,

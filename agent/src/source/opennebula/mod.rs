@@ -11,7 +11,7 @@ mod identity;
 mod network;
 mod onegate;
 
-pub use cd::{read_cd, read_cd_files, CONTEXT_LABEL};
+pub use cd::{read_cd, read_cd_context, read_cd_files, CONTEXT_LABEL};
 
 use super::context_sh::Vars;
 use crate::cloud_init::instance::secret_var;
