@@ -5,7 +5,9 @@
 use crate::context::{Cidr, MacAddr};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoBond, InfoData, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
@@ -253,11 +255,45 @@ impl Netlink {
             set(down).await.map_err(bad("bringing member down"))?;
         }
         let b = LinkUnspec::new_with_index(index);
-        let b = match master {
-            Some(m) => b.controller(m).up(),
-            None => b.nocontroller(),
+        let Some(m) = master else {
+            return set(b.nocontroller().build())
+                .await
+                .map_err(bad("releasing member"));
         };
-        set(b.build()).await.map_err(bad("setting master"))
+        // Apart: the kernel sets the flags before the master, and a bond refuses a member
+        // that is up.
+        set(b.controller(m).build())
+            .await
+            .map_err(bad("setting master"))?;
+        let up = LinkUnspec::new_with_index(index).up().build();
+        set(up).await.map_err(bad("bringing member up"))
+    }
+
+    pub async fn set_down(&self, index: u32) -> Result<()> {
+        let m = LinkUnspec::new_with_index(index).down().build();
+        self.handle
+            .link()
+            .set(m)
+            .execute()
+            .await
+            .map_err(bad("bringing link down"))
+    }
+
+    /// Changes an existing link's kind parameters (the message names it).
+    pub async fn change_link(&self, m: LinkMessage) -> Result<()> {
+        self.handle
+            .link()
+            .change(m)
+            .execute()
+            .await
+            .map_err(bad("changing link"))
+    }
+
+    /// The bond settings of link `index`, as the kernel holds them.
+    pub async fn bond_settings(&self, index: u32) -> Result<Vec<InfoBond>> {
+        let mut s = self.handle.link().get().match_index(index).execute();
+        let m = s.try_next().await.map_err(bad("reading bond"))?;
+        Ok(bond_data(m.into_iter().flat_map(|m| m.attributes)))
     }
 
     pub async fn addresses(&self, index: u32) -> Result<Vec<(Cidr, AddressMessage)>> {
@@ -425,6 +461,22 @@ impl Netlink {
             .await
             .map_err(bad("deleting rule"))
     }
+}
+
+/// The bond parameters among a link message's attributes.
+pub fn bond_data(attrs: impl IntoIterator<Item = LinkAttribute>) -> Vec<InfoBond> {
+    let infos = attrs.into_iter().filter_map(|a| match a {
+        LinkAttribute::LinkInfo(i) => Some(i),
+        _ => None,
+    });
+    infos
+        .flatten()
+        .filter_map(|i| match i {
+            LinkInfo::Data(InfoData::Bond(d)) => Some(d),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// (output interface, key) of a route; None for routes without one (unreachable, multipath).

@@ -6,8 +6,8 @@
 use super::{act, converge_link, remove_unwanted, Added, Keys, REMOVED};
 use crate::apply::Apply;
 use crate::netlink::{self, LiveLink, Netlink, RuleKey};
-use crate::plan::{Device, Kind, Netplan, BOND_MODES, HASH_POLICIES};
-use rtnetlink::packet_route::link::{BondMode, BondXmitHashPolicy, LinkMessage};
+use crate::plan::{BondParameters, Device, Kind, Netplan, BOND_MODES, HASH_POLICIES};
+use rtnetlink::packet_route::link::{BondMode, BondXmitHashPolicy, InfoBond, LinkMessage};
 use rtnetlink::packet_route::rule::RuleMessage;
 use rtnetlink::{LinkBond, LinkBridge, LinkVlan};
 use serde::{Deserialize, Serialize};
@@ -55,12 +55,18 @@ pub(super) async fn converge(
         let Some(link) = ensure(ap, nl, name, dev, &live, owned).await? else {
             continue;
         };
+        if let Kind::Bond { parameters, .. } = &dev.kind {
+            bond_settings(ap, nl, name, dev, parameters, &link).await?;
+        }
         let mine = owned.entry(name.clone()).or_default();
         if let Some(mac) = dev.macaddress.filter(|m| *m != link.current_mac) {
             let what = format!("{name} mac {mac}");
             act(ap, "link", &what, "set", nl.set_mac(link.index, mac)).await;
         }
         members(ap, nl, name, dev, &link, &live, mine.created).await;
+        // As it is now: its parameters, MAC or members may have changed its state.
+        let fresh = nl.links().await?.into_iter().find(|l| l.name == *name);
+        let link = fresh.unwrap_or(link);
         let want = Keys::of(&dev.l3);
         converge_link(ap, nl, &link, (&dev.l3, &want), &mut mine.added, rules).await?;
     }
@@ -151,6 +157,41 @@ pub fn message(name: &str, dev: &Device, parent: u32) -> LinkMessage {
         Kind::Bridge { .. } => LinkBridge::new(name).build(),
         Kind::Vlan { id, .. } => LinkVlan::new(name, parent, *id).build(),
     }
+}
+
+/// An existing bond (one the bonding module made on load, or an earlier apply's) gets the
+/// planned parameters; a new mode needs it down (and without members).
+async fn bond_settings(
+    ap: &mut Apply,
+    nl: &Netlink,
+    name: &str,
+    dev: &Device,
+    p: &BondParameters,
+    link: &LiveLink,
+) -> netlink::Result<()> {
+    let live = nl.bond_settings(link.index).await?;
+    let want = netlink::bond_data(message(name, dev, 0).attributes);
+    if want.iter().all(|w| live.contains(w)) {
+        return Ok(());
+    }
+    let mode_differs = want
+        .iter()
+        .any(|w| matches!(w, InfoBond::Mode(_)) && !live.contains(w));
+    let what = format!("{name} parameters");
+    let detail = format!(
+        "mode {}, mii-monitor-interval {}, transmit-hash-policy {}",
+        p.mode.as_deref().unwrap_or("-"),
+        p.mii_monitor_interval.map_or("-".into(), |m| m.to_string()),
+        p.transmit_hash_policy.as_deref().unwrap_or("-")
+    );
+    let change = async {
+        if mode_differs && link.up {
+            nl.set_down(link.index).await?;
+        }
+        nl.change_link(message(name, dev, 0)).await
+    };
+    act(ap, "link", &what, &detail, change).await;
+    Ok(())
 }
 
 /// Enslaves the planned members; releases the members of a device vmctx created that the plan
