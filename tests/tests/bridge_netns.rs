@@ -102,6 +102,16 @@ fn bridge_over_two_veths_then_a_changed_seed() {
         serde_json::json!(["port0", "port1"])
     );
 
+    // A dry run says what it would make and makes nothing.
+    let o = g.vmctx(&["apply", "--dry-run", "--stage", "local", "--source", &src]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("br0: created (bridge)") && out.contains("port1 master br0"),
+        "{out}"
+    );
+    assert!(link(&g, "br0").is_none(), "a dry run made br0");
+
     let v = apply(&g, &src);
     assert!(changed(&v) > 0, "{v}");
     let br = link(&g, "br0").expect("br0 created");

@@ -247,20 +247,19 @@ async fn release(
     rules: &mut Rules,
 ) -> netlink::Result<Option<Owned>> {
     let live = nl.links().await?;
-    let link = live.iter().find(|l| l.name == name);
-    if !mine.created {
-        if let Some(link) = link {
+    match live.iter().find(|l| l.name == name) {
+        Some(link) if !mine.created => {
             remove_unwanted(ap, nl, link, &Keys::default(), &mut mine.added, rules).await?;
+            return Ok((!mine.added.is_empty()).then_some(mine));
         }
-        return Ok(None);
+        Some(link) => {
+            if !act(ap, "link", name, REMOVED, nl.del_link(link.index)).await {
+                return Ok(Some(mine));
+            }
+        }
+        None => {}
     }
-    let removed = match link {
-        Some(l) => act(ap, "link", name, REMOVED, nl.del_link(l.index)).await,
-        None => true,
-    };
-    if !removed {
-        return Ok(Some(mine));
-    }
+    // The link is gone: its addresses and routes went with it, its rules did not.
     mine.added.addresses.clear();
     mine.added.routes.clear();
     for r in std::mem::take(&mut mine.added.rules) {
