@@ -4,7 +4,7 @@
 
 use super::network::{ethernet, Ethernet, Netplan};
 use super::routes::MainDefaults;
-use crate::context::{valid_ifname, MacAddr, Network, Nic};
+use crate::context::{valid_ifname, Bond, MacAddr, Network, Nic};
 use crate::facts::Facts;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -119,26 +119,13 @@ pub fn plan(
         if !named("bonds", &b.name, errors) {
             continue;
         }
-        let what = format!("bonds.{}.parameters", b.name);
-        if b.mode.as_deref().is_some_and(|m| !BOND_MODES.contains(&m)) {
-            errors.push(format!("{what}.mode: not a bond mode; bond left out"));
+        let Some(parameters) = bond_parameters(b, errors) else {
             continue;
-        }
-        let hash = b.transmit_hash_policy.as_deref();
-        if hash.is_some_and(|h| !HASH_POLICIES.contains(&h)) {
-            errors.push(format!(
-                "{what}.transmit-hash-policy: not a transmit hash policy; bond left out"
-            ));
-            continue;
-        }
+        };
         let interfaces = members(&b.name, &b.interfaces, &b.members, facts, warnings);
         let kind = Kind::Bond {
             interfaces,
-            parameters: BondParameters {
-                mode: b.mode.clone(),
-                mii_monitor_interval: b.mii_monitor_interval,
-                transmit_hash_policy: b.transmit_hash_policy.clone(),
-            },
+            parameters,
         };
         let dev = Device {
             kind,
@@ -184,6 +171,27 @@ pub fn plan(
         };
         plan.vlans.insert(v.name.clone(), dev);
     }
+}
+
+/// The bond's parameters, or None (an error) when one is not the kernel's.
+fn bond_parameters(b: &Bond, errors: &mut Vec<String>) -> Option<BondParameters> {
+    let what = format!("bonds.{}.parameters", b.name);
+    if b.mode.as_deref().is_some_and(|m| !BOND_MODES.contains(&m)) {
+        errors.push(format!("{what}.mode: not a bond mode; bond left out"));
+        return None;
+    }
+    let hash = b.transmit_hash_policy.as_deref();
+    if hash.is_some_and(|h| !HASH_POLICIES.contains(&h)) {
+        errors.push(format!(
+            "{what}.transmit-hash-policy: not a transmit hash policy; bond left out"
+        ));
+        return None;
+    }
+    Some(BondParameters {
+        mode: b.mode.clone(),
+        mii_monitor_interval: b.mii_monitor_interval,
+        transmit_hash_policy: b.transmit_hash_policy.clone(),
+    })
 }
 
 /// The live names of a bond's or bridge's members, each missing one a warning.

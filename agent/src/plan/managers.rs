@@ -7,6 +7,7 @@ use crate::context::{HeldNic, Ip6Method, MacAddr, Method, Network, Nic};
 use crate::facts::{Links, Managers};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 
 pub const NM_CONF_DIR: &str = "/etc/NetworkManager/conf.d";
 pub const NM_CONN_DIR: &str = "/etc/NetworkManager/system-connections";
@@ -125,25 +126,30 @@ pub fn files(
         }
     }
     if m.networkd {
-        let unmanaged = "[Link]\nUnmanaged=yes\n";
-        for mac in &members {
-            out.push(ManagerFile {
-                path: format!("{NETWORKD_DIR}/05-vmctx-{}.network", file_id(*mac)),
-                purpose: format!("networkd: unmanaged {mac} (a member)"),
-                content: format!("{header}[Match]\nMACAddress={mac}\n\n{unmanaged}"),
-                mode: 0o644,
-            });
-        }
-        for name in devices {
-            out.push(ManagerFile {
-                path: format!("{NETWORKD_DIR}/05-vmctx-{name}.network"),
-                purpose: format!("networkd: unmanaged {name}"),
-                content: format!("{header}[Match]\nName={name}\n\n{unmanaged}"),
-                mode: 0o644,
-            });
-        }
+        networkd_unmanaged(&mut out, &members, devices);
     }
     out
+}
+
+/// networkd keeps off the members (by MAC) and the devices (by name).
+fn networkd_unmanaged(out: &mut Vec<ManagerFile>, members: &BTreeSet<MacAddr>, devices: &[&str]) {
+    let (header, unmanaged) = (HEADER, "[Link]\nUnmanaged=yes\n");
+    for mac in members {
+        out.push(ManagerFile {
+            path: format!("{NETWORKD_DIR}/05-vmctx-{}.network", file_id(*mac)),
+            purpose: format!("networkd: unmanaged {mac} (a member)"),
+            content: format!("{header}[Match]\nMACAddress={mac}\n\n{unmanaged}"),
+            mode: 0o644,
+        });
+    }
+    for name in devices {
+        out.push(ManagerFile {
+            path: format!("{NETWORKD_DIR}/05-vmctx-{name}.network"),
+            purpose: format!("networkd: unmanaged {name}"),
+            content: format!("{header}[Match]\nName={name}\n\n{unmanaged}"),
+            mode: 0o644,
+        });
+    }
 }
 
 /// ifupdown names interfaces, it cannot match a MAC: the live name is needed.
