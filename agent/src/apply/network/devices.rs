@@ -247,17 +247,17 @@ async fn release(
     rules: &mut Rules,
 ) -> netlink::Result<Option<Owned>> {
     let live = nl.links().await?;
-    match live.iter().find(|l| l.name == name) {
-        Some(link) if !mine.created => {
-            remove_unwanted(ap, nl, link, &Keys::default(), &mut mine.added, rules).await?;
-            return Ok((!mine.added.is_empty()).then_some(mine));
-        }
-        Some(link) => {
-            if !act(ap, "link", name, REMOVED, nl.del_link(link.index)).await {
-                return Ok(Some(mine));
-            }
-        }
-        None => {}
+    let link = live.iter().find(|l| l.name == name);
+    if let (Some(link), false) = (link, mine.created) {
+        remove_unwanted(ap, nl, link, &Keys::default(), &mut mine.added, rules).await?;
+        return Ok((!mine.added.is_empty()).then_some(mine));
+    }
+    let deleted = match link {
+        Some(l) => act(ap, "link", name, REMOVED, nl.del_link(l.index)).await,
+        None => true,
+    };
+    if !deleted {
+        return Ok(Some(mine));
     }
     // The link is gone: its addresses and routes went with it, its rules did not.
     mine.added.addresses.clear();
