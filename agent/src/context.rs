@@ -6,7 +6,7 @@
 
 mod links;
 
-pub use links::{Bond, Bridge, Vlan};
+pub use links::{valid_ifname, Bond, Bridge, Vlan};
 use serde::{Serialize, Serializer};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -5,7 +5,9 @@
 use crate::context::{Cidr, MacAddr};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType};
+use rtnetlink::packet_route::link::{
+    InfoBond, InfoData, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
@@ -57,6 +59,10 @@ pub struct LiveLink {
     pub mac: MacAddr,
     pub mtu: u32,
     pub up: bool,
+    /// The bond or bridge it is a member of.
+    pub master: Option<u32>,
+    /// Its MAC now, when a bond gave it another (`mac` is then the permanent one).
+    pub current_mac: MacAddr,
 }
 
 pub struct Netlink {
@@ -145,25 +151,29 @@ impl Netlink {
             if m.header.link_layer_type != LinkLayerType::Ether {
                 continue;
             }
-            let (mut name, mut mac, mut mtu) = (None, None, 0);
+            let (mut name, mut mac, mut perm, mut mtu, mut master) = (None, None, None, 0, None);
+            let six = |b: &[u8]| <[u8; 6]>::try_from(b).ok().map(MacAddr);
             for a in m.attributes {
                 match a {
                     LinkAttribute::IfName(n) => name = Some(n),
-                    LinkAttribute::Address(b) => {
-                        mac = <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr)
-                    }
+                    LinkAttribute::Address(b) => mac = six(&b),
+                    // A bond member takes the bond's MAC: its own stays its identity.
+                    LinkAttribute::PermAddress(b) => perm = six(&b).filter(|m| m.0 != [0; 6]),
                     LinkAttribute::Mtu(v) => mtu = v,
+                    LinkAttribute::Controller(i) => master = Some(i),
                     _ => {}
                 }
             }
-            if let (Some(name), Some(mac)) = (name, mac) {
+            if let (Some(name), Some(current_mac)) = (name, mac) {
                 let up = m.header.flags.contains(LinkFlags::Up);
                 out.push(LiveLink {
                     index: m.header.index,
                     name,
-                    mac,
+                    mac: perm.unwrap_or(current_mac),
                     mtu,
                     up,
+                    master,
+                    current_mac,
                 });
             }
         }
@@ -200,6 +210,90 @@ impl Netlink {
             .execute()
             .await
             .map_err(bad("setting link"))
+    }
+
+    /// Creates a link from a complete message (a bond, VLAN or bridge).
+    pub async fn add_link(&self, m: LinkMessage) -> Result<()> {
+        self.handle
+            .link()
+            .add(m)
+            .execute()
+            .await
+            .map_err(bad("creating link"))
+    }
+
+    pub async fn del_link(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(bad("deleting link"))
+    }
+
+    pub async fn set_mac(&self, index: u32, mac: MacAddr) -> Result<()> {
+        let m = LinkUnspec::new_with_index(index).address(mac.0.to_vec());
+        self.handle
+            .link()
+            .set(m.build())
+            .execute()
+            .await
+            .map_err(bad("setting MAC"))
+    }
+
+    /// Makes link `index` a member of `master` (None: of nothing), then up. A bond takes only
+    /// members that are down: `down_first` brings it down before.
+    pub async fn set_master(
+        &self,
+        index: u32,
+        master: Option<u32>,
+        down_first: bool,
+    ) -> Result<()> {
+        let set = |m: LinkMessage| self.handle.link().set(m).execute();
+        if down_first {
+            let down = LinkUnspec::new_with_index(index).down().build();
+            set(down).await.map_err(bad("bringing member down"))?;
+        }
+        let b = LinkUnspec::new_with_index(index);
+        let Some(m) = master else {
+            return set(b.nocontroller().build())
+                .await
+                .map_err(bad("releasing member"));
+        };
+        // Apart: the kernel sets the flags before the master, and a bond refuses a member
+        // that is up.
+        set(b.controller(m).build())
+            .await
+            .map_err(bad("setting master"))?;
+        let up = LinkUnspec::new_with_index(index).up().build();
+        set(up).await.map_err(bad("bringing member up"))
+    }
+
+    pub async fn set_down(&self, index: u32) -> Result<()> {
+        let m = LinkUnspec::new_with_index(index).down().build();
+        self.handle
+            .link()
+            .set(m)
+            .execute()
+            .await
+            .map_err(bad("bringing link down"))
+    }
+
+    /// Changes an existing link's kind parameters (the message names it).
+    pub async fn change_link(&self, m: LinkMessage) -> Result<()> {
+        self.handle
+            .link()
+            .change(m)
+            .execute()
+            .await
+            .map_err(bad("changing link"))
+    }
+
+    /// The bond settings of link `index`, as the kernel holds them.
+    pub async fn bond_settings(&self, index: u32) -> Result<Vec<InfoBond>> {
+        let mut s = self.handle.link().get().match_index(index).execute();
+        let m = s.try_next().await.map_err(bad("reading bond"))?;
+        Ok(bond_data(m.into_iter().flat_map(|m| m.attributes)))
     }
 
     pub async fn addresses(&self, index: u32) -> Result<Vec<(Cidr, AddressMessage)>> {
@@ -367,6 +461,22 @@ impl Netlink {
             .await
             .map_err(bad("deleting rule"))
     }
+}
+
+/// The bond parameters among a link message's attributes.
+pub fn bond_data(attrs: impl IntoIterator<Item = LinkAttribute>) -> Vec<InfoBond> {
+    let infos = attrs.into_iter().filter_map(|a| match a {
+        LinkAttribute::LinkInfo(i) => Some(i),
+        _ => None,
+    });
+    infos
+        .flatten()
+        .filter_map(|i| match i {
+            LinkInfo::Data(InfoData::Bond(d)) => Some(d),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// (output interface, key) of a route; None for routes without one (unreachable, multipath).

@@ -1,7 +1,7 @@
 //! vmctx's state under `/var/lib/vmctx`: the current instance id, per-instance done markers,
 //! the last applied plan, and what vmctx added to the network (so it removes exactly that).
 
-use crate::apply::network::Added;
+use crate::apply::network::{Added, Owned};
 use crate::context::MacAddr;
 use crate::files::{self, Dir, NewFile, Root};
 use std::collections::BTreeMap;
@@ -95,11 +95,23 @@ impl State {
     }
 
     pub fn save_network(&self, added: &BTreeMap<MacAddr, Added>) -> io::Result<bool> {
-        let json = serde_json::to_string_pretty(added).map_err(io::Error::other)?;
-        files::write_atomic(
-            &self.dir.join("network.json"),
-            json.as_bytes(),
-            NewFile::mode(0o600),
-        )
+        self.save_json("network.json", added)
+    }
+
+    /// The bonds, VLANs and bridges vmctx configured (by name), and which it created.
+    pub fn devices(&self) -> BTreeMap<String, Owned> {
+        std::fs::read(self.dir.join("devices.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_devices(&self, owned: &BTreeMap<String, Owned>) -> io::Result<bool> {
+        self.save_json("devices.json", owned)
+    }
+
+    fn save_json(&self, name: &str, v: &impl serde::Serialize) -> io::Result<bool> {
+        let json = serde_json::to_string_pretty(v).map_err(io::Error::other)?;
+        files::write_atomic(&self.dir.join(name), json.as_bytes(), NewFile::mode(0o600))
     }
 }

@@ -75,7 +75,7 @@ fn proxmox_seed_as_folder_iso_and_fat() {
 }
 
 #[test]
-fn netplan_bond_and_vlan_are_typed_and_warned() {
+fn netplan_bond_and_vlan_are_planned() {
     let p = plan_json(
         &format!("nocloud:{}", seed_dir("netplan-bond-vlan").display()),
         BOND_LINKS,
@@ -86,10 +86,15 @@ fn netplan_bond_and_vlan_are_typed_and_warned() {
         ["ens5"],
         "members and the bond are not NICs"
     );
-    let w = p["warnings"].to_string();
+    let bond = &p["network"]["bonds"]["bond0"];
+    assert_eq!(bond["interfaces"], serde_json::json!(["ens3", "ens4"]));
+    assert_eq!(bond["parameters"]["mode"], "802.3ad");
+    let vlan = &p["network"]["vlans"]["bond0.42"];
+    assert_eq!((&vlan["id"], &vlan["link"]), (&42.into(), &"bond0".into()));
     assert!(
-        w.contains("bond bond0 (nic0, nic1)") && w.contains("VLAN bond0.42 (id 42 on bond0)"),
-        "{w}"
+        !p["warnings"].to_string().contains("bond0"),
+        "{}",
+        p["warnings"]
     );
     let o = vmctx(&[
         "show",

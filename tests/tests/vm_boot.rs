@@ -274,3 +274,80 @@ fn proxmox_nocloud_guest_is_configured_by_auto() {
     );
     assert!(serial.contains("=== HOSTNAME web01"), "{serial}");
 }
+
+/// A NoCloud netplan v2 seed on a `cidata` ISO, found by `--source auto`: two virtio NICs
+/// bonded (802.3ad, miimon, hash policy, the bond's MAC and MTU) with a VLAN on the bond, made
+/// by the guest's own kernel (bonding and 8021q modules); a second apply changes nothing.
+#[test]
+fn nocloud_bond_and_vlan_in_a_guest() {
+    if initramfs().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let seed = workspace().join("vm-fixtures/nocloud/netplan-bond-vlan");
+    let Some(iso) = build_nocloud_seed(&seed, &t.path().join("cidata.iso"), false) else {
+        return;
+    };
+    let nics = [
+        "52:54:00:b0:00:01",
+        "52:54:00:b0:00:02",
+        "52:54:00:b0:00:03",
+    ];
+    let serial = boot(Some(&iso), &nics, "vmctx.again");
+    assert_eq!(vmctx_rc(&serial), 0, "{serial}");
+    let bond = serial_section(&serial, "BOND").join("\n");
+    for want in [
+        "Bonding Mode: IEEE 802.3ad Dynamic link aggregation",
+        "Transmit Hash Policy: layer3+4 (1)",
+        "MII Polling Interval (ms): 100",
+        "Slave Interface: eth0",
+        "Slave Interface: eth1",
+    ] {
+        assert!(bond.contains(want), "{want} missing:\n{serial}");
+    }
+    assert!(!bond.contains("Slave Interface: eth2"), "{serial}");
+    let vlan = serial_section(&serial, "VLAN");
+    assert!(
+        vlan.iter().any(|l| {
+            let f: Vec<&str> = l.split('|').map(str::trim).collect();
+            f == ["bond0.42", "42", "bond0"]
+        }),
+        "{serial}"
+    );
+    let addrs = serial_section(&serial, "ADDR");
+    for (dev, want) in [
+        ("bond0 ", "inet 198.51.100.7/24 "),
+        ("bond0.42 ", "inet 203.0.113.7/24 "),
+        ("bond0.42 ", "inet6 2001:db8:42::7/64 "),
+    ] {
+        assert!(
+            addrs.iter().any(|l| l.contains(dev) && l.contains(want)),
+            "{dev}{want} missing:\n{serial}"
+        );
+    }
+    assert!(
+        !addrs
+            .iter()
+            .any(|l| l.contains(" eth0 ") && l.contains("inet ")),
+        "a member has an address:\n{serial}"
+    );
+    assert!(
+        serial_section(&serial, "ROUTE")
+            .iter()
+            .any(|l| l.starts_with("default via 203.0.113.1 dev bond0.42")),
+        "{serial}"
+    );
+    let mtu = serial_section(&serial, "MTU");
+    assert!(
+        mtu.iter().any(|l| l == &"bond0 52:54:00:b0:00:01 9000"),
+        "{serial}"
+    );
+    let again = serial
+        .lines()
+        .find(|l| l.starts_with("VMCTX_AGAIN"))
+        .expect("VMCTX_AGAIN");
+    assert!(
+        again.starts_with("VMCTX_AGAIN rc=0 ") && again.contains(" 0 changed"),
+        "{again}\n{serial}"
+    );
+}

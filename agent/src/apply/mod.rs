@@ -272,11 +272,14 @@ pub fn apply(
         Stage::Local
     };
     if matches!(stage, Stage::All) || stage == identity_stage {
-        let mut added = state.network();
-        network::apply(&mut ap, &plan.network, &mut added);
+        let (mut added, mut owned) = (state.network(), state.devices());
+        network::apply(&mut ap, &plan.network, &mut added, &mut owned);
         if !dry_run {
             if let Err(e) = state.save_network(&added) {
                 ap.failed("state", "network", e);
+            }
+            if let Err(e) = state.save_devices(&owned) {
+                ap.failed("state", "devices", e);
             }
         }
         manager_files(&mut ap, &plan.network_files, &plan.network.left_alone);

@@ -25,6 +25,8 @@ pub struct Vlan {
     pub id: u16,
     /// The link it sits on, as the source named it (a NIC, a bond).
     pub link: String,
+    /// The MAC of that link when it is a NIC of the source.
+    pub link_mac: Option<MacAddr>,
     pub config: Nic,
 }
 
@@ -34,6 +36,17 @@ pub struct Bridge {
     pub interfaces: Vec<String>,
     pub members: Vec<MacAddr>,
     pub config: Nic,
+}
+
+/// An interface name the kernel takes (at most 15 bytes), that is also one path component
+/// (under /sys/class/net, in a network manager's file name) and safe unquoted.
+pub fn valid_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-@".contains(&b))
 }
 
 impl Network {

@@ -15,6 +15,7 @@
 //!   no route to the guests: the sidecar then listens with `--device BRIDGE`, so its replies
 //!   leave by the bridge.
 
+use crate::context::valid_ifname;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Command, Stdio};
@@ -72,16 +73,6 @@ pub enum RulesError {
     Bridge { bridge: String, why: String },
     #[error("nft: {0}")]
     Nft(String),
-}
-
-/// A name nft takes quoted as it is, and a path component under /sys/class/net.
-fn valid_ifname(name: &str) -> bool {
-    (1..=15).contains(&name.len())
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-@".contains(&b))
 }
 
 /// An interface name, or a prefix of one followed by `*`.

@@ -3,10 +3,11 @@
 //! `Unmanaged=yes`; ifupdown: no stanza), and for `METHOD=dhcp` NICs the manager's own DHCP
 //! configuration instead. All named `*vmctx*`, so stale ones can be found and removed.
 
-use crate::context::{HeldNic, Ip6Method, MacAddr, Method, Network};
+use crate::context::{HeldNic, Ip6Method, MacAddr, Method, Network, Nic};
 use crate::facts::{Links, Managers};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 
 pub const NM_CONF_DIR: &str = "/etc/NetworkManager/conf.d";
 pub const NM_CONN_DIR: &str = "/etc/NetworkManager/system-connections";
@@ -35,8 +36,13 @@ pub struct ManagerFile {
     pub mode: u32,
 }
 
+const HEADER: &str =
+    "# Written by vmctx from the instance's context; removed when the NIC leaves it.\n";
+
+/// `devices`: the names of the planned bonds, bridges and VLANs.
 pub fn files(
     net: &Network,
+    devices: &[&str],
     links: &Links,
     m: &Managers,
     warnings: &mut Vec<String>,
@@ -45,10 +51,12 @@ pub fn files(
     if !net.configure {
         return out;
     }
+    // Bond and bridge members are vmctx's as a whole, as are the devices (by name).
+    let members = super::devices::member_macs(net);
     let nics: Vec<_> = net
         .nics
         .iter()
-        .filter(|n| n.method != Method::Skip)
+        .filter(|n| n.method != Method::Skip && !members.contains(&n.mac))
         .collect();
     // A NIC left alone stays as vmctx had it: off NetworkManager's hands.
     let statics: Vec<MacAddr> = nics
@@ -56,14 +64,17 @@ pub fn files(
         .filter(|n| n.method == Method::Static)
         .map(|n| n.mac)
         .chain(net.held.iter().filter_map(|h| h.mac))
+        .chain(members.iter().copied())
         .collect();
-    let header =
-        "# Written by vmctx from the instance's context; removed when the NIC leaves it.\n";
-    if m.network_manager && !statics.is_empty() {
-        let macs: Vec<String> = statics.iter().map(|m| format!("mac:{m}")).collect();
+
+    let header = HEADER;
+    if m.network_manager && !(statics.is_empty() && devices.is_empty()) {
+        let macs: Vec<String> = (statics.iter().map(|m| format!("mac:{m}")))
+            .chain(devices.iter().map(|d| format!("interface-name:{d}")))
+            .collect();
         out.push(ManagerFile {
             path: format!("{NM_CONF_DIR}/90-vmctx-unmanaged.conf"),
-            purpose: format!("NetworkManager: unmanaged {}", statics.len()),
+            purpose: format!("NetworkManager: unmanaged {}", macs.len()),
             content: format!("{header}[keyfile]\nunmanaged-devices={}\n", macs.join(";")),
             mode: 0o644,
         });
@@ -113,32 +124,59 @@ pub fn files(
             });
         }
         if m.ifupdown && dhcp {
-            // ifupdown names interfaces, it cannot match a MAC: the live name is needed.
-            match links.by_mac(mac) {
-                Some(link) => {
-                    let name = &link.name;
-                    let mut text =
-                        format!("{header}allow-hotplug {name}\niface {name} inet dhcp\n");
-                    match nic.ip6_method {
-                        Ip6Method::Dhcp => text.push_str(&format!("iface {name} inet6 dhcp\n")),
-                        Ip6Method::Auto => text.push_str(&format!("iface {name} inet6 auto\n")),
-                        _ => {}
-                    }
-                    out.push(ManagerFile {
-                        path: format!("{IFUPDOWN_DIR}/vmctx-{name}"),
-                        purpose: format!("ifupdown: DHCP on {name}"),
-                        content: text,
-                        mode: 0o644,
-                    });
-                }
-                None => warnings.push(format!(
-                    "ETH{}: no link with MAC {mac}, so no ifupdown DHCP stanza",
-                    nic.index
-                )),
-            }
+            ifupdown_dhcp(&mut out, nic, links, warnings);
         }
     }
+    if m.networkd {
+        networkd_unmanaged(&mut out, &members, devices);
+    }
     out
+}
+
+/// networkd keeps off the members (by MAC) and the devices (by name).
+fn networkd_unmanaged(out: &mut Vec<ManagerFile>, members: &BTreeSet<MacAddr>, devices: &[&str]) {
+    let (header, unmanaged) = (HEADER, "[Link]\nUnmanaged=yes\n");
+    for mac in members {
+        out.push(ManagerFile {
+            path: format!("{NETWORKD_DIR}/05-vmctx-{}.network", file_id(*mac)),
+            purpose: format!("networkd: unmanaged {mac} (a member)"),
+            content: format!("{header}[Match]\nMACAddress={mac}\n\n{unmanaged}"),
+            mode: 0o644,
+        });
+    }
+    for name in devices {
+        out.push(ManagerFile {
+            path: format!("{NETWORKD_DIR}/05-vmctx-{name}.network"),
+            purpose: format!("networkd: unmanaged {name}"),
+            content: format!("{header}[Match]\nName={name}\n\n{unmanaged}"),
+            mode: 0o644,
+        });
+    }
+}
+
+/// ifupdown names interfaces, it cannot match a MAC: the live name is needed.
+fn ifupdown_dhcp(out: &mut Vec<ManagerFile>, nic: &Nic, links: &Links, warnings: &mut Vec<String>) {
+    let mac = nic.mac;
+    let Some(link) = links.by_mac(mac) else {
+        warnings.push(format!(
+            "ETH{}: no link with MAC {mac}, so no ifupdown DHCP stanza",
+            nic.index
+        ));
+        return;
+    };
+    let name = &link.name;
+    let mut text = format!("{HEADER}allow-hotplug {name}\niface {name} inet dhcp\n");
+    match nic.ip6_method {
+        Ip6Method::Dhcp => text.push_str(&format!("iface {name} inet6 dhcp\n")),
+        Ip6Method::Auto => text.push_str(&format!("iface {name} inet6 auto\n")),
+        _ => {}
+    }
+    out.push(ManagerFile {
+        path: format!("{IFUPDOWN_DIR}/vmctx-{name}"),
+        purpose: format!("ifupdown: DHCP on {name}"),
+        content: text,
+        mode: 0o644,
+    });
 }
 
 /// How a NIC's own files name it: its MAC without colons.
@@ -194,7 +232,7 @@ mod tests {
         let c = ctx("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nETH1_MAC='02:00:0a:00:03:29'\nETH1_METHOD='dhcp'\nETH2_MAC='02:00:0a:00:03:2a'\nETH2_METHOD='skip'\n");
         let links = parse_links("02:00:0a:00:03:29=ens4\n").unwrap();
         let mut w = Vec::new();
-        let f = files(&c.network, &links, &ALL, &mut w);
+        let f = files(&c.network, &[], &links, &ALL, &mut w);
         let paths: Vec<&str> = f.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -227,12 +265,13 @@ mod tests {
         let c = ctx("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n");
         assert!(files(
             &c.network,
+            &[],
             &Links::default(),
             &Managers::default(),
             &mut Vec::new()
         )
         .is_empty());
         let c = ctx("NETWORK='NO'\nETH0_MAC='02:00:0a:00:03:28'\n");
-        assert!(files(&c.network, &Links::default(), &ALL, &mut Vec::new()).is_empty());
+        assert!(files(&c.network, &[], &Links::default(), &ALL, &mut Vec::new()).is_empty());
     }
 }

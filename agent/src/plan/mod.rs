@@ -1,6 +1,7 @@
 //! Context + system facts → the plan: what apply would change, printable as JSON. No I/O:
 //! the facts (the machine's links) are passed in.
 
+mod devices;
 mod managers;
 mod network;
 pub mod online;
@@ -8,6 +9,9 @@ mod routes;
 mod summary;
 mod system;
 
+#[cfg(test)]
+pub(crate) use devices::tests as devices_tests;
+pub use devices::{BondParameters, Device, Kind, BOND_MODES, HASH_POLICIES};
 pub use managers::{is_held_file, ManagerFile, MANAGED_DIRS};
 pub use network::{Ethernet, Netplan};
 pub use routes::{Route, Rule, Scope, MAIN_TABLE};
@@ -119,8 +123,14 @@ pub fn build(ctx: &Context, facts: &Facts) -> Plan {
     let net = ctx
         .network
         .with_nic_order(&facts.links.macs(), &mut warnings);
-    let network = network::netplan(&net, facts, &mut warnings);
-    let mut network_files = managers::files(&net, &facts.links, &facts.managers, &mut warnings);
+    let network = network::netplan(&net, facts, &mut warnings, &mut errors);
+    let devices: Vec<&str> = (network.bonds.keys())
+        .chain(network.bridges.keys())
+        .chain(network.vlans.keys())
+        .map(String::as_str)
+        .collect();
+    let mut network_files =
+        managers::files(&net, &devices, &facts.links, &facts.managers, &mut warnings);
     let (wait_online, wait_file) = online::wait_online(&net, &facts.links, &facts.managers);
     network_files.extend(wait_file);
     let final_stage = online::final_work(ctx, ctx.source.is_network());

@@ -2,6 +2,7 @@
 //! per link the addresses, routes with their table, `routing-policy` rules, MTU and IPv6
 //! settings, exactly as apply installs them.
 
+use super::devices::{self, Device};
 use super::routes::{self, MainDefaults, Route, Rule};
 use crate::context::{Cidr, HeldNic, Ip6Method, MacAddr, Method, Network, Nic};
 use crate::derive;
@@ -14,6 +15,12 @@ use std::net::IpAddr;
 pub struct Netplan {
     pub version: u8,
     pub ethernets: BTreeMap<String, Ethernet>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub bonds: BTreeMap<String, Device>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub bridges: BTreeMap<String, Device>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub vlans: BTreeMap<String, Device>,
     /// NICs whose identity or address is invalid (see the plan's errors): vmctx neither
     /// configures them nor removes what it added to them before.
     #[serde(rename = "left-alone", skip_serializing_if = "Vec::is_empty")]
@@ -22,7 +29,8 @@ pub struct Netplan {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Ethernet {
-    #[serde(rename = "match")]
+    /// Unset (zero) for a bond, VLAN or bridge: those are known by name.
+    #[serde(rename = "match", skip_serializing_if = "Match::is_unset")]
     pub match_: Match,
     /// `ETHx` (the link's name for a legacy context), for the report.
     #[serde(skip)]
@@ -58,6 +66,12 @@ pub struct Match {
     pub macaddress: MacAddr,
 }
 
+impl Match {
+    fn is_unset(&self) -> bool {
+        self.macaddress == MacAddr([0; 6])
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Nameservers {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -74,10 +88,18 @@ impl Nameservers {
 
 /// Interfaces vmctx leaves alone (METHOD=skip, not in the context) do not appear. A context NIC
 /// with no link of its MAC is keyed `eth<index>`, with a warning.
-pub fn netplan(net: &Network, facts: &Facts, warnings: &mut Vec<String>) -> Netplan {
+pub fn netplan(
+    net: &Network,
+    facts: &Facts,
+    warnings: &mut Vec<String>,
+    errors: &mut Vec<String>,
+) -> Netplan {
     let mut plan = Netplan {
         version: 2,
         ethernets: BTreeMap::new(),
+        bonds: BTreeMap::new(),
+        bridges: BTreeMap::new(),
+        vlans: BTreeMap::new(),
         left_alone: Vec::new(),
     };
     if !net.configure {
@@ -92,7 +114,17 @@ pub fn netplan(net: &Network, facts: &Facts, warnings: &mut Vec<String>) -> Netp
     // A NIC left alone keeps the main table's default routes it may hold: the NICs after it
     // get their own tables, as when it is valid (a `replace` would take its route over).
     let first_held = net.held.iter().map(|h| h.index).min();
+    let members = devices::member_macs(net);
     for nic in net.nics.iter().filter(|n| n.method != Method::Skip) {
+        if members.contains(&nic.mac) {
+            if !nic.addresses.is_empty() || nic.method == Method::Dhcp {
+                warnings.push(format!(
+                    "ETH{} ({}): a bond or bridge member keeps no addresses; its own are left out",
+                    nic.index, nic.mac
+                ));
+            }
+            continue;
+        }
         if first_held.is_some_and(|h| h < nic.index) {
             main.v4 = true;
             main.v6 = true;
@@ -133,13 +165,14 @@ pub fn netplan(net: &Network, facts: &Facts, warnings: &mut Vec<String>) -> Netp
             }
         }
     }
+    devices::plan(net, facts, &mut main, &mut plan, (warnings, errors));
     if facts.ipv6_disabled {
         without_ipv6(&mut plan, warnings);
     }
     plan
 }
 
-fn ethernet(nic: &Nic, main: &mut MainDefaults) -> Ethernet {
+pub(super) fn ethernet(nic: &Nic, main: &mut MainDefaults) -> Ethernet {
     let (routes, routing_policy) = routes::of_nic(nic, main);
     let (dhcp6, accept_ra) = match nic.ip6_method {
         Ip6Method::Static => (false, Some(false)),
@@ -192,7 +225,11 @@ fn legacy_ethernet(mac: MacAddr, name: &str, addr: Cidr, net: &Network) -> Ether
 
 /// The kernel has no IPv6 (`ipv6.disable=1`): no IPv6 address, route, rule or sysctl is planned.
 fn without_ipv6(plan: &mut Netplan, warnings: &mut Vec<String>) {
-    for (name, e) in plan.ethernets.iter_mut() {
+    let devices = plan.bonds.iter_mut().chain(plan.bridges.iter_mut());
+    let devices = devices
+        .chain(plan.vlans.iter_mut())
+        .map(|(n, d)| (n, &mut d.l3));
+    for (name, e) in plan.ethernets.iter_mut().chain(devices) {
         let before = e.addresses.len() + e.routes.len();
         e.addresses.retain(|a| a.addr.is_ipv4());
         e.routes.retain(|r| r.to.addr.is_ipv4());

@@ -29,6 +29,39 @@ fn route(r: &super::Route) -> String {
     s
 }
 
+/// One link's line (`head` then its addresses and settings), its routes and rules.
+fn l3(o: &mut String, head: &str, e: &super::Ethernet) {
+    let mut line = head.to_string();
+    for a in &e.addresses {
+        let _ = write!(line, "  {a}");
+    }
+    if e.dhcp4 {
+        line.push_str("  dhcp4");
+    }
+    if e.dhcp6 {
+        line.push_str("  dhcp6");
+    } else if e.accept_ra == Some(true) {
+        line.push_str("  slaac");
+    }
+    if let Some(m) = e.mtu {
+        let _ = write!(line, "  mtu {m}");
+    }
+    if e.disable_ipv6 {
+        line.push_str("  no ipv6");
+    }
+    let _ = writeln!(o, "{line}");
+    for r in &e.routes {
+        let _ = writeln!(o, "           route {}", route(r));
+    }
+    for r in &e.routing_policy {
+        let _ = writeln!(
+            o,
+            "           rule  from {} table {} priority {}",
+            r.from, r.table, r.priority
+        );
+    }
+}
+
 /// `#cloud-config` work: its users, files and commands (its scripts are listed as scripts).
 fn cloud_config(o: &mut String, p: &Plan) {
     let Some(cc) = &p.cloud_config else { return };
@@ -80,40 +113,34 @@ pub(super) fn render(p: &Plan) -> String {
     if !p.hosts.is_empty() {
         let _ = write!(o, "hosts     {}", p.hosts);
     }
-    if p.network.ethernets.is_empty() {
+    let net = &p.network;
+    let devices = net.bonds.iter().chain(&net.bridges).chain(&net.vlans);
+    if net.ethernets.is_empty() && devices.clone().next().is_none() {
         o.push_str("network   no interface to configure\n");
     } else {
         o.push_str("network\n");
-        for (name, e) in &p.network.ethernets {
-            let mut line = format!("  {name:<8} {}", e.match_.macaddress);
-            for a in &e.addresses {
-                let _ = write!(line, "  {a}");
+        for (name, e) in &net.ethernets {
+            l3(&mut o, &format!("  {name:<8} {}", e.match_.macaddress), e);
+        }
+        for (name, d) in devices {
+            let mut head = match &d.kind {
+                super::Kind::Bond {
+                    interfaces,
+                    parameters,
+                } => format!(
+                    "  {name:<8} bond {} of {}",
+                    parameters.mode.as_deref().unwrap_or("balance-rr"),
+                    interfaces.join(", ")
+                ),
+                super::Kind::Bridge { interfaces } => {
+                    format!("  {name:<8} bridge of {}", interfaces.join(", "))
+                }
+                super::Kind::Vlan { id, link } => format!("  {name:<8} vlan {id} on {link}"),
+            };
+            if let Some(m) = d.macaddress {
+                let _ = write!(head, "  mac {m}");
             }
-            if e.dhcp4 {
-                line.push_str("  dhcp4");
-            }
-            if e.dhcp6 {
-                line.push_str("  dhcp6");
-            } else if e.accept_ra == Some(true) {
-                line.push_str("  slaac");
-            }
-            if let Some(m) = e.mtu {
-                let _ = write!(line, "  mtu {m}");
-            }
-            if e.disable_ipv6 {
-                line.push_str("  no ipv6");
-            }
-            let _ = writeln!(o, "{line}");
-            for r in &e.routes {
-                let _ = writeln!(o, "           route {}", route(r));
-            }
-            for r in &e.routing_policy {
-                let _ = writeln!(
-                    o,
-                    "           rule  from {} table {} priority {}",
-                    r.from, r.table, r.priority
-                );
-            }
+            l3(&mut o, &head, &d.l3);
         }
     }
     for h in &p.network.left_alone {

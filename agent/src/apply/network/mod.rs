@@ -3,6 +3,10 @@
 //! (by MAC) and, when the plan changes, removes what it added and no longer wants — never an
 //! address, route or rule it did not add, and nothing of a NIC the plan leaves alone.
 
+mod devices;
+
+pub use devices::Owned;
+
 use super::Apply;
 use crate::context::{Cidr, MacAddr};
 use crate::netlink::{self, same_route, LiveLink, Netlink, RouteKey, RuleKey};
@@ -64,9 +68,19 @@ impl Added {
     }
 }
 
-/// Brings the links to the plan; `added` is updated to what vmctx now owns.
-pub fn apply(ap: &mut Apply, plan: &Netplan, added: &mut BTreeMap<MacAddr, Added>) {
-    let done = netlink::Shared::run(|nl| converge(ap, nl, plan, added));
+/// Brings the links to the plan; `added` (NICs) and `owned` (bonds, bridges, VLANs) are
+/// updated to what vmctx now owns.
+pub fn apply(
+    ap: &mut Apply,
+    plan: &Netplan,
+    added: &mut BTreeMap<MacAddr, Added>,
+    owned: &mut BTreeMap<String, Owned>,
+) {
+    let done = netlink::Shared::run(|nl| async {
+        let mut rules = nl.rules().await?;
+        converge(ap, nl, plan, added, &mut rules).await?;
+        devices::converge(ap, nl, plan, owned, &mut rules).await
+    });
     if let Err(e) = done.and_then(|r| r) {
         ap.failed("network", "netlink", e);
     }
@@ -84,15 +98,15 @@ async fn converge(
     nl: &Netlink,
     plan: &Netplan,
     added: &mut BTreeMap<MacAddr, Added>,
+    rules: &mut Vec<(RuleKey, rtnetlink::packet_route::rule::RuleMessage)>,
 ) -> netlink::Result<()> {
     let live = nl.links().await?;
-    let mut rules = nl.rules().await?;
     for (name, e) in &plan.ethernets {
         let mac = e.match_.macaddress;
         let want = Keys::of(e);
         let Some(link) = live.iter().find(|l| l.mac == mac) else {
             if let Some(mine) = added.remove(&mac) {
-                forget_gone(ap, nl, mac, &e.label, mine, added, &mut rules).await;
+                forget_gone(ap, nl, mac, &e.label, mine, added, rules).await;
             }
             ap.unchanged(
                 "link",
@@ -103,7 +117,7 @@ async fn converge(
         };
         let mine = added.entry(mac).or_default();
         mine.nic = e.index;
-        converge_link(ap, nl, link, (e, &want), mine, &mut rules).await?;
+        converge_link(ap, nl, link, (e, &want), mine, rules).await?;
     }
     // Links vmctx configured before that the plan no longer configures: take back what vmctx
     // added (their other settings are left as they are). NICs left alone keep it all.
@@ -117,10 +131,10 @@ async fn converge(
     for mac in gone {
         if let Some(link) = live.iter().find(|l| l.mac == mac) {
             let mine = added.get_mut(&mac).expect("listed above");
-            remove_unwanted(ap, nl, link, &Keys::default(), mine, &mut rules).await?;
+            remove_unwanted(ap, nl, link, &Keys::default(), mine, rules).await?;
             added.remove(&mac);
         } else if let Some(mine) = added.remove(&mac) {
-            forget_gone(ap, nl, mac, &mac.to_string(), mine, added, &mut rules).await;
+            forget_gone(ap, nl, mac, &mac.to_string(), mine, added, rules).await;
         }
     }
     added.retain(|_, a| !a.is_empty());

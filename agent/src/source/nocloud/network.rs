@@ -145,6 +145,10 @@ impl<'w> Builder<'w> {
     }
 
     pub fn vlan(&mut self, mut vlan: Vlan) {
+        vlan.link_mac = self
+            .member_macs(std::slice::from_ref(&vlan.link))
+            .first()
+            .copied();
         vlan.config.index = self.net.vlans.len() as u32;
         self.names
             .push((vlan.name.clone(), Target::Vlan(self.net.vlans.len())));
@@ -220,11 +224,17 @@ impl<'w> Builder<'w> {
     }
 
     /// IPv6-only, MTU-only or `manual` interfaces are configured too (IPv4 left off), and
-    /// the global resolvers go to every statically addressed interface. Bonds, VLANs and
-    /// bridges are said to be left out.
+    /// the global resolvers go to every statically addressed interface.
     pub fn finish(mut self) -> Network {
         let (dns, search) = (self.net.dns.clone(), self.net.search.clone());
-        let all = self.net.nics.iter_mut().chain(self.net.by_order.iter_mut());
+        let net = &mut self.net;
+        let all = net
+            .nics
+            .iter_mut()
+            .chain(net.by_order.iter_mut())
+            .chain(net.bonds.iter_mut().map(|b| &mut b.config))
+            .chain(net.vlans.iter_mut().map(|v| &mut v.config))
+            .chain(net.bridges.iter_mut().map(|b| &mut b.config));
         for nic in all {
             if nic.method == Method::Skip && nic.ip6_method != Ip6Method::Skip {
                 nic.method = Method::Static;
@@ -237,26 +247,6 @@ impl<'w> Builder<'w> {
                     push_unique(&mut nic.search, s.clone());
                 }
             }
-        }
-        for b in &self.net.bonds {
-            self.warnings.push(format!(
-                "{NETWORK_CONFIG}: bond {} ({}): bonds are not configured by vmctx yet",
-                b.name,
-                b.interfaces.join(", ")
-            ));
-        }
-        for v in &self.net.vlans {
-            self.warnings.push(format!(
-                "{NETWORK_CONFIG}: VLAN {} (id {} on {}): VLANs are not configured by vmctx yet",
-                v.name, v.id, v.link
-            ));
-        }
-        for br in &self.net.bridges {
-            self.warnings.push(format!(
-                "{NETWORK_CONFIG}: bridge {} ({}): bridges are not configured by vmctx yet",
-                br.name,
-                br.interfaces.join(", ")
-            ));
         }
         self.net
     }

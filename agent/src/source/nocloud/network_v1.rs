@@ -37,6 +37,7 @@ pub fn read(m: &Mapping, at: &At, b: &mut Builder) -> Result<(), String> {
                     name: name.clone(),
                     id: id as u16,
                     link: yaml::string(e, "vlan_link", &at)?.unwrap_or_default(),
+                    link_mac: None,
                     config: blank(yaml::mac(e, "mac_address", &at)?),
                 });
                 b.target(&name)

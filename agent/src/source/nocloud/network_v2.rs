@@ -64,6 +64,7 @@ pub fn read(m: &Mapping, at: &At, b: &mut Builder) -> Result<(), String> {
             name: id.clone(),
             id: vid as u16,
             link: yaml::string(e, "link", &at)?.ok_or_else(|| at.key("link").err("missing"))?,
+            link_mac: None,
             config: blank(yaml::mac(e, "macaddress", &at)?),
         });
         l3(b, Target::Vlan(b.net.vlans.len() - 1), e, &at)?;

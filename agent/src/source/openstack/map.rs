@@ -2,14 +2,15 @@
 //!
 //! NICs are the `links` of network_data.json, matched to the guest by MAC (their `id` is a
 //! host-side tap name and never names a guest NIC); each link's `networks` give its methods,
-//! addresses, routes and DNS. Bonds and VLANs are reported as unsupported, not dropped
-//! silently. Anything malformed is an error naming the file and the field: nothing is applied.
+//! addresses, routes and DNS. Bond links (members by `bond_links`) and VLAN links
+//! (`vlan_link`) become bonds and VLANs, named by their `name`, else `bond<n>` and
+//! `vlan<id>`. Anything malformed is an error naming the file and the field: nothing is applied.
 
 use super::schema::{self, MetaData, Net, NetworkData, Service, META_DATA, NETWORK_DATA};
 use super::Metadata;
 use crate::context::{
-    Cidr, Context, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Origin, Password, Route,
-    Scripts, Secret, User,
+    Bond, Cidr, Context, Hostname, Ip6Method, MacAddr, Method, Network, Nic, Origin, Password,
+    Route, Scripts, Secret, User, Vlan,
 };
 use crate::derive;
 use std::net::{IpAddr, Ipv6Addr};
@@ -173,22 +174,34 @@ const PHYSICAL: [&str; 14] = [
 /// What a link of network_data.json is to vmctx.
 enum LinkKind {
     Nic(usize),
-    Unsupported(&'static str),
+    Bond(usize),
+    Vlan(usize),
+    Unsupported,
 }
 
 fn network(nd: &NetworkData, file: &str, warnings: &mut Vec<String>) -> Result<Network, String> {
     let mut nics: Vec<Nic> = Vec::new();
     let mut links: Vec<(&str, LinkKind)> = Vec::new();
+    let mut devices = Network::default();
     for (i, link) in nd.links.iter().enumerate() {
+        let at = |f: &str| format!("{file}: field links[{i}].{f}");
         let kind = match link.kind.as_str() {
-            "bond" => LinkKind::Unsupported("bond"),
-            "vlan" => LinkKind::Unsupported("VLAN"),
+            "bond" => {
+                let bond = bond(link, &links, &nics, &at)?;
+                devices.bonds.push(bond);
+                LinkKind::Bond(devices.bonds.len() - 1)
+            }
+            "vlan" => {
+                let vlan = vlan(link, &links, &nics, &devices, &at)?;
+                devices.vlans.push(vlan);
+                LinkKind::Vlan(devices.vlans.len() - 1)
+            }
             other if !PHYSICAL.contains(&other) => {
                 warnings.push(format!(
                     "{file}: links[{i}] ({:?}) has type {other:?}, which vmctx does not know; skipped",
                     link.id
                 ));
-                LinkKind::Unsupported("")
+                LinkKind::Unsupported
             }
             _ => {
                 let mac = link.ethernet_mac_address.as_deref().ok_or_else(|| {
@@ -203,12 +216,6 @@ fn network(nd: &NetworkData, file: &str, warnings: &mut Vec<String>) -> Result<N
                 LinkKind::Nic(nics.len() - 1)
             }
         };
-        if let LinkKind::Unsupported(what @ ("bond" | "VLAN")) = kind {
-            warnings.push(format!(
-                "{file}: links[{i}] ({:?}) is a {what}: not supported by vmctx yet, not configured",
-                link.id
-            ));
-        }
         links.push((link.id.as_str(), kind));
     }
     let mut dns: Vec<IpAddr> = Vec::new();
@@ -222,30 +229,37 @@ fn network(nd: &NetworkData, file: &str, warnings: &mut Vec<String>) -> Result<N
                 net.link
             ));
         };
-        let LinkKind::Nic(n) = kind else {
-            warnings.push(format!(
-                "{file}: networks[{j}] is on link {:?}, which is not configured",
-                net.link
-            ));
-            continue;
+        let nic = match kind {
+            LinkKind::Nic(n) => &mut nics[*n],
+            LinkKind::Bond(n) => &mut devices.bonds[*n].config,
+            LinkKind::Vlan(n) => &mut devices.vlans[*n].config,
+            LinkKind::Unsupported => {
+                warnings.push(format!(
+                    "{file}: networks[{j}] is on link {:?}, which is not configured",
+                    net.link
+                ));
+                continue;
+            }
         };
-        let nic = &mut nics[*n];
         network_on(nic, net, &field, warnings)?;
     }
+    let mut all: Vec<&mut Nic> = nics
+        .iter_mut()
+        .chain(devices.bonds.iter_mut().map(|b| &mut b.config))
+        .chain(devices.vlans.iter_mut().map(|v| &mut v.config))
+        .collect();
     // A NIC with only IPv6 networks is configured (IPv4 left off), not dropped.
-    for nic in &mut nics {
+    for nic in all.iter_mut() {
         if nic.method == Method::Skip && nic.ip6_method != Ip6Method::Skip {
             nic.method = Method::Static;
         }
-    }
-    for nic in &nics {
         for d in &nic.dns {
             if !dns.contains(d) {
                 dns.push(*d);
             }
         }
     }
-    for nic in &mut nics {
+    for nic in all.iter_mut() {
         for d in &dns {
             if !nic.dns.contains(d) && nic.method == Method::Static {
                 nic.dns.push(*d);
@@ -256,8 +270,97 @@ fn network(nd: &NetworkData, file: &str, warnings: &mut Vec<String>) -> Result<N
         configure: true,
         nics,
         dns,
+        bonds: devices.bonds,
+        vlans: devices.vlans,
         ..Network::default()
     })
+}
+
+/// A `bond` link: its members are earlier links of NICs.
+fn bond(
+    link: &schema::Link,
+    links: &[(&str, LinkKind)],
+    nics: &[Nic],
+    at: &dyn Fn(&str) -> String,
+) -> Result<Bond, String> {
+    let mut members = Vec::new();
+    for id in &link.bond_links {
+        match links.iter().find(|(l, _)| l == id) {
+            Some((_, LinkKind::Nic(n))) => members.push(nics[*n].mac),
+            _ => return Err(format!("{}: names no NIC link before it", at("bond_links"))),
+        }
+    }
+    let n = links
+        .iter()
+        .filter(|(_, k)| matches!(k, LinkKind::Bond(_)))
+        .count();
+    Ok(Bond {
+        name: link.name.clone().unwrap_or_else(|| format!("bond{n}")),
+        interfaces: link.bond_links.clone(),
+        members,
+        mode: link.bond_mode.clone(),
+        mii_monitor_interval: link.bond_miimon,
+        transmit_hash_policy: link.bond_xmit_hash_policy.clone(),
+        config: device_config(
+            link,
+            link.ethernet_mac_address.as_deref(),
+            "ethernet_mac_address",
+            at,
+        )?,
+    })
+}
+
+/// A `vlan` link on an earlier NIC or bond link.
+fn vlan(
+    link: &schema::Link,
+    links: &[(&str, LinkKind)],
+    nics: &[Nic],
+    devices: &Network,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Vlan, String> {
+    let id = link
+        .vlan_id
+        .filter(|id| (1..4095).contains(id))
+        .ok_or_else(|| format!("{}: missing or not 1..4094", at("vlan_id")))?;
+    let parent = link.vlan_link.as_deref().unwrap_or_default();
+    let (name, mac) = match links.iter().find(|(l, _)| *l == parent) {
+        Some((_, LinkKind::Nic(n))) => (parent.to_string(), Some(nics[*n].mac)),
+        Some((_, LinkKind::Bond(n))) => (devices.bonds[*n].name.clone(), None),
+        _ => {
+            return Err(format!(
+                "{}: names no NIC or bond link before it",
+                at("vlan_link")
+            ))
+        }
+    };
+    Ok(Vlan {
+        name: link.name.clone().unwrap_or_else(|| format!("vlan{id}")),
+        id: id as u16,
+        link: name,
+        link_mac: mac,
+        config: device_config(
+            link,
+            link.vlan_mac_address.as_deref(),
+            "vlan_mac_address",
+            at,
+        )?,
+    })
+}
+
+/// A bond's or VLAN's own L3 settings, with its MAC when the link gives one.
+fn device_config(
+    link: &schema::Link,
+    mac: Option<&str>,
+    field: &str,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Nic, String> {
+    let mac = match mac {
+        Some(m) => m.parse().map_err(|e| format!("{}: {e}", at(field)))?,
+        None => MacAddr([0; 6]),
+    };
+    let mut nic = Nic::new(0, mac, Method::Skip, Ip6Method::Skip);
+    nic.mtu = link.mtu.filter(|m| *m > 0);
+    Ok(nic)
 }
 
 /// One network of a link: its method, address, routes and DNS.

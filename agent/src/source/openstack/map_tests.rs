@@ -145,25 +145,61 @@ fn dhcp_slaac_and_unknown_types() {
 }
 
 #[test]
-fn bonds_and_vlans_are_reported() {
+fn bonds_and_vlans_feed_the_network() {
     let net = r#"{"links": [
         {"id": "p0", "type": "phy", "ethernet_mac_address": "fa:16:3e:00:00:01"},
-        {"id": "v0", "type": "vlan", "vlan_link": "p0", "vlan_id": 42,
-         "vlan_mac_address": "fa:16:3e:00:00:09"}],
+        {"id": "p1", "type": "phy", "ethernet_mac_address": "fa:16:3e:00:00:02"},
+        {"id": "b0", "type": "bond", "bond_links": ["p0", "p1"], "bond_mode": "802.3ad",
+         "bond_miimon": 100, "bond_xmit_hash_policy": "layer3+4", "mtu": 9000,
+         "ethernet_mac_address": "fa:16:3e:00:00:01"},
+        {"id": "v0", "type": "vlan", "vlan_link": "b0", "vlan_id": 42,
+         "vlan_mac_address": "fa:16:3e:00:00:09"},
+        {"id": "v1", "type": "vlan", "name": "p0.7", "vlan_link": "p0", "vlan_id": 7}],
       "networks": [
         {"id": "n0", "type": "ipv4", "link": "v0", "network_id": "x",
-         "ip_address": "10.42.0.5", "netmask": "255.255.255.0"}]}"#;
+         "ip_address": "10.42.0.5", "netmask": "255.255.255.0", "gateway": "10.42.0.1"},
+        {"id": "n1", "type": "ipv4", "link": "b0", "network_id": "y",
+         "ip_address": "10.43.0.5", "netmask": "255.255.255.0"}],
+      "services": [{"type": "dns", "address": "10.42.0.53"}]}"#;
     let c = ctx(META, net).unwrap();
-    assert_eq!(c.network.nics.len(), 1);
-    assert!(c.network.nics[0].addresses.is_empty());
-    assert!(c
-        .warnings
-        .iter()
-        .any(|w| w.contains("links[1]") && w.contains("VLAN")));
-    assert!(c
-        .warnings
-        .iter()
-        .any(|w| w.contains("networks[0]") && w.contains("\"v0\"")));
+    let n = &c.network;
+    assert_eq!(n.nics.len(), 2);
+    assert!(n.nics.iter().all(|x| x.addresses.is_empty()));
+    let b = &n.bonds[0];
+    assert_eq!(b.name, "bond0");
+    let members: Vec<String> = b.members.iter().map(|m| m.to_string()).collect();
+    assert_eq!(members, ["fa:16:3e:00:00:01", "fa:16:3e:00:00:02"]);
+    assert_eq!(
+        (b.mode.as_deref(), b.mii_monitor_interval),
+        (Some("802.3ad"), Some(100))
+    );
+    assert_eq!(b.transmit_hash_policy.as_deref(), Some("layer3+4"));
+    assert_eq!(b.config.addresses[0].to_string(), "10.43.0.5/24");
+    assert_eq!(b.config.mac.to_string(), "fa:16:3e:00:00:01");
+    assert_eq!(b.config.mtu, Some(9000));
+    let v = &n.vlans[0];
+    assert_eq!(
+        (v.name.as_str(), v.id, v.link.as_str()),
+        ("vlan42", 42, "bond0")
+    );
+    assert_eq!(v.config.mac.to_string(), "fa:16:3e:00:00:09");
+    assert_eq!(v.config.addresses[0].to_string(), "10.42.0.5/24");
+    assert_eq!(v.config.gateway.unwrap().to_string(), "10.42.0.1");
+    assert_eq!(v.config.dns[0].to_string(), "10.42.0.53");
+    let v1 = &n.vlans[1];
+    assert_eq!(
+        (v1.name.as_str(), v1.link_mac),
+        ("p0.7", Some(n.nics[0].mac))
+    );
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("links[")),
+        "{:?}",
+        c.warnings
+    );
+    // A VLAN on a link that is not a NIC or bond before it is an error naming the field.
+    let bad = r#"{"links": [{"id": "v0", "type": "vlan", "vlan_link": "zz", "vlan_id": 5}]}"#;
+    let e = ctx(META, bad).unwrap_err();
+    assert!(e.contains("links[0].vlan_link"), "{e}");
 }
 
 #[test]

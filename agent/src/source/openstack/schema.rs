@@ -92,6 +92,10 @@ pub struct Link {
     pub vlan_link: Option<String>,
     #[serde(default)]
     pub bond_links: Vec<String>,
+    pub bond_mode: Option<String>,
+    pub bond_miimon: Option<u32>,
+    pub bond_xmit_hash_policy: Option<String>,
+    pub vlan_mac_address: Option<String>,
 }
 
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
