@@ -170,3 +170,44 @@ pub fn boot_vm(args: &[&str], log: &Path) -> String {
     );
     serial
 }
+
+/// `vm-fixtures/build-rootfs DEB IMG ARGS…`: a disk of the packaged guest (the debootstrap tree
+/// is cached outside the repository); fails with the builder's output.
+pub fn build_rootfs(deb: &Path, img: &Path, args: &[&str]) {
+    let o = Command::new(workspace().join("vm-fixtures/build-rootfs"))
+        .arg(deb)
+        .arg(img)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "build-rootfs: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
+
+/// A fresh sparse copy in `dir` of the image `build_rootfs(deb, _, args)` makes once per test
+/// process (`built` holds it).
+pub fn fresh_image(
+    built: &'static std::sync::OnceLock<(tempfile::TempDir, PathBuf)>,
+    deb: &Path,
+    args: &[&str],
+    dir: &Path,
+) -> PathBuf {
+    let (_, base) = built.get_or_init(|| {
+        let t = tempfile::tempdir().unwrap();
+        let img = t.path().join("rootfs.img");
+        build_rootfs(deb, &img, args);
+        (t, img)
+    });
+    let img = dir.join("rootfs.img");
+    sh(&[
+        "cp",
+        "--sparse=always",
+        base.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    img
+}

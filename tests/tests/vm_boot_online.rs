@@ -5,38 +5,13 @@
 //! the guest's own clock (monotonic µs from the report's `=== BOOT` section).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use vmctx_tests::*;
 
 /// A fresh copy of the networkd image, built once per test process.
 fn image(deb: &Path, dir: &Path) -> PathBuf {
     static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, base) = BUILT.get_or_init(|| {
-        let t = tempfile::tempdir().unwrap();
-        let img = t.path().join("rootfs.img");
-        let o = Command::new(workspace().join("vm-fixtures/build-rootfs"))
-            .arg(deb)
-            .arg(&img)
-            .arg("--networkd")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "build-rootfs: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        (t, img)
-    });
-    let img = dir.join("rootfs.img");
-    sh(&[
-        "cp",
-        "--sparse=always",
-        base.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
-    img
+    fresh_image(&BUILT, deb, &["--networkd"], dir)
 }
 
 fn boot(img: &Path, ctx: &str, nics: &[&str]) -> String {

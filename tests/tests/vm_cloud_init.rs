@@ -5,25 +5,18 @@
 //! (`=== CLOUD-INIT-CMD`: `link …`, `first-line …`, `cmd ARGS rc=N out=…`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use vmctx_tests::*;
 
 /// A disk from the cached rootfs with the package installed; `no_cloud_init` purges
 /// cloud-init from it first.
 fn image(deb: &Path, dir: &Path, no_cloud_init: bool) -> PathBuf {
     let img = dir.join("rootfs.img");
-    let mut cmd = Command::new(workspace().join("vm-fixtures/build-rootfs"));
-    cmd.arg(deb).arg(&img);
-    if no_cloud_init {
-        cmd.arg("--no-cloud-init");
-    }
-    let o = cmd.output().unwrap();
-    assert!(
-        o.status.success(),
-        "build-rootfs: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
+    let args: &[&str] = if no_cloud_init {
+        &["--no-cloud-init"]
+    } else {
+        &[]
+    };
+    build_rootfs(deb, &img, args);
     img
 }
 

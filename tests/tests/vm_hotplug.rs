@@ -81,12 +81,7 @@ fn a_nic_hot_added_to_a_running_guest_gets_its_address() {
     };
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("rootfs.img");
-    let o = Command::new(workspace().join("vm-fixtures/build-rootfs"))
-        .arg(&deb)
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "build-rootfs: {}", stderr(&o));
+    build_rootfs(&deb, &img, &[]);
     let ctx = context_dir(
         "VMID='90'\nSET_HOSTNAME='hotplug'\n\
          ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\nETH0_MASK='255.255.255.0'\n\

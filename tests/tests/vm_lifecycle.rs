@@ -4,7 +4,6 @@
 //! boots: instance 81, a reboot of 81, instance 82 on the same disk.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use vmctx_tests::*;
 
 fn boot(img: &Path, cdrom: &Path, log: &Path) -> (String, f64) {
@@ -65,18 +64,7 @@ fn grown_root_and_host_keys_per_instance() {
     };
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("disk.img");
-    let o = Command::new(workspace().join("vm-fixtures/build-rootfs"))
-        .arg(&deb)
-        .arg(&img)
-        .arg("--partitioned")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "build-rootfs: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
+    build_rootfs(&deb, &img, &["--partitioned"]);
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 1 << 30);
     // The VM's disk was made bigger than the image.
     sh(&["truncate", "-s", "2G", img.to_str().unwrap()]);

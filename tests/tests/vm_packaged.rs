@@ -4,7 +4,6 @@
 //! runs once; a second boot of the same disk does not run it again.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use vmctx_tests::*;
 
@@ -12,30 +11,7 @@ use vmctx_tests::*;
 /// rootfs with the package installed.
 fn image(deb: &Path, dir: &Path) -> PathBuf {
     static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, base) = BUILT.get_or_init(|| {
-        let t = tempfile::tempdir().unwrap();
-        let img = t.path().join("rootfs.img");
-        let o = Command::new(workspace().join("vm-fixtures/build-rootfs"))
-            .arg(deb)
-            .arg(&img)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "build-rootfs: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        (t, img)
-    });
-    let img = dir.join("rootfs.img");
-    sh(&[
-        "cp",
-        "--sparse=always",
-        base.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
-    img
+    fresh_image(&BUILT, deb, &[], dir)
 }
 
 fn boot_disk(img: &Path, cdrom: &Path, nic: &str, append: &str) -> String {
