@@ -22,6 +22,21 @@ fn vmctx_json(g: &Guest, args: &[&str]) -> (Option<i32>, Value, String) {
     (o.status.code(), v, stderr(&o))
 }
 
+/// `vmctx apply --json --stage local --source dir:CTX` in the guest's namespace.
+fn apply_local(g: &Guest, ctx: &tempfile::TempDir) -> (Option<i32>, Value, String) {
+    vmctx_json(
+        g,
+        &[
+            "apply",
+            "--json",
+            "--stage",
+            "local",
+            "--source",
+            &dir_source(ctx),
+        ],
+    )
+}
+
 fn dir_source(ctx: &tempfile::TempDir) -> String {
     format!("dir:{}", ctx.path().display())
 }
@@ -302,17 +317,7 @@ fn a_bad_eth0_routes_entry_costs_only_that_route() {
     let ctx = one_bad_value(
         "ETH1_IP='10.0.3.5'\nETH0_ROUTES='10.9.0.0/16 via 10.0.1.254, 10.8.0.0/33 via 10.0.1.254'\n",
     );
-    let (code, report, err) = vmctx_json(
-        &g,
-        &[
-            "apply",
-            "--json",
-            "--stage",
-            "local",
-            "--source",
-            &dir_source(&ctx),
-        ],
-    );
+    let (code, report, err) = apply_local(&g, &ctx);
     assert_the_rest_applied(&g, "ETH0_ROUTES", code, &report, &err);
     let routes = g.ip(&["route"]);
     assert!(routes.contains("10.9.0.0/16 via 10.0.1.254"), "{routes}");
@@ -327,17 +332,7 @@ fn a_nic_configured_earlier_keeps_its_state_when_its_ip_turns_bad() {
     let Some(g) = Guest::new("keep") else { return };
     g.veth(("eth0", "02:00:0a:00:01:0a"), ("eth1", "02:00:0a:00:03:05"));
     let good = context_dir(TWO_GATEWAYS, &[]);
-    let (code, _, err) = vmctx_json(
-        &g,
-        &[
-            "apply",
-            "--json",
-            "--stage",
-            "local",
-            "--source",
-            &dir_source(&good),
-        ],
-    );
+    let (code, _, err) = apply_local(&g, &good);
     assert_eq!(code, Some(0), "{err}");
     let before = (
         live_addresses(&g, "eth1"),
@@ -357,17 +352,7 @@ fn a_nic_configured_earlier_keeps_its_state_when_its_ip_turns_bad() {
         (&bad_mac, "ETH1_MAC"),
     ] {
         std::fs::write(&context_sh, bad).unwrap();
-        let (code, report, err) = vmctx_json(
-            &g,
-            &[
-                "apply",
-                "--json",
-                "--stage",
-                "local",
-                "--source",
-                &dir_source(&good),
-            ],
-        );
+        let (code, report, err) = apply_local(&g, &good);
         assert_eq!(code, Some(1), "{err}{report:#}");
         assert!(report["errors"].to_string().contains(var), "{report:#}");
         let after = (
@@ -379,17 +364,7 @@ fn a_nic_configured_earlier_keeps_its_state_when_its_ip_turns_bad() {
     }
     // Once the value is good again, nothing needs changing: vmctx still owns what it added.
     std::fs::write(&context_sh, TWO_GATEWAYS).unwrap();
-    let (code, report, _) = vmctx_json(
-        &g,
-        &[
-            "apply",
-            "--json",
-            "--stage",
-            "local",
-            "--source",
-            &dir_source(&good),
-        ],
-    );
+    let (code, report, _) = apply_local(&g, &good);
     assert_eq!(code, Some(0));
     assert_eq!(report["changed"], 0, "{report:#}");
     let state = g.file("/var/lib/vmctx/network.json");
@@ -404,17 +379,7 @@ fn a_bad_extra_drops_only_itself() {
         "ETH0_MTU='9000x'\nETH0_ALIAS0_IP='10.0.2.300'\nETH0_ALIAS1_IP='10.0.2.10'\n\
 ETH0_DNS='10.0.1.2 10.0.1.999'\nETH0_SEARCH_DOMAIN='good.example bad..example'\n",
     );
-    let (code, report, err) = vmctx_json(
-        &g,
-        &[
-            "apply",
-            "--json",
-            "--stage",
-            "local",
-            "--source",
-            &dir_source(&ctx),
-        ],
-    );
+    let (code, report, err) = apply_local(&g, &ctx);
     for var in [
         "ETH0_MTU",
         "ETH0_ALIAS0_IP",
