@@ -15,6 +15,7 @@ pub mod files;
 pub mod imds_serve;
 pub mod imds_tree;
 pub mod netlink;
+pub mod notify;
 pub mod os;
 pub mod plan;
 pub mod reconfigure;

@@ -93,6 +93,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             clean(root, opts, json)
         }
         Command::Hostkeys => {
+            // sshd (and so this) starts while the local stage still makes users: wait until it
+            // is done, but do not hold the final stage up during the seconds of RSA.
+            drop(vmctx::status::lock(root));
             let report = vmctx::apply::hostkeys::finish_slow(root);
             print!("{}", report.summary());
             Ok(if report.failed == 0 {
@@ -212,6 +215,9 @@ fn apply(
     if let Some(rec) = rec {
         rec.finish(end);
     }
+    // vmctx-local.service is Type=notify: it is ready when done, if it did not say so before
+    // (no context, a context read later, nothing readable).
+    vmctx::notify::ready(&format!("{name} stage done"));
     result
 }
 

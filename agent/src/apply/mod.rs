@@ -287,11 +287,6 @@ pub fn apply(
         identity::hostname(&mut ap, plan.hostname.as_ref());
         identity::hosts(&mut ap, &plan.hosts);
         identity::dns(&mut ap, &plan.dns);
-        for u in &plan.users {
-            users::apply(&mut ap, &u.account, &plan.ssh_keys);
-        }
-        cloud_users::apply(&mut ap, plan.cloud_config.as_ref());
-        growfs::apply(&mut ap, &plan.system, &state, &plan.instance_id);
         timezone::apply(&mut ap, &plan.system);
         hostkeys::apply(
             &mut ap,
@@ -301,6 +296,17 @@ pub fn apply(
             &plan.instance_id,
             stage == Stage::Local,
         );
+        selinux::relabel(&mut ap, &facts.selinux);
+        // What the units after vmctx-local read when they start is in place: networkd and
+        // sshd go on while users are made and the disk grows (seconds of useradd and resize).
+        if stage == Stage::Local && !dry_run {
+            crate::notify::ready("links, hostname and host keys applied; users next");
+        }
+        for u in &plan.users {
+            users::apply(&mut ap, &u.account, &plan.ssh_keys);
+        }
+        cloud_users::apply(&mut ap, plan.cloud_config.as_ref());
+        growfs::apply(&mut ap, &plan.system, &state, &plan.instance_id);
         selinux::relabel(&mut ap, &facts.selinux);
     }
     if new_instance {

@@ -13,6 +13,10 @@ use serde::Serialize;
 /// The arguments for networkd's wait-online, read by the package's drop-in for
 /// `systemd-networkd-wait-online.service` (`packaging/systemd/vmctx-wait-online.conf`).
 pub const NETWORKD_WAIT_ARGS: &str = "/run/vmctx/networkd-wait-online";
+/// With this file the drop-in's condition skips networkd's wait-online: every link of the
+/// context is vmctx's own, configured before networkd started, so there is nothing to wait for
+/// (and the wait's own start costs seconds on a slow VM).
+pub const NETWORKD_WAIT_SKIP: &str = "/run/vmctx/networkd-wait-online-skip";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaitOnline {
@@ -22,6 +26,8 @@ pub struct WaitOnline {
     pub waits_for: Vec<String>,
     /// vmctx's own links, configured before the manager starts: not waited for.
     pub not_waited: Vec<String>,
+    /// Nothing to wait for: the unit is skipped (networkd's, through the drop-in's condition).
+    pub skipped: bool,
 }
 
 /// What holds `network-online.target` in this image once vmctx configured the context's
@@ -46,25 +52,46 @@ pub fn wait_online(
         }
     }
     let w = &m.wait_online;
+    let skip_networkd = dhcp.is_empty() && !own.is_empty();
     let mut out = Vec::new();
-    for (enabled, unit) in [
-        (w.networkd, "systemd-networkd-wait-online.service"),
-        (w.network_manager, "NetworkManager-wait-online.service"),
-        (w.ifupdown, "ifupdown-wait-online.service"),
+    for (enabled, unit, skipped) in [
+        (
+            w.networkd,
+            "systemd-networkd-wait-online.service",
+            skip_networkd,
+        ),
+        (
+            w.network_manager,
+            "NetworkManager-wait-online.service",
+            false,
+        ),
+        (w.ifupdown, "ifupdown-wait-online.service", false),
     ] {
         if enabled {
             out.push(WaitOnline {
                 unit,
                 waits_for: dhcp.clone(),
                 not_waited: own.clone(),
+                skipped,
             });
         }
+    }
+    if w.networkd && skip_networkd {
+        let file = ManagerFile {
+            path: NETWORKD_WAIT_SKIP.to_string(),
+            purpose: format!("networkd-wait-online: skipped ({} vmctx's)", own.join(" ")),
+            content: "# Written by vmctx: every link of the context is configured by vmctx; \
+                      networkd's wait-online is skipped.\n"
+                .to_string(),
+            mode: 0o644,
+        };
+        return (out, Some(file));
     }
     // Listing every link of the context (none outside it) keeps networkd's wait from waiting
     // for "all links it manages" (none: vmctx's are unmanaged) until its timeout. vmctx's own
     // links are up and addressed already: any state from no-carrier on is enough; its DHCP
     // ones need their lease (routable).
-    let file = (w.networkd && !(dhcp.is_empty() && own.is_empty())).then(|| {
+    let file = (w.networkd && !dhcp.is_empty()).then(|| {
         let args: Vec<String> = own
             .iter()
             .map(|n| format!("--interface={n}:no-carrier"))
@@ -138,6 +165,7 @@ mod tests {
                 unit: "systemd-networkd-wait-online.service",
                 waits_for: vec!["ens4".into()],
                 not_waited: vec!["ens3".into()],
+                skipped: false,
             }]
         );
         let file = file.unwrap();
@@ -148,16 +176,21 @@ mod tests {
     }
 
     #[test]
-    fn static_only_networkd_ends_at_once() {
+    fn static_only_networkd_is_skipped() {
         let c = ctx("ETH0_MAC='02:00:0a:00:03:28'\nETH0_IP='10.0.3.40'\n");
         let links = parse_links(LINKS).unwrap();
         let (w, file) = wait_online(&c.network, &links, &managers(true, false, false));
-        assert!(w[0].waits_for.is_empty());
-        // ens4 is outside the context: not listed, so not waited for.
-        assert!(file
-            .unwrap()
-            .content
-            .contains("=\"--interface=ens3:no-carrier\"\n"));
+        assert!(w[0].waits_for.is_empty() && w[0].skipped);
+        // ens4 is outside the context: not waited for either.
+        let file = file.unwrap();
+        assert_eq!(file.path, NETWORKD_WAIT_SKIP);
+        assert_eq!(file.purpose, "networkd-wait-online: skipped (ens3 vmctx's)");
+        // Other managers still run their wait (it ends once they are up).
+        let (w, _) = wait_online(&c.network, &links, &managers(true, true, false));
+        assert_eq!(
+            w.iter().map(|w| w.skipped).collect::<Vec<_>>(),
+            [true, false]
+        );
     }
 
     #[test]

@@ -162,13 +162,22 @@ pub(super) fn render(p: &Plan) -> String {
                 l.join(" ")
             }
         };
-        let _ = writeln!(
-            o,
-            "online    {} waits for {} (DHCP), not for {} (vmctx's)",
-            w.unit,
-            list(&w.waits_for),
-            list(&w.not_waited)
-        );
+        let _ = if w.skipped {
+            writeln!(
+                o,
+                "online    {} skipped: nothing to wait for ({} vmctx's)",
+                w.unit,
+                list(&w.not_waited)
+            )
+        } else {
+            writeln!(
+                o,
+                "online    {} waits for {} (DHCP), not for {} (vmctx's)",
+                w.unit,
+                list(&w.waits_for),
+                list(&w.not_waited)
+            )
+        };
     }
     if !p.dns.nameservers.is_empty() || !p.dns.search.is_empty() {
         let ns: Vec<String> = p.dns.nameservers.iter().map(ToString::to_string).collect();

@@ -350,10 +350,10 @@ fn plan_shows_the_wait_online_decision_and_the_final_stage() {
     );
     let s = p.summary();
     assert!(
-        s.contains("online    systemd-networkd-wait-online.service waits for no link (DHCP), not for ens3 (vmctx's)\n"),
+        s.contains("online    systemd-networkd-wait-online.service skipped: nothing to wait for (ens3 vmctx's)\n"),
         "{s}"
     );
-    assert!(s.contains("  file     /run/vmctx/networkd-wait-online   (networkd-wait-online: --interface=ens3:no-carrier)\n"), "{s}");
+    assert!(s.contains("  file     /run/vmctx/networkd-wait-online-skip   (networkd-wait-online: skipped (ens3 vmctx's))\n"), "{s}");
     assert!(
         s.contains("final     nothing to do: vmctx.service is not started\n"),
         "{s}"
