@@ -87,7 +87,10 @@ pub fn fingerprint_file(path: &Path) -> Result<String, String> {
         .and_then(|f| f.take(MAX_PUBLIC + 1).read_to_string(&mut text))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if text.len() as u64 > MAX_PUBLIC {
-        return Err(format!("{}: larger than {MAX_PUBLIC} bytes", path.display()));
+        return Err(format!(
+            "{}: larger than {MAX_PUBLIC} bytes",
+            path.display()
+        ));
     }
     let line = text.lines().next().unwrap_or("");
     fingerprint(line).map_err(|e| format!("{}: {e}", path.display()))
@@ -196,7 +199,11 @@ mod tests {
     }
 
     fn ssh_keygen_says(args: &[&str], file: &Path) -> String {
-        let o = Command::new("ssh-keygen").args(args).arg(file).output().unwrap();
+        let o = Command::new("ssh-keygen")
+            .args(args)
+            .arg(file)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8(o.stdout).unwrap()
     }
@@ -222,7 +229,10 @@ mod tests {
             assert_eq!(lines[lines.len() - 1], "-----END OPENSSH PRIVATE KEY-----");
             // ssh-keygen's 70-column base64.
             let body = &lines[1..lines.len() - 1];
-            assert!(body[..body.len() - 1].iter().all(|l| l.len() == 70), "{text}");
+            assert!(
+                body[..body.len() - 1].iter().all(|l| l.len() == 70),
+                "{text}"
+            );
             assert!(text.ends_with("-----\n"));
 
             let pub_line = std::fs::read_to_string(&public).unwrap();
