@@ -1,8 +1,8 @@
 //! SSH host keys: every copy of an image must not share one host identity. On a new instance
 //! (unless `SSH_HOST_KEYS=KEEP`) the image's `/etc/ssh/ssh_host_*_key{,.pub}` are replaced by
 //! fresh ones before sshd starts; otherwise only missing keys are made (as one-context's
-//! loc-24). SSH comes first: the local stage makes the fast keys (ed25519, then ECDSA) and
-//! leaves `/run/vmctx/hostkeys`; `vmctx-hostkeys.service` makes the RSA key after sshd started
+//! loc-24). SSH comes first: the local stage makes the fast keys (ed25519, then ECDSA, in-process:
+//! [`keygen`]) and leaves `/run/vmctx/hostkeys`; `vmctx-hostkeys.service` makes the RSA key after sshd started
 //! (`vmctx hostkeys`: seconds of CPU on a small VM) and reloads sshd. sshd is never left
 //! without a key: new keys are made in a folder beside `/etc/ssh`'s and renamed into place, so
 //! a failure keeps the old ones. Their fingerprints go to the console in cloud-init's format,
@@ -57,10 +57,7 @@ pub fn apply(
     if no_rsa && (regenerate || missing.contains(&SLOW)) {
         ap.skipped(KIND, RSA_KEY, NO_KEYGEN);
     }
-    let wanted: Vec<&str> = if regenerate { TYPES.to_vec() } else { missing }
-        .into_iter()
-        .filter(|t| !(no_rsa && *t == SLOW))
-        .collect();
+    let wanted = wanted(regenerate, missing, !no_rsa);
     if !regenerate && wanted.is_empty() {
         let why = if new_instance {
             "kept (SSH_HOST_KEYS=KEEP)"
@@ -272,6 +269,13 @@ fn make(etc_ssh: &Path, types: &[&str], replace: bool, comment: &str) -> Result<
     result
 }
 
+/// The keys to make: all on a new instance (with `regenerate`), else the missing ones; RSA
+/// only when ssh-keygen can make it.
+fn wanted(regenerate: bool, missing: Vec<&'static str>, rsa: bool) -> Vec<&'static str> {
+    let all = if regenerate { TYPES.to_vec() } else { missing };
+    all.into_iter().filter(|t| rsa || *t != SLOW).collect()
+}
+
 /// The key types without a private key file in `/etc/ssh`.
 fn missing(etc_ssh: &Path) -> Vec<&'static str> {
     TYPES
@@ -304,14 +308,16 @@ fn fingerprints(etc_ssh: &Path) -> (Vec<String>, Vec<String>) {
         .into_iter()
         .filter(|f| f.ends_with(".pub"))
     {
-        let p = etc_ssh.join(&f);
-        match keygen::fingerprint_file(&p) {
-            Ok(line) => fps.push(line),
-            Err(e) => tracing::warn!("host key fingerprint: {e}"),
+        let line = keygen::read_public(&etc_ssh.join(&f));
+        match line
+            .as_deref()
+            .map_err(String::clone)
+            .and_then(keygen::fingerprint)
+        {
+            Ok(fp) => fps.push(fp),
+            Err(e) => tracing::warn!("{f}: {e}"),
         }
-        if let Ok(k) = std::fs::read_to_string(&p) {
-            keys.push(k.trim().to_string());
-        }
+        keys.extend(line.ok());
     }
     (fps, keys)
 }
@@ -475,6 +481,15 @@ mod tests {
         let keys = actions.iter().find(|a| a.kind == KIND).unwrap();
         assert_eq!(keys.detail, "present");
         assert_eq!(pub_key(&etc_ssh, "ed25519"), ed);
+    }
+
+    #[test]
+    fn without_ssh_keygen_the_fast_keys_are_still_made() {
+        assert_eq!(wanted(true, vec![], false), ["ed25519", "ecdsa"]);
+        assert_eq!(wanted(true, vec![], true), TYPES);
+        assert_eq!(wanted(false, vec!["ecdsa", "rsa"], false), ["ecdsa"]);
+        assert!(wanted(false, vec!["rsa"], false).is_empty());
+        assert_eq!(wanted(false, vec!["rsa"], true), ["rsa"]);
     }
 
     #[test]

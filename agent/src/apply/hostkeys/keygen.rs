@@ -80,8 +80,8 @@ pub fn comment(root: &Root) -> String {
     format!("root@{host}")
 }
 
-/// `ssh-keygen -l -f FILE`'s line for a public key file: `BITS SHA256:… COMMENT (TYPE)`.
-pub fn fingerprint_file(path: &Path) -> Result<String, String> {
+/// The first line of a public key file, read within a bound.
+pub fn read_public(path: &Path) -> Result<String, String> {
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_PUBLIC + 1).read_to_string(&mut text))
@@ -92,11 +92,11 @@ pub fn fingerprint_file(path: &Path) -> Result<String, String> {
             path.display()
         ));
     }
-    let line = text.lines().next().unwrap_or("");
-    fingerprint(line).map_err(|e| format!("{}: {e}", path.display()))
+    Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
-/// The fingerprint line of one `TYPE BASE64 [COMMENT]` line.
+/// `ssh-keygen -l -f FILE`'s line for a public key `TYPE BASE64 [COMMENT]`:
+/// `BITS SHA256:… COMMENT (TYPE)`.
 pub fn fingerprint(line: &str) -> Result<String, String> {
     let key = PublicKey::from_openssh(line.trim()).map_err(|e| e.to_string())?;
     let data = key.key_data();
@@ -183,7 +183,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let big = t.path().join("big.pub");
         std::fs::write(&big, "a".repeat(MAX_PUBLIC as usize + 1)).unwrap();
-        let e = fingerprint_file(&big).unwrap_err();
+        let e = read_public(&big).unwrap_err();
         assert!(e.contains("larger than"), "{e}");
     }
 
@@ -238,7 +238,7 @@ mod tests {
             let pub_line = std::fs::read_to_string(&public).unwrap();
             assert!(pub_line.ends_with(" root@test-host\n"), "{pub_line}");
             assert_eq!(pub_line.lines().count(), 1);
-            let ours = fingerprint_file(&public).unwrap();
+            let ours = fingerprint(&read_public(&public).unwrap()).unwrap();
             assert_eq!(ssh_keygen_says(&["-l", "-f"], &public).trim_end(), ours);
             let expected = match kind {
                 "ed25519" => "256 ",
