@@ -122,16 +122,6 @@ mod tests {
         }
     }
 
-    /// visudo, or a skip (a failure under CI).
-    fn have_visudo() -> bool {
-        let have = crate::os::which("visudo").is_some();
-        assert!(have || std::env::var("CI").is_err(), "visudo is missing");
-        if !have {
-            eprintln!("SKIP: visudo (sudo) is not installed");
-        }
-        have
-    }
-
     #[test]
     fn only_free_form_rules_need_visudo() {
         let (text, free) = sudoers_text("alice", SUDO_ALL);
@@ -153,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_refused_rule_is_not_written_and_a_written_file_not_checked_again() {
-        if !have_visudo() {
+        if !crate::os::test_tool("visudo") {
             return;
         }
         let t = tempfile::tempdir().unwrap();

@@ -399,19 +399,6 @@ mod tests {
         assert_eq!(short(&fps), "ED25519 SHA256:AbCdEf, RSA SHA256:GhIjKl");
     }
 
-    /// ssh-keygen, or a skip (a failure under CI).
-    pub(super) fn have_keygen() -> bool {
-        let have = crate::os::which("ssh-keygen").is_some();
-        assert!(
-            have || std::env::var("CI").is_err(),
-            "ssh-keygen is missing"
-        );
-        if !have {
-            eprintln!("SKIP: ssh-keygen is not installed");
-        }
-        have
-    }
-
     fn pub_key(etc_ssh: &Path, t: &str) -> Option<String> {
         std::fs::read_to_string(etc_ssh.join(format!("ssh_host_{t}_key.pub"))).ok()
     }
@@ -439,7 +426,7 @@ mod tests {
 
     #[test]
     fn fast_keys_first_rsa_after_sshd_once_per_instance() {
-        if !have_keygen() {
+        if !crate::os::test_tool("ssh-keygen") {
             return;
         }
         let t = tempfile::tempdir().unwrap();

@@ -147,7 +147,6 @@ fn type_name(a: &Algorithm) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::have_keygen;
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
@@ -212,7 +211,7 @@ mod tests {
     /// public key it derives from the private file.
     #[test]
     fn made_keys_are_what_openssh_reads() {
-        if !have_keygen() {
+        if !crate::os::test_tool("ssh-keygen") {
             return;
         }
         let t = tempfile::tempdir().unwrap();
