@@ -131,6 +131,21 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// For unit tests that run a tool (listed in `.ci/tools`): whether it is here; a skip with a
+/// message when not, a failure under CI.
+#[cfg(test)]
+pub fn test_tool(name: &str) -> bool {
+    let have = which(name).is_some();
+    assert!(
+        have || std::env::var_os("CI").is_none(),
+        "{name} is missing"
+    );
+    if !have {
+        eprintln!("SKIP: {name} is not installed");
+    }
+    have
+}
+
 /// Whether the system under `root` runs systemd: booted with it (`/run/systemd/system`, as
 /// sd_booted(3) checks) or, for an image not booted yet, ships it as its init.
 pub fn has_systemd(root: &Path) -> bool {

@@ -1,14 +1,16 @@
 //! SSH host keys: every copy of an image must not share one host identity. On a new instance
 //! (unless `SSH_HOST_KEYS=KEEP`) the image's `/etc/ssh/ssh_host_*_key{,.pub}` are replaced by
 //! fresh ones before sshd starts; otherwise only missing keys are made (as one-context's
-//! loc-24). SSH comes first: the local stage makes the fast keys (ed25519, then ECDSA) and
-//! leaves `/run/vmctx/hostkeys`; `vmctx-hostkeys.service` makes the RSA key after sshd started
+//! loc-24). SSH comes first: the local stage makes the fast keys (ed25519, then ECDSA, in-process:
+//! [`keygen`]) and leaves `/run/vmctx/hostkeys`; `vmctx-hostkeys.service` makes the RSA key after sshd started
 //! (`vmctx hostkeys`: seconds of CPU on a small VM) and reloads sshd. sshd is never left
 //! without a key: new keys are made in a folder beside `/etc/ssh`'s and renamed into place, so
 //! a failure keeps the old ones. Their fingerprints go to the console in cloud-init's format,
 //! once every key exists, for operators who check them on first connection.
 
-use super::files::{NewFile, Root};
+mod keygen;
+
+use super::files::{Dir, NewFile, Root};
 use super::{Apply, Report};
 use crate::context::HostKeys;
 use crate::state::State;
@@ -23,6 +25,10 @@ const TYPES: [&str; 3] = ["ed25519", "ecdsa", "rsa"];
 const SLOW: &str = "rsa";
 const KIND: &str = "ssh_host_keys";
 const TARGET: &str = "/etc/ssh";
+/// New keys are made here, beside the old ones, and renamed in.
+const SCRATCH: &str = ".vmctx-hostkeys";
+const NO_KEYGEN: &str = "ssh-keygen is not installed: no RSA host key";
+const RSA_KEY: &str = "/etc/ssh/ssh_host_rsa_key";
 /// Left by the local stage when the slow key is still to be made (`vmctx-hostkeys.service`).
 pub const PENDING: &str = "/run/vmctx/hostkeys";
 /// `VMCTX_HOST_KEYS=all` (in /etc/default/vmctx) makes every key before sshd, as before.
@@ -45,11 +51,14 @@ pub fn apply(
         return ap.unchanged(KIND, TARGET, "no OpenSSH server in this system");
     }
     let regenerate = new_instance && mode == HostKeys::Regenerate;
-    let missing: Vec<&str> = TYPES
-        .into_iter()
-        .filter(|t| !etc_ssh.join(format!("ssh_host_{t}_key")).exists())
-        .collect();
-    if !regenerate && missing.is_empty() {
+    let missing = missing(&etc_ssh);
+    // Without ssh-keygen there is no RSA key to make: the fast ones are made in-process.
+    let no_rsa = crate::os::which("ssh-keygen").is_none();
+    if no_rsa && (regenerate || missing.contains(&SLOW)) {
+        ap.skipped(KIND, RSA_KEY, NO_KEYGEN);
+    }
+    let wanted = wanted(regenerate, missing, !no_rsa);
+    if !regenerate && wanted.is_empty() {
         let why = if new_instance {
             "kept (SSH_HOST_KEYS=KEEP)"
         } else {
@@ -57,14 +66,6 @@ pub fn apply(
         };
         return ap.unchanged(KIND, TARGET, why);
     }
-    if crate::os::which("ssh-keygen").is_none() {
-        return ap.skipped(
-            KIND,
-            TARGET,
-            "ssh-keygen is not installed: the host keys were not made",
-        );
-    }
-    let wanted: Vec<&str> = if regenerate { TYPES.to_vec() } else { missing };
     let defer = defer_slow
         && wanted.contains(&SLOW)
         && std::env::var(SETTING).as_deref() != Ok("all")
@@ -94,7 +95,8 @@ pub fn apply(
         };
         return ap.changed(KIND, TARGET, what);
     }
-    if let Err(e) = make(&etc_ssh, &now, regenerate) {
+    let comment = keygen::comment(&ap.root);
+    if let Err(e) = make(&etc_ssh, &now, regenerate, &comment) {
         return ap.failed(KIND, TARGET, e);
     }
     for f in host_key_files(&etc_ssh) {
@@ -143,11 +145,12 @@ pub fn finish_slow(root: &Path) -> Report {
     if !pending.exists() {
         ap.unchanged(KIND, TARGET, "no host key pending");
     } else {
-        let missing: Vec<&str> = TYPES
-            .into_iter()
-            .filter(|t| !etc_ssh.join(format!("ssh_host_{t}_key")).exists())
-            .collect();
-        match make(&etc_ssh, &missing, false) {
+        let mut missing = missing(&etc_ssh);
+        if crate::os::which("ssh-keygen").is_none() && missing.contains(&SLOW) {
+            ap.skipped(KIND, RSA_KEY, NO_KEYGEN);
+            missing.retain(|t| *t != SLOW);
+        }
+        match make(&etc_ssh, &missing, false, &keygen::comment(&ap.root)) {
             Err(e) => ap.failed(KIND, TARGET, e),
             Ok(()) => {
                 for f in host_key_files(&etc_ssh) {
@@ -233,17 +236,21 @@ fn systemctl(args: &[&str]) {
 
 /// Makes the `types` in `/etc/ssh/.vmctx-hostkeys`, then (with `replace`) removes every
 /// image key and renames the new ones into `/etc/ssh`. A failure changes nothing.
-fn make(etc_ssh: &Path, types: &[&str], replace: bool) -> Result<(), String> {
-    let scratch = etc_ssh.join(".vmctx-hostkeys");
+fn make(etc_ssh: &Path, types: &[&str], replace: bool, comment: &str) -> Result<(), String> {
+    let scratch = etc_ssh.join(SCRATCH);
     let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
-    let result = types
-        .iter()
-        .try_for_each(|t| keygen(&scratch, t))
+    let result = Dir::open(etc_ssh, None)
+        .and_then(|d| d.child(SCRATCH, Some(0o700)))
+        .map_err(|e| format!("{}: {e}", scratch.display()))
+        .and_then(|dir| {
+            types
+                .iter()
+                .try_for_each(|t| keygen::make(&dir, t, comment))
+        })
         .and_then(|()| {
             let new = host_key_files(&scratch);
             if new.is_empty() && !types.is_empty() {
-                return Err("ssh-keygen made no keys".into());
+                return Err("no keys were made".into());
             }
             if replace {
                 for old in host_key_files(etc_ssh) {
@@ -262,23 +269,19 @@ fn make(etc_ssh: &Path, types: &[&str], replace: bool) -> Result<(), String> {
     result
 }
 
-/// `ssh-keygen -t TYPE` into `dir/ssh_host_TYPE_key` without a passphrase (as `-A` does).
-fn keygen(dir: &Path, kind: &str) -> Result<(), String> {
-    let o = Command::new("ssh-keygen")
-        .args(["-q", "-t", kind, "-N", "", "-f"])
-        .arg(dir.join(format!("ssh_host_{kind}_key")))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("ssh-keygen: {e}"))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ssh-keygen -t {kind} failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
+/// The keys to make: all on a new instance (with `regenerate`), else the missing ones; RSA
+/// only when ssh-keygen can make it.
+fn wanted(regenerate: bool, missing: Vec<&'static str>, rsa: bool) -> Vec<&'static str> {
+    let all = if regenerate { TYPES.to_vec() } else { missing };
+    all.into_iter().filter(|t| rsa || *t != SLOW).collect()
+}
+
+/// The key types without a private key file in `/etc/ssh`.
+fn missing(etc_ssh: &Path) -> Vec<&'static str> {
+    TYPES
+        .into_iter()
+        .filter(|t| !etc_ssh.join(format!("ssh_host_{t}_key")).exists())
+        .collect()
 }
 
 /// `ssh_host_*_key` and `ssh_host_*_key.pub` in a folder, sorted.
@@ -297,7 +300,7 @@ fn host_key_files(dir: &Path) -> Vec<String> {
     out
 }
 
-/// `ssh-keygen -l -f` of every public host key, and the keys themselves.
+/// The `ssh-keygen -l -f` line of every public host key, and the keys themselves.
 fn fingerprints(etc_ssh: &Path) -> (Vec<String>, Vec<String>) {
     let mut fps = Vec::new();
     let mut keys = Vec::new();
@@ -305,20 +308,16 @@ fn fingerprints(etc_ssh: &Path) -> (Vec<String>, Vec<String>) {
         .into_iter()
         .filter(|f| f.ends_with(".pub"))
     {
-        let p = etc_ssh.join(&f);
-        if let Ok(o) = Command::new("ssh-keygen")
-            .arg("-l")
-            .arg("-f")
-            .arg(&p)
-            .output()
+        let line = keygen::read_public(&etc_ssh.join(&f));
+        match line
+            .as_deref()
+            .map_err(String::clone)
+            .and_then(keygen::fingerprint)
         {
-            if o.status.success() {
-                fps.push(String::from_utf8_lossy(&o.stdout).trim().to_string());
-            }
+            Ok(fp) => fps.push(fp),
+            Err(e) => tracing::warn!("{f}: {e}"),
         }
-        if let Ok(k) = std::fs::read_to_string(&p) {
-            keys.push(k.trim().to_string());
-        }
+        keys.extend(line.ok());
     }
     (fps, keys)
 }
@@ -400,19 +399,6 @@ mod tests {
         assert_eq!(short(&fps), "ED25519 SHA256:AbCdEf, RSA SHA256:GhIjKl");
     }
 
-    /// ssh-keygen, or a skip (a failure under CI).
-    fn have_keygen() -> bool {
-        let have = crate::os::which("ssh-keygen").is_some();
-        assert!(
-            have || std::env::var("CI").is_err(),
-            "ssh-keygen is missing"
-        );
-        if !have {
-            eprintln!("SKIP: ssh-keygen is not installed");
-        }
-        have
-    }
-
     fn pub_key(etc_ssh: &Path, t: &str) -> Option<String> {
         std::fs::read_to_string(etc_ssh.join(format!("ssh_host_{t}_key.pub"))).ok()
     }
@@ -440,7 +426,7 @@ mod tests {
 
     #[test]
     fn fast_keys_first_rsa_after_sshd_once_per_instance() {
-        if !have_keygen() {
+        if !crate::os::test_tool("ssh-keygen") {
             return;
         }
         let t = tempfile::tempdir().unwrap();
@@ -448,7 +434,7 @@ mod tests {
         std::fs::create_dir_all(&etc_ssh).unwrap();
         std::fs::write(etc_ssh.join("sshd_config"), "PermitRootLogin no\n").unwrap();
         // The image's keys (all three, as its openssh-server package made them).
-        make(&etc_ssh, &TYPES, false).unwrap();
+        make(&etc_ssh, &TYPES, false, "root@image").unwrap();
         let image: Vec<_> = TYPES.iter().map(|k| pub_key(&etc_ssh, k)).collect();
         let pending = t.path().join("run/vmctx/hostkeys");
 
@@ -482,6 +468,15 @@ mod tests {
         let keys = actions.iter().find(|a| a.kind == KIND).unwrap();
         assert_eq!(keys.detail, "present");
         assert_eq!(pub_key(&etc_ssh, "ed25519"), ed);
+    }
+
+    #[test]
+    fn without_ssh_keygen_the_fast_keys_are_still_made() {
+        assert_eq!(wanted(true, vec![], false), ["ed25519", "ecdsa"]);
+        assert_eq!(wanted(true, vec![], true), TYPES);
+        assert_eq!(wanted(false, vec!["ecdsa", "rsa"], false), ["ecdsa"]);
+        assert!(wanted(false, vec!["rsa"], false).is_empty());
+        assert_eq!(wanted(false, vec!["rsa"], true), ["rsa"]);
     }
 
     #[test]

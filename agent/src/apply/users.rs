@@ -106,6 +106,9 @@ fn ensure_account(ap: &mut Apply, user: &User) -> Option<Account> {
     }
 }
 
+/// The rule `USERNAME_SUDO` grants; `sudo: true` of a cloud-config user is the same.
+pub(super) const SUDO_ALL: &str = "ALL=(ALL) NOPASSWD:ALL";
+
 fn sudo(ap: &mut Apply, user: &User) {
     let path = ap.root.path(SUDOERS);
     if !user.sudo {
@@ -113,18 +116,39 @@ fn sudo(ap: &mut Apply, user: &User) {
         return;
     }
     let text = format!(
-        "# Written by vmctx: USERNAME_SUDO for the context's user.\n{} ALL=(ALL) NOPASSWD:ALL\n",
+        "# Written by vmctx: USERNAME_SUDO for the context's user.\n{} {SUDO_ALL}\n",
         user.name
     );
-    if let Err(e) = validate_sudoers(&path, &text) {
-        ap.failed("sudo", &path.display().to_string(), e);
-        return;
+    sudoers_file(ap, &path, &text, &[&user.name], false);
+}
+
+/// Writes a sudoers.d drop-in; a broken one locks out sudo. vmctx's fixed rule has one
+/// variable part, the user names, which the context checked already (checked again here,
+/// cheaply); free-form rules (`free_form`) go through `visudo -cf`, and only when the file
+/// would change: an unchanged file was checked when it was written, and visudo costs
+/// seconds of an emulated boot.
+pub(super) fn sudoers_file(
+    ap: &mut Apply,
+    path: &Path,
+    text: &str,
+    names: &[&str],
+    free_form: bool,
+) {
+    let target = path.display().to_string();
+    if let Some(bad) = names.iter().find(|n| !crate::context::valid_username(n)) {
+        return ap.failed("sudo", &target, format!("{bad:?} is not a user name"));
     }
-    ap.file("sudo", &path, text.as_bytes(), NewFile::mode(0o440));
+    let new = NewFile::mode(0o440);
+    if free_form && files::differs(path, text.as_bytes(), new).unwrap_or(true) {
+        if let Err(e) = validate_sudoers(path, text) {
+            return ap.failed("sudo", &target, e);
+        }
+    }
+    ap.file("sudo", path, text.as_bytes(), new);
 }
 
 /// `visudo -cf` on a copy, when visudo is installed (a broken sudoers.d file locks out sudo).
-pub(super) fn validate_sudoers(path: &Path, text: &str) -> Result<(), String> {
+fn validate_sudoers(path: &Path, text: &str) -> Result<(), String> {
     let Some(dir) = path.parent() else {
         return Ok(());
     };

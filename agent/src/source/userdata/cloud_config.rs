@@ -216,13 +216,9 @@ fn strings(v: &Value) -> Result<Vec<String>, String> {
     }
 }
 
+/// User and group names: the context's rule for user names (the sudoers drop-ins rely on it).
 fn valid_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    !b.is_empty()
-        && b.len() <= 32
-        && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-".contains(c))
+    crate::context::valid_username(n)
 }
 
 fn users(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<CloudUser>, String> {
