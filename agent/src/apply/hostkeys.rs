@@ -115,7 +115,7 @@ pub fn apply(
     } else {
         "missing host keys generated"
     };
-    if regenerate && ap.root.is_real() {
+    if regenerate && ap.root.is_real() && sshd_running() {
         restart_running_sshd();
     }
     if let Err(e) = state.mark_done(id, "ssh-host-keys", &fingerprints.join("\n")) {
@@ -216,6 +216,20 @@ fn fast_keys_serve(etc_ssh: &Path) -> bool {
 /// runs before it); `--no-block` because this may run inside a unit ordered before it.
 fn restart_running_sshd() {
     systemctl(&["--no-block", "try-restart", "ssh.service", "sshd.service"]);
+}
+
+/// Whether an sshd process runs (it loaded the old keys). Asked of /proc, not of systemd: at
+/// early boot, when sshd has not started yet, PID 1 is busy and `systemctl` takes seconds.
+fn sshd_running() -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    procs.flatten().any(|p| {
+        p.file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            && std::fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim_end() == "sshd")
+    })
 }
 
 /// sshd re-reads its keys on SIGHUP (`reload`); open sessions stay.
