@@ -15,10 +15,14 @@ const MARKERS: &[&str] = &[
     "Command::new(\"",
 ];
 
+/// The agent's unit tests ask with `os::test_tool` (its product code's `Command::new` is not a
+/// test's request).
+const UNIT_MARKERS: &[&str] = &["test_tool(\""];
+
 /// The string literals after each marker in `src`: every tool a Rust test source asks for.
-fn tools_in_rust(src: &str) -> BTreeSet<String> {
+fn tools_in_rust(src: &str, markers: &[&str]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for marker in MARKERS {
+    for marker in markers {
         for (at, _) in src.match_indices(marker) {
             let rest = &src[at + marker.len() - usize::from(marker.ends_with('"'))..];
             let end = rest.find([')', ']']).unwrap_or(rest.len());
@@ -71,7 +75,27 @@ fn asked_for() -> Vec<(String, String)> {
         if name.ends_with("ci_tools.rs") {
             continue; // its markers are data, not requests
         }
-        asked.extend(tools_in_rust(&src).into_iter().map(|t| (name.clone(), t)));
+        asked.extend(
+            tools_in_rust(&src, MARKERS)
+                .into_iter()
+                .map(|t| (name.clone(), t)),
+        );
+    }
+    let mut dirs = vec![ws.join("agent/src")];
+    while let Some(dir) = dirs.pop() {
+        for p in std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()) {
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let src = std::fs::read_to_string(&p).unwrap();
+                let name = p.strip_prefix(&ws).unwrap().display().to_string();
+                asked.extend(
+                    tools_in_rust(&src, UNIT_MARKERS)
+                        .into_iter()
+                        .map(|t| (name.clone(), t)),
+                );
+            }
+        }
     }
     let scripts = tools_in_scripts(&ws.join("vm-fixtures")).unwrap_or_else(|e| panic!("{e}"));
     asked.extend(
@@ -138,9 +162,16 @@ fn the_scanner_finds_tools_in_each_form() {
         Command::new("/bin/sh");
         need("root (namespaces)", is_root());
     "#;
-    let found: Vec<String> = tools_in_rust(src).into_iter().collect();
+    let found: Vec<String> = tools_in_rust(src, MARKERS).into_iter().collect();
     assert_eq!(
         found,
         ["losetup", "mcopy", "mkfs.vfat", "sfdisk", "xorriso"]
+    );
+    let unit = r#"if !crate::os::test_tool("ssh-keygen") { return; } Command::new("useradd");"#;
+    assert_eq!(
+        tools_in_rust(unit, UNIT_MARKERS)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["ssh-keygen"]
     );
 }
