@@ -6,6 +6,11 @@
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
+/// Whether systemd waits for a readiness message (the unit is `Type=notify`).
+pub fn expected() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
 /// Sends `READY=1` with a status line. Sending it twice is harmless: systemd keeps the first.
 pub fn ready(status: &str) {
     if let Some(socket) = std::env::var_os("NOTIFY_SOCKET") {

@@ -1,6 +1,7 @@
 //! SELinux labels under `--root`: with selinuxfs and a policy in the tree, a real apply hands
 //! what it wrote to the labelling tool (a recording stand-in first on PATH) in one call at the
-//! end of the stage; with SELinux off nothing is called; a missing tool is a warning.
+//! end of the stage (two under systemd: before readiness and after the users); with SELinux off
+//! nothing is called; a missing tool is a warning.
 
 use std::path::{Path, PathBuf};
 use vmctx_tests::*;
@@ -219,4 +220,62 @@ fn plan_says_labels_are_restored() {
     assert!(plan(t.path()).contains("selinux   enabled: labels restored"));
     std::fs::write(t.path().join("etc/selinux/config"), "SELINUX=disabled\n").unwrap();
     assert!(!plan(t.path()).contains("selinux"));
+}
+
+/// Under systemd (`Type=notify`): what the units after vmctx-local read when they start is
+/// labelled, then `READY=1` is sent; the users come after it, labelled in a second call, and the
+/// stage's end says so again.
+#[test]
+fn ready_is_sent_once_what_starting_units_read_is_labelled() {
+    let Some(g) = Guest::new("selinux-ready") else {
+        return;
+    };
+    if !need_tools(&["useradd"]) {
+        return;
+    }
+    selinux_tree(&g);
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("calls");
+    let bin = recording_tools(tmp.path(), &log);
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let socket = tmp.path().join("notify");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let ctx = context_dir(&format!("{CONTEXT}SSH_PUBLIC_KEY='{KEY}'\n"), &[]);
+    let src = format!("dir:{}", ctx.path().display());
+    let o = g
+        .command(&["apply", "--stage", "local", "--source", &src])
+        .env("PATH", &path)
+        .env("NOTIFY_SOCKET", &socket)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    let mut said = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = listener.recv(&mut buf) {
+        said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(
+        said,
+        [
+            "READY=1\nSTATUS=links, hostname and host keys applied; users next\n",
+            "READY=1\nSTATUS=local stage done\n"
+        ]
+    );
+    let calls_made = calls(&log);
+    assert_eq!(calls_made.len(), 2, "{calls_made:?}");
+    let at = |rel: &str| format!(" {}{rel}", g.root_str());
+    for before in ["/etc/hostname", "/etc/hosts", "/etc/localtime"] {
+        assert!(calls_made[0].contains(&at(before)), "{calls_made:?}");
+    }
+    for after in ["/etc/sudoers.d/90-vmctx", "/home/alice/.ssh"] {
+        assert!(
+            !calls_made[0].contains(&at(after)) && calls_made[1].contains(&at(after)),
+            "{calls_made:?}"
+        );
+    }
 }

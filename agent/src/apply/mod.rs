@@ -296,10 +296,11 @@ pub fn apply(
             &plan.instance_id,
             stage == Stage::Local,
         );
-        selinux::relabel(&mut ap, &facts.selinux);
-        // What the units after vmctx-local read when they start is in place: networkd and
-        // sshd go on while users are made and the disk grows (seconds of useradd and resize).
-        if stage == Stage::Local && !dry_run {
+        // What the units after vmctx-local read when they start is in place (and labelled):
+        // networkd and sshd go on while users are made and the disk grows (seconds of useradd
+        // and resize2fs on a small VM).
+        if stage == Stage::Local && !dry_run && crate::notify::expected() {
+            selinux::relabel(&mut ap, &facts.selinux);
             crate::notify::ready("links, hostname and host keys applied; users next");
         }
         for u in &plan.users {
