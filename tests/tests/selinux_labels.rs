@@ -49,6 +49,24 @@ fn recording_tools(dir: &Path, calls: &Path) -> PathBuf {
     bin
 }
 
+/// A guest whose tree has SELinux on, and a PATH whose labelling tools record their calls in
+/// the returned log (in the returned folder).
+fn labelled_guest(name: &str) -> Option<(Guest, tempfile::TempDir, PathBuf, std::ffi::OsString)> {
+    let g = Guest::new(name)?;
+    if !need_tools(&["useradd"]) {
+        return None;
+    }
+    selinux_tree(&g);
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("calls");
+    let bin = recording_tools(tmp.path(), &log);
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    Some((g, tmp, log, path))
+}
+
 /// `vmctx apply` of a context folder with this PATH; its JSON report.
 fn apply(g: &Guest, ctx: &Path, path: &std::ffi::OsStr) -> serde_json::Value {
     let src = format!("dir:{}", ctx.display());
@@ -81,20 +99,9 @@ fn selinux_actions(report: &serde_json::Value) -> Vec<serde_json::Value> {
 
 #[test]
 fn written_paths_are_relabelled_once_per_stage() {
-    let Some(g) = Guest::new("selinux") else {
+    let Some((g, _tmp, log, path)) = labelled_guest("selinux") else {
         return;
     };
-    if !need_tools(&["useradd"]) {
-        return;
-    }
-    selinux_tree(&g);
-    let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("calls");
-    let bin = recording_tools(tmp.path(), &log);
-    let path = std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap();
     let ctx = context_dir(&format!("{CONTEXT}SSH_PUBLIC_KEY='{KEY}'\n"), &[]);
 
     let report = apply(&g, ctx.path(), &path);
@@ -227,20 +234,9 @@ fn plan_says_labels_are_restored() {
 /// stage's end says so again.
 #[test]
 fn ready_is_sent_once_what_starting_units_read_is_labelled() {
-    let Some(g) = Guest::new("selinux-ready") else {
+    let Some((g, tmp, log, path)) = labelled_guest("selinux-ready") else {
         return;
     };
-    if !need_tools(&["useradd"]) {
-        return;
-    }
-    selinux_tree(&g);
-    let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("calls");
-    let bin = recording_tools(tmp.path(), &log);
-    let path = std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap();
     let socket = tmp.path().join("notify");
     let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
     listener.set_nonblocking(true).unwrap();
